@@ -1,0 +1,1 @@
+"""Shared plumbing for every agegender service: wire codec, sockets, config, metrics, health."""

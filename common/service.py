@@ -1,0 +1,161 @@
+"""Per-service runtime: health state, the HTTP server (/metrics, /healthz, /readyz),
+logging, thread budget and signal handling.
+
+Signal handlers only set a stop event; loops poll with timeouts and clean up in
+``finally`` blocks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from common.metrics import StageMetrics
+
+log = logging.getLogger(__name__)
+
+#: Extra route: ``handler(request) -> None`` writes the whole response itself.
+Route = Callable[[BaseHTTPRequestHandler], None]
+
+
+def setup_logging(level: str = "INFO") -> None:
+    """Configure one-line logs: time, level, process name, logger, message."""
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s",
+                        force=True)
+
+
+def set_thread_budget(threads: int) -> None:
+    """Limit OpenMP, BLAS, OpenCV and TensorFlow threads of this process.
+
+    Call before TensorFlow is imported for the environment variables to fully apply;
+    TensorFlow's own pools are set again if it is already imported.
+    """
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                "TF_NUM_INTRAOP_THREADS"):
+        os.environ[var] = str(threads)
+    os.environ["TF_NUM_INTEROP_THREADS"] = "1"
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import cv2
+    cv2.setNumThreads(threads)
+    import sys
+    if "tensorflow" in sys.modules:
+        import tensorflow as tf
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+        except RuntimeError:  # already initialised: keep what it has
+            log.debug("TensorFlow thread pools already initialised")
+
+
+class Health:
+    """Liveness and readiness of one service.
+
+    ``/healthz`` is OK while the main loop's heartbeat is fresher than ``timeout_s``
+    seconds; ``/readyz`` is OK once :meth:`set_ready` was called (models loaded, sockets
+    up) and the service is alive.
+    """
+
+    def __init__(self, metrics: StageMetrics, timeout_s: float = 10.0):
+        self.metrics = metrics
+        self.timeout_s = timeout_s
+        self._beat = time.monotonic()
+        self._ready = False
+        self.state = "starting"
+
+    def beat(self) -> None:
+        """Record a tick of the main loop."""
+        self._beat = time.monotonic()
+        self.metrics.heartbeat.labels(self.metrics.stage).set(time.time())
+
+    def set_ready(self, ready: bool = True, state: str | None = None) -> None:
+        """Mark the service ready (or not) and optionally name its lifecycle state."""
+        self._ready = ready
+        self.state = state or ("running" if ready else self.state)
+
+    def alive(self) -> bool:
+        """True while the heartbeat is fresh."""
+        return time.monotonic() - self._beat < self.timeout_s
+
+    def ready(self) -> bool:
+        """True when ready and alive."""
+        return self._ready and self.alive()
+
+
+class HTTPServer:
+    """Serves ``/metrics``, ``/healthz``, ``/readyz`` and optional extra routes.
+
+    Args:
+        host: listen address.
+        port: TCP port (0 picks a free one; see :attr:`port`).
+        metrics: metrics whose registry ``/metrics`` exposes.
+        health: liveness/readiness source.
+        routes: extra ``path -> handler`` routes (e.g. the sink's MJPEG page).
+    """
+
+    def __init__(self, host: str, port: int, metrics: StageMetrics, health: Health,
+                 routes: dict[str, Route] | None = None):
+        registry = metrics.registry
+        extra = dict(routes or {})
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, fmt, *args):  # keep access logs out of stderr
+                log.debug("http: " + fmt, *args)
+
+            def _reply(self, code: int, ctype: str, body: bytes) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):  # noqa: N802 (http.server API)
+                path = self.path.split("?", 1)[0]
+                try:
+                    if path == "/metrics":
+                        self._reply(200, CONTENT_TYPE_LATEST, generate_latest(registry))
+                    elif path in ("/healthz", "/readyz"):
+                        ok = health.alive() if path == "/healthz" else health.ready()
+                        body = json.dumps({"ok": ok, "state": health.state,
+                                           "stage": metrics.stage}).encode()
+                        self._reply(200 if ok else 503, "application/json", body)
+                    elif path in extra:
+                        extra[path](self)
+                    else:
+                        self._reply(404, "text/plain", b"not found\n")
+                except (BrokenPipeError, ConnectionResetError):
+                    log.debug("http client went away on %s", path)
+
+        ThreadingHTTPServer.daemon_threads = True
+        self._server = ThreadingHTTPServer((host, port), Handler)
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        name="http", daemon=True)
+
+    def start(self) -> "HTTPServer":
+        """Start serving in a daemon thread; returns ``self``."""
+        self._thread.start()
+        log.info("HTTP on port %d: /metrics /healthz /readyz", self.port)
+        return self
+
+    def close(self) -> None:
+        """Stop serving and release the port."""
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def install_signal_handlers(stop: threading.Event) -> None:
+    """Make SIGINT and SIGTERM set ``stop`` (nothing else happens in the handler)."""
+    def handler(signum, frame):
+        stop.set()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGTERM, handler)

@@ -1,0 +1,291 @@
+"""Versioned wire schema and msgpack codec for every message between services.
+
+A message is a ZeroMQ multipart message ``[header, payload...]``:
+
+* ``header`` is a msgpack map with string keys. Always present: ``v`` (schema version,
+  int), ``kind`` (one of :data:`KINDS`), ``stream`` (str), ``seq`` (int, per stream,
+  starting at 0) and ``t_capture_ns`` (int, wall clock at capture in ns since the Unix
+  epoch). Per-stage timestamps are ints in ns named ``t_<stage>_ns``.
+* Messages that carry an image (``frame``, ``faces``, ``result``) also carry ``width``,
+  ``height`` (pixels) and ``encoding`` (``"bgr8"``: raw ``(H, W, 3) uint8`` BGR bytes in
+  row-major order; ``"jpeg"``: JPEG bytes) and send the image as the first payload frame.
+* ``faces`` messages carry ``faces``: a list of maps with ``box`` ``[x1, y1, x2, y2]``
+  (absolute pixels, clipped to the frame, ``x2 > x1``, ``y2 > y1``) and ``confidence``
+  (0..1); one raw BGR crop per face follows the image as a payload frame, and its shape
+  is in ``crops``: a list of ``[h, w]``.
+* ``result`` messages carry ``faces`` maps that add ``age`` (years), ``age_range``
+  (``[low, high]`` years or absent), ``gender`` (``"female"`` | ``"male"``) and
+  ``gender_confidence`` (0..1).
+* ``eos`` marks the end of a stream; it has no payload and must never be dropped.
+
+Pixel data travels as raw bytes frames, never as Python objects and never with pickle.
+:func:`decode` validates everything and raises :class:`DecodeError` whose ``reason`` is
+one of :data:`DROP_REASONS` so callers can drop and count.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Sequence
+
+import msgpack
+import numpy as np
+
+SCHEMA_VERSION = 1
+KINDS = ("frame", "faces", "result", "eos")
+ENCODINGS = ("bgr8", "jpeg")
+#: Upper bound on a whole multipart message (bytes); 3840x2160x3 raw plus crops fits.
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+#: Upper bound on the msgpack header (bytes).
+MAX_HEADER_BYTES = 256 * 1024
+#: Largest accepted image side (pixels).
+MAX_SIDE = 8192
+#: Reasons a message can be rejected; metrics labels are created from this tuple.
+DROP_REASONS = (
+    "not_msgpack",
+    "oversize",
+    "bad_version",
+    "bad_kind",
+    "bad_field",
+    "size_mismatch",
+)
+
+
+class DecodeError(ValueError):
+    """A message failed validation; ``reason`` is one of :data:`DROP_REASONS`."""
+
+    def __init__(self, reason: str, detail: str):
+        assert reason in DROP_REASONS, reason
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclasses.dataclass
+class Message:
+    """A decoded message.
+
+    Attributes:
+        header: the validated header map (plain Python types).
+        image: ``(H, W, 3) uint8`` BGR array for ``bgr8`` messages, ``None`` otherwise
+            (``jpeg`` images stay encoded in ``image_bytes``).
+        image_bytes: the raw image payload (``bgr8`` or JPEG bytes), ``None`` for ``eos``.
+        crops: list of ``(h, w, 3) uint8`` BGR arrays (``faces`` messages only).
+    """
+
+    header: dict
+    image: np.ndarray | None = None
+    image_bytes: bytes | None = None
+    crops: list = dataclasses.field(default_factory=list)
+
+    @property
+    def kind(self) -> str:
+        """Message kind, one of :data:`KINDS`."""
+        return self.header["kind"]
+
+    @property
+    def stream(self) -> str:
+        """Stream name."""
+        return self.header["stream"]
+
+    @property
+    def seq(self) -> int:
+        """Frame sequence number within its stream."""
+        return self.header["seq"]
+
+
+def _plain(value: Any) -> Any:
+    """Convert numpy scalars/arrays and tuples inside a header to msgpack-native types."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _plain(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _as_bytes(payload: Any) -> bytes | memoryview:
+    if isinstance(payload, np.ndarray):
+        if payload.dtype != np.uint8:
+            raise TypeError(f"pixel payloads must be uint8, got {payload.dtype}")
+        # Non-contiguous views (slices, crops) are copied into one contiguous buffer.
+        return memoryview(np.ascontiguousarray(payload)).cast("B")
+    if isinstance(payload, (bytes, bytearray, memoryview)):
+        return payload
+    raise TypeError(f"payload must be bytes or a uint8 ndarray, got {type(payload).__name__}")
+
+
+def encode(header: dict, payloads: Sequence[Any] = ()) -> list:
+    """Encode a message into multipart frames.
+
+    Args:
+        header: header map; ``v`` is filled in. Numpy scalars, arrays and tuples are
+            converted to plain msgpack types.
+        payloads: bytes or ``uint8`` arrays (any strides; copied when non-contiguous).
+
+    Returns:
+        ``[header_bytes, payload...]`` ready for ``socket.send_multipart``.
+
+    Raises:
+        TypeError: a payload is neither bytes nor a uint8 array, or the header holds a
+            type msgpack cannot encode.
+    """
+    h = _plain(dict(header))
+    h["v"] = SCHEMA_VERSION
+    return [msgpack.packb(h, use_bin_type=True)] + [_as_bytes(p) for p in payloads]
+
+
+def frame_header(stream: str, seq: int, t_capture_ns: int, width: int, height: int,
+                 encoding: str = "bgr8", **extra: Any) -> dict:
+    """Build a ``frame`` header (see the module docstring for the fields)."""
+    return dict(kind="frame", stream=stream, seq=seq, t_capture_ns=t_capture_ns,
+                width=width, height=height, encoding=encoding, **extra)
+
+
+def encode_frame(header: dict, image: np.ndarray) -> list:
+    """Encode an image-carrying message whose image is ``(H, W, 3) uint8`` BGR.
+
+    ``width``, ``height`` and ``encoding="bgr8"`` are set from the array.
+
+    Raises:
+        ValueError: the array is not ``(H, W, 3) uint8``.
+    """
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"image must be (H, W, 3) uint8, got {image.shape} {image.dtype}")
+    h = dict(header, width=int(image.shape[1]), height=int(image.shape[0]), encoding="bgr8")
+    return encode(h, [image])
+
+
+def _require(h: dict, key: str, types: tuple, kind_detail: str = "") -> Any:
+    if key not in h:
+        raise DecodeError("bad_field", f"missing {key!r}{kind_detail}")
+    value = h[key]
+    # bool is an int subclass: never accept it where a number is expected
+    if isinstance(value, bool) and bool not in types:
+        raise DecodeError("bad_field", f"{key!r} has type bool")
+    if not isinstance(value, types):
+        raise DecodeError("bad_field", f"{key!r} has type {type(value).__name__}")
+    return value
+
+
+def _check_box(box: Any, width: int, height: int) -> None:
+    if not isinstance(box, list) or len(box) != 4:
+        raise DecodeError("bad_field", "box must be a list of 4 numbers")
+    for c in box:
+        if isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c):
+            raise DecodeError("bad_field", "box coordinates must be finite numbers")
+    x1, y1, x2, y2 = box
+    if not (0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height):
+        raise DecodeError("bad_field", f"box {box} outside {width}x{height} or empty")
+
+
+def decode(frames: Sequence[bytes], max_bytes: int = MAX_MESSAGE_BYTES) -> Message:
+    """Validate and decode a multipart message.
+
+    Args:
+        frames: the multipart frames as received (bytes or zmq Frame-like buffers).
+        max_bytes: reject messages whose total size exceeds this (bytes).
+
+    Returns:
+        A :class:`Message`; image and crops are zero-copy read-only views on the frames.
+
+    Raises:
+        DecodeError: with ``reason`` in :data:`DROP_REASONS`.
+    """
+    if not frames:
+        raise DecodeError("bad_field", "empty multipart message")
+    total = sum(len(f) for f in frames)
+    if total > max_bytes:
+        raise DecodeError("oversize", f"{total} bytes > {max_bytes}")
+    raw = frames[0]
+    if len(raw) > MAX_HEADER_BYTES:
+        raise DecodeError("oversize", f"header of {len(raw)} bytes")
+    try:
+        # Limits stop a tiny header from announcing a huge container or binary.
+        h = msgpack.unpackb(bytes(raw), raw=False, strict_map_key=True,
+                            max_bin_len=MAX_HEADER_BYTES, max_str_len=MAX_HEADER_BYTES,
+                            max_array_len=100_000, max_map_len=10_000, max_ext_len=0)
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise DecodeError("not_msgpack", f"{type(exc).__name__}: {exc}") from None
+    if not isinstance(h, dict):
+        raise DecodeError("not_msgpack", f"header is a {type(h).__name__}, not a map")
+    v = h.get("v")
+    if v != SCHEMA_VERSION or isinstance(v, bool):
+        raise DecodeError("bad_version", f"schema version {v!r}, expected {SCHEMA_VERSION}")
+    kind = h.get("kind")
+    if kind not in KINDS:
+        raise DecodeError("bad_kind", f"kind {kind!r}")
+    stream = _require(h, "stream", (str,))
+    if not stream or len(stream) > 128:
+        raise DecodeError("bad_field", "stream name must have 1-128 characters")
+    seq = _require(h, "seq", (int,))
+    t_cap = _require(h, "t_capture_ns", (int,))
+    if seq < 0 or t_cap < 0:
+        raise DecodeError("bad_field", "seq and t_capture_ns must be >= 0")
+    for key, value in h.items():
+        if key.startswith("t_") and key.endswith("_ns") and (
+                isinstance(value, bool) or not isinstance(value, int)):
+            raise DecodeError("bad_field", f"{key!r} must be an int")
+    msg = Message(header=h)
+    if kind == "eos":
+        if len(frames) != 1:
+            raise DecodeError("size_mismatch", "eos carries no payload")
+        return msg
+
+    width = _require(h, "width", (int,))
+    height = _require(h, "height", (int,))
+    encoding = _require(h, "encoding", (str,))
+    if not (0 < width <= MAX_SIDE and 0 < height <= MAX_SIDE):
+        raise DecodeError("bad_field", f"image size {width}x{height}")
+    if encoding not in ENCODINGS:
+        raise DecodeError("bad_field", f"encoding {encoding!r}")
+    if len(frames) < 2:
+        raise DecodeError("size_mismatch", "image payload missing")
+    img = frames[1]
+    msg.image_bytes = img
+    if encoding == "bgr8":
+        if len(img) != width * height * 3:
+            raise DecodeError("size_mismatch",
+                              f"{len(img)} bytes for {width}x{height}x3 = {width * height * 3}")
+        msg.image = np.frombuffer(img, dtype=np.uint8).reshape(height, width, 3)
+    elif len(img) == 0:
+        raise DecodeError("size_mismatch", "empty jpeg payload")
+
+    if kind in ("faces", "result"):
+        faces = _require(h, "faces", (list,))
+        for face in faces:
+            if not isinstance(face, dict):
+                raise DecodeError("bad_field", "each face must be a map")
+            _check_box(face.get("box"), width, height)
+            conf = face.get("confidence")
+            if isinstance(conf, bool) or not isinstance(conf, (int, float)):
+                raise DecodeError("bad_field", "face confidence must be a number")
+    if kind == "faces":
+        crops = _require(h, "crops", (list,))
+        if len(crops) != len(h["faces"]) or len(frames) != 2 + len(crops):
+            raise DecodeError("size_mismatch",
+                              f"{len(h['faces'])} faces, {len(crops)} crop shapes, "
+                              f"{len(frames) - 2} crop payloads")
+        for shape, payload in zip(crops, frames[2:]):
+            if (not isinstance(shape, list) or len(shape) != 2
+                    or not all(isinstance(s, int) and not isinstance(s, bool) and 0 < s <= MAX_SIDE
+                               for s in shape)):
+                raise DecodeError("bad_field", f"crop shape {shape!r}")
+            ch, cw = shape
+            if len(payload) != ch * cw * 3:
+                raise DecodeError("size_mismatch", f"crop {cw}x{ch} has {len(payload)} bytes")
+            msg.crops.append(np.frombuffer(payload, dtype=np.uint8).reshape(ch, cw, 3))
+    elif len(frames) != 2:
+        raise DecodeError("size_mismatch", f"{kind} carries exactly one payload")
+    return msg
+
+
+def stamp(header: dict, stage: str, t_ns: int) -> dict:
+    """Return a copy of ``header`` with ``t_<stage>_ns`` set (ns since the Unix epoch)."""
+    h = {k: v for k, v in header.items() if k != "v"}
+    h[f"t_{stage}_ns"] = int(t_ns)
+    return h

@@ -1,0 +1,1 @@
+"""The four pipeline services (capture, detector, classifier, sink) and the CLI."""

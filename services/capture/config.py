@@ -1,0 +1,39 @@
+"""Capture service configuration (environment prefix ``AGEGENDER_CAPTURE_``)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from common.config import ServiceConfig
+
+
+class CaptureConfig(ServiceConfig):
+    """Where frames come from and where they go."""
+
+    model_config = SettingsConfigDict(env_prefix="AGEGENDER_CAPTURE_", extra="forbid",
+                                      validate_default=True)
+
+    sources: list[str] = Field(default_factory=list, description="Sources, each "
+                               "'[NAME=]URI': a video file (mp4/avi/gif), an image folder, "
+                               "rtsp://..., http(s)://... MJPEG, a camera index ('0') or "
+                               "/dev/videoN. NAME is the stream name (default: file stem, "
+                               "or camN). Empty: the built-in demo scene.")
+    output: str = Field("bind:tcp://*:5555", description="Frame output endpoint (PUSH).")
+    realtime: bool = Field(True, description="Pace files at their native frame rate; false "
+                           "sends as fast as downstream accepts (backpressure, no drops).")
+    loop: bool = Field(False, description="Restart files and folders at their end.")
+    fps: float = Field(0.0, ge=0.0, le=240.0, description="Frame rate for image folders and "
+                       "sources that report none (frames/s); 0 = 10 for folders.")
+    max_fps: float = Field(0.0, ge=0.0, le=240.0, description="Cap on frames sent per "
+                           "second per stream (frames/s); 0 = no cap.")
+    open_timeout_s: float = Field(5.0, gt=0.0, le=120.0, description="Limit for opening a "
+                                  "network source (seconds).")
+    read_timeout_s: float = Field(5.0, gt=0.0, le=120.0, description="A live source that "
+                                  "delivers no frame for this long is marked down and "
+                                  "reopened (seconds).")
+    reconnect_min_s: float = Field(0.5, gt=0.0, le=60.0, description="First reconnect "
+                                   "delay (seconds); doubles up to reconnect_max_s.")
+    reconnect_max_s: float = Field(10.0, gt=0.0, le=600.0, description="Largest reconnect "
+                                   "delay (seconds).")
+    http_port: int = Field(9101, ge=0, le=65535, description="HTTP port; 0 disables it.")

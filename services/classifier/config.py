@@ -1,0 +1,26 @@
+"""Classifier service configuration (environment prefix ``AGEGENDER_CLASSIFIER_``)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from common.config import ServiceConfig
+
+
+class ClassifierConfig(ServiceConfig):
+    """Age/gender model and batching settings."""
+
+    model_config = SettingsConfigDict(env_prefix="AGEGENDER_CLASSIFIER_", extra="forbid",
+                                      validate_default=True)
+
+    input: str = Field("bind:tcp://*:5556", description="Faces input endpoint (PULL).")
+    output: str = Field("connect:tcp://localhost:5557", description="Result output "
+                        "endpoint (PUSH).")
+    model: str = Field("compact", description="Model name under models/ ('compact', "
+                       "'seed') or a path to a model directory.")
+    max_batch: int = Field(32, ge=1, le=1024, description="Largest batch of crops per "
+                           "inference call.")
+    max_wait_ms: float = Field(10.0, ge=0.0, le=1000.0, description="Longest wait for more "
+                               "crops once one is queued (ms).")
+    http_port: int = Field(9103, ge=0, le=65535, description="HTTP port; 0 disables it.")

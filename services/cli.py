@@ -1,0 +1,144 @@
+"""The ``agegender`` command line.
+
+Service subcommands get one ``--option`` per field of their config model (generated, so
+the CLI cannot drift from the config); an option given on the command line overrides the
+environment variable, which overrides the default. Heavy imports (TensorFlow, OpenCV) are
+done inside each subcommand so ``agegender --help`` is fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import typing
+from pathlib import Path
+
+import click
+from pydantic_settings import BaseSettings
+
+#: subcommand -> (config class "module:Class", entry point "module:function")
+SERVICES = {
+    "capture": ("services.capture.config:CaptureConfig", "services.capture.main:main"),
+    "detector": ("services.detector.config:DetectorConfig", "services.detector.main:main"),
+    "classifier": ("services.classifier.config:ClassifierConfig",
+                   "services.classifier.main:main"),
+    "sink": ("services.sink.config:SinkConfig", "services.sink.main:main"),
+}
+
+
+def load(ref: str):
+    """Import ``"module:attr"`` and return the attribute."""
+    mod, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(mod), attr)
+
+
+def _click_type(annotation):
+    origin = typing.get_origin(annotation)
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if origin is typing.Literal:
+        return click.Choice([str(a) for a in typing.get_args(annotation)]), False
+    if origin in (list, tuple):
+        return str, True
+    if origin is typing.Union and args:
+        return _click_type(args[0])
+    if annotation is bool:
+        return click.BOOL, False
+    if annotation in (int, float, str):
+        return annotation, False
+    if annotation is Path or (isinstance(annotation, type) and issubclass(annotation, Path)):
+        return click.Path(path_type=Path), False
+    return str, False
+
+
+def config_options(config_cls: type[BaseSettings]):
+    """Decorator adding ``--field-name`` options for every field of ``config_cls``.
+
+    List fields become repeatable options (``--sources a --sources b``); booleans take
+    ``true``/``false``. Options default to ``None`` (= not given) so the environment and
+    defaults stay in charge unless the user overrides them.
+    """
+    def decorate(func):
+        for name, field in reversed(list(config_cls.model_fields.items())):
+            ctype, multiple = _click_type(field.annotation)
+            default = field.default if field.default_factory is None else field.default_factory()
+            env = f"{config_cls.model_config.get('env_prefix', '')}{name}".upper()
+            help_text = f"{field.description} [default: {default!r}; env: {env}]"
+            func = click.option(f"--{name.replace('_', '-')}", name, type=ctype,
+                                multiple=multiple, default=None, help=help_text)(func)
+        return func
+    return decorate
+
+
+def build_config(config_cls: type[BaseSettings], options: dict):
+    """Instantiate ``config_cls`` from the CLI options that were actually given.
+
+    Raises:
+        click.BadParameter: the values fail validation (the message names the field).
+    """
+    given = {k: (list(v) if isinstance(v, tuple) else v) for k, v in options.items()
+             if v is not None and v != ()}
+    try:
+        return config_cls(**given)
+    except Exception as exc:  # pydantic.ValidationError: show it as a usage error
+        raise click.BadParameter(str(exc)) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="agegender")
+def main():
+    """Real-time face detection with age and gender estimation."""
+
+
+def _service_command(name: str, config_ref: str, entry_ref: str):
+    config_cls = load(config_ref)
+
+    @main.command(name=name, help=f"Run the {name} service (one process). "
+                                  f"{config_cls.__doc__ or ''}")
+    @config_options(config_cls)
+    def command(**options):
+        cfg = build_config(config_cls, options)
+        raise SystemExit(load(entry_ref)(cfg) or 0)
+
+    return command
+
+
+for _name, (_cfg, _entry) in SERVICES.items():
+    _service_command(_name, _cfg, _entry)
+
+
+def _lazy(name: str, ref: str, help_text: str):
+    """Register a subcommand whose click command object lives in another module.
+
+    The module is imported only when the subcommand runs or its help is shown.
+    """
+    class Lazy(click.Command):
+        def _real(self) -> click.Command:
+            return load(ref)
+
+        def get_params(self, ctx):
+            return self._real().get_params(ctx)
+
+        def get_help(self, ctx):
+            return self._real().get_help(ctx)
+
+        def invoke(self, ctx):
+            return self._real().invoke(ctx)
+
+        def make_context(self, info_name, args, parent=None, **extra):
+            return self._real().make_context(info_name, args, parent=parent, **extra)
+
+    main.add_command(Lazy(name, help=help_text))
+
+
+_lazy("run", "services.run:command",
+      "Run the whole stack (four processes over ipc://) with progress and a summary.")
+_lazy("predict", "services.predict:command",
+      "One-shot: image files or folders -> one JSON object per face on stdout.")
+_lazy("train", "training.cli:train_command", "Train an age/gender model (seed or compact).")
+_lazy("evaluate", "training.cli:evaluate_command",
+      "Evaluate a model on a UTKFace-named folder: MAE, accuracy, per-band, latency.")
+_lazy("prepare", "training.cli:prepare_command",
+      "Prepare a dataset: detect and crop faces, split 80/10/10, cache arrays.")
+
+
+if __name__ == "__main__":
+    main()
