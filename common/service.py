@@ -159,3 +159,81 @@ def install_signal_handlers(stop: threading.Event) -> None:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, handler)
         signal.signal(signal.SIGTERM, handler)
+
+
+class ServiceRuntime:
+    """Everything a service process needs, set up and torn down in one place.
+
+    Use as a context manager::
+
+        with ServiceRuntime("detector", cfg) as rt:
+            rx = rt.receiver(cfg.input)
+            tx = rt.sender(cfg.output)
+            rt.health.set_ready()
+            while not rt.stop.is_set():
+                rt.health.beat()
+                msg = rx.recv(cfg.recv_timeout_ms)
+                ...
+
+    On entry: logging, thread budget, metrics, health, signal handlers (set ``stop``),
+    HTTP server when ``cfg.http_port`` is non-zero (pass ``http_port=0`` in tests to get a
+    free port; see ``rt.http.port``). On exit: sockets closed with ``LINGER=0``, the ZeroMQ
+    context terminated, the HTTP server stopped: all within a fraction of a second.
+
+    Args:
+        stage: stage name (metrics label), one of ``common.metrics.STAGES``.
+        cfg: the service's :class:`common.config.ServiceConfig`.
+        routes: extra HTTP routes (path -> handler).
+        stop: an existing stop event (tests, threads); a new one when ``None``.
+        registry: metrics registry to use; a new one when ``None``.
+        signals: install SIGINT/SIGTERM handlers (only works in the main thread).
+    """
+
+    def __init__(self, stage: str, cfg, routes: dict | None = None,
+                 stop: threading.Event | None = None, registry=None, signals: bool = True):
+        self.stage = stage
+        self.cfg = cfg
+        self.stop = stop or threading.Event()
+        self.metrics = StageMetrics(stage, registry)
+        self.health = Health(self.metrics, cfg.heartbeat_timeout_s)
+        self._routes = routes
+        self._signals = signals
+        self._sockets: list = []
+        self.http: HTTPServer | None = None
+        self.ctx = None
+
+    def __enter__(self) -> "ServiceRuntime":
+        import zmq
+        setup_logging(self.cfg.log_level)
+        set_thread_budget(self.cfg.threads)
+        if self._signals:
+            install_signal_handlers(self.stop)
+        self.ctx = zmq.Context()
+        if self.cfg.http_port:
+            self.http = HTTPServer(self.cfg.http_host, self.cfg.http_port, self.metrics,
+                                   self.health, self._routes).start()
+        return self
+
+    def receiver(self, endpoint: str):
+        """A :class:`common.sockets.Receiver` on ``endpoint`` with the config's limits."""
+        from common.sockets import Receiver
+        rx = Receiver(self.ctx, endpoint, self.metrics, hwm=self.cfg.hwm,
+                      max_frame_age_s=self.cfg.max_frame_age_s)
+        self._sockets.append(rx)
+        return rx
+
+    def sender(self, endpoint: str):
+        """A :class:`common.sockets.Sender` on ``endpoint`` with the config's HWM."""
+        from common.sockets import Sender
+        tx = Sender(self.ctx, endpoint, self.metrics, self.stop, hwm=self.cfg.hwm)
+        self._sockets.append(tx)
+        return tx
+
+    def __exit__(self, *exc) -> None:
+        self.health.set_ready(False, "stopped")
+        for s in self._sockets:
+            s.close()
+        if self.ctx is not None:
+            self.ctx.term()
+        if self.http is not None:
+            self.http.close()
