@@ -176,8 +176,7 @@ class ServiceRuntime:
                 ...
 
     On entry: logging, thread budget, metrics, health, signal handlers (set ``stop``),
-    HTTP server when ``cfg.http_port`` is non-zero (pass ``http_port=0`` in tests to get a
-    free port; see ``rt.http.port``). On exit: sockets closed with ``LINGER=0``, the ZeroMQ
+    HTTP server when ``cfg.http_port`` is non-zero (``rt.http.port``). On exit: sockets closed with ``LINGER=0``, the ZeroMQ
     context terminated, the HTTP server stopped: all within a fraction of a second.
 
     Args:
