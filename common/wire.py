@@ -3,9 +3,12 @@
 A message is a ZeroMQ multipart message ``[header, payload...]``:
 
 * ``header`` is a msgpack map with string keys. Always present: ``v`` (schema version,
-  int), ``kind`` (one of :data:`KINDS`), ``stream`` (str), ``seq`` (int, per stream,
-  starting at 0) and ``t_capture_ns`` (int, wall clock at capture in ns since the Unix
-  epoch). Per-stage timestamps are ints in ns named ``t_<stage>_ns``.
+  int), ``kind`` (one of :data:`KINDS`), ``stream`` (str, 1-128 characters, no ``/``, ``\\``
+  or control characters: it becomes a metric label and part of file names), ``seq``
+  (int, per stream, starting at 0) and ``t_capture_ns`` (int, wall clock at capture in ns
+  since the Unix epoch). Per-stage timestamps are ints in ns named ``t_<stage>_ns``.
+  Optional ``live`` (bool): the frame comes from a live source and may be dropped when
+  stale. Keys are strings only.
 * Messages that carry an image (``frame``, ``faces``, ``result``) also carry ``width``,
   ``height`` (pixels) and ``encoding`` (``"bgr8"``: raw ``(H, W, 3) uint8`` BGR bytes in
   row-major order; ``"jpeg"``: JPEG bytes) and send the image as the first payload frame.
@@ -13,9 +16,10 @@ A message is a ZeroMQ multipart message ``[header, payload...]``:
   (absolute pixels, clipped to the frame, ``x2 > x1``, ``y2 > y1``) and ``confidence``
   (0..1); one raw BGR crop per face follows the image as a payload frame, and its shape
   is in ``crops``: a list of ``[h, w]``.
-* ``result`` messages carry ``faces`` maps that add ``age`` (years), ``age_range``
-  (``[low, high]`` years or absent), ``gender`` (``"female"`` | ``"male"``) and
-  ``gender_confidence`` (0..1).
+* ``result`` messages carry ``faces`` maps that add ``age`` (years, finite, 0..150),
+  ``age_range`` (``[low, high]`` years, ``None`` or absent), ``gender`` (``"female"`` |
+  ``"male"``) and ``gender_confidence`` (0..1). Every number is finite (no NaN/inf, no
+  bool where a number belongs).
 * ``eos`` marks the end of a stream; it has no payload and must never be dropped.
 
 Pixel data travels as raw bytes frames, never as Python objects and never with pickle.
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from typing import Any, Sequence
 
 import msgpack
@@ -41,6 +46,11 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 MAX_HEADER_BYTES = 256 * 1024
 #: Largest accepted image side (pixels).
 MAX_SIDE = 8192
+#: Largest accepted ``age`` in a result (years).
+MAX_AGE_YEARS = 150
+GENDERS = ("female", "male")
+# Stream names end up in metric labels and file names (annotated_<stream>.mp4).
+_BAD_STREAM = re.compile(r"[/\\\x00-\x1f\x7f]")
 #: Reasons a message can be rejected; metrics labels are created from this tuple.
 DROP_REASONS = (
     "not_msgpack",
@@ -172,6 +182,36 @@ def _require(h: dict, key: str, types: tuple, kind_detail: str = "") -> Any:
     return value
 
 
+def _is_number(value: Any) -> bool:
+    """True for a finite int or float that is not a bool."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def _check_face(face: Any, kind: str, width: int, height: int) -> None:
+    """Validate one ``faces`` entry: every field a consumer formats or compares."""
+    if not isinstance(face, dict):
+        raise DecodeError("bad_field", "each face must be a map")
+    _check_box(face.get("box"), width, height)
+    conf = face.get("confidence")
+    if not _is_number(conf) or not 0.0 <= conf <= 1.0:
+        raise DecodeError("bad_field", f"face confidence {conf!r} is not a number in 0..1")
+    if kind != "result":
+        return
+    age = face.get("age")
+    if not _is_number(age) or not 0.0 <= age <= MAX_AGE_YEARS:
+        raise DecodeError("bad_field", f"age {age!r} is not a number in 0..{MAX_AGE_YEARS}")
+    if face.get("gender") not in GENDERS:
+        raise DecodeError("bad_field", f"gender {face.get('gender')!r}")
+    gconf = face.get("gender_confidence")
+    if not _is_number(gconf) or not 0.0 <= gconf <= 1.0:
+        raise DecodeError("bad_field", f"gender_confidence {gconf!r} is not a number in 0..1")
+    rng = face.get("age_range")
+    if rng is not None and not (isinstance(rng, list) and len(rng) == 2
+                                and all(_is_number(a) for a in rng) and rng[0] <= rng[1]):
+        raise DecodeError("bad_field", f"age_range {rng!r} is not [low, high] years")
+
+
 def _check_box(box: Any, width: int, height: int) -> None:
     if not isinstance(box, list) or len(box) != 4:
         raise DecodeError("bad_field", "box must be a list of 4 numbers")
@@ -213,6 +253,8 @@ def decode(frames: Sequence[bytes], max_bytes: int = MAX_MESSAGE_BYTES) -> Messa
         raise DecodeError("not_msgpack", f"{type(exc).__name__}: {exc}") from None
     if not isinstance(h, dict):
         raise DecodeError("not_msgpack", f"header is a {type(h).__name__}, not a map")
+    if not all(isinstance(k, str) for k in h):
+        raise DecodeError("bad_field", "header keys must be strings")
     v = h.get("v")
     if v != SCHEMA_VERSION or isinstance(v, bool):
         raise DecodeError("bad_version", f"schema version {v!r}, expected {SCHEMA_VERSION}")
@@ -220,8 +262,11 @@ def decode(frames: Sequence[bytes], max_bytes: int = MAX_MESSAGE_BYTES) -> Messa
     if kind not in KINDS:
         raise DecodeError("bad_kind", f"kind {kind!r}")
     stream = _require(h, "stream", (str,))
-    if not stream or len(stream) > 128:
-        raise DecodeError("bad_field", "stream name must have 1-128 characters")
+    if not stream or len(stream) > 128 or _BAD_STREAM.search(stream) or stream in (".", ".."):
+        raise DecodeError("bad_field", "stream name must have 1-128 characters, no path "
+                          "separators or control characters")
+    if not isinstance(h.get("live", False), bool):
+        raise DecodeError("bad_field", "'live' must be a bool")
     seq = _require(h, "seq", (int,))
     t_cap = _require(h, "t_capture_ns", (int,))
     if seq < 0 or t_cap < 0:
@@ -258,12 +303,7 @@ def decode(frames: Sequence[bytes], max_bytes: int = MAX_MESSAGE_BYTES) -> Messa
     if kind in ("faces", "result"):
         faces = _require(h, "faces", (list,))
         for face in faces:
-            if not isinstance(face, dict):
-                raise DecodeError("bad_field", "each face must be a map")
-            _check_box(face.get("box"), width, height)
-            conf = face.get("confidence")
-            if isinstance(conf, bool) or not isinstance(conf, (int, float)):
-                raise DecodeError("bad_field", "face confidence must be a number")
+            _check_face(face, kind, width, height)
     if kind == "faces":
         crops = _require(h, "crops", (list,))
         if len(crops) != len(h["faces"]) or len(frames) != 2 + len(crops):
