@@ -30,3 +30,15 @@ class SinkConfig(ServiceConfig):
     expected_streams: int = Field(0, ge=0, le=1024, description="Exit after end of stream "
                                   "on this many streams; 0 runs until stopped.")
     http_port: int = Field(9104, ge=0, le=65535, description="HTTP port; 0 disables it.")
+    video_fps: float = Field(0.0, ge=0.0, le=240.0, description="Frame rate written into "
+                             "the annotated MP4 (frames/s); 0 = the frame header's 'fps' "
+                             "when capture sends one, else 25.")
+    jpeg_quality: int = Field(80, ge=10, le=100, description="JPEG quality of the live "
+                              "MJPEG view.")
+    status_path: Path | None = Field(None, description="Write a JSON status (frames, faces, "
+                                     "fps, end-to-end latency percentiles, streams ended) "
+                                     "here every 0.5 s and at exit; 'agegender run' reads "
+                                     "it for progress and the summary.")
+    trace_path: Path | None = Field(None, description="Write one JSON line per frame with "
+                                    "every per-stage timestamp (t_*_ns) plus t_sink_ns "
+                                    "(benchmarks); none: off.")

@@ -1,0 +1,177 @@
+"""Dynamic batching of face crops across frames and streams (no sockets here).
+
+The classifier service keeps a :class:`PendingFrames` queue of ``faces`` messages in
+arrival order. Crops of all queued frames are classified together, in chunks of at most
+``max_batch`` crops (one model call per chunk), once the queue holds ``max_batch`` crops,
+once the oldest queued frame has waited ``max_wait_ms`` or when an end of stream arrives.
+Frames keep their arrival order on the way out, so the sink sees each stream in order.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+from common import wire
+
+
+class Model(Protocol):
+    """The part of ``services.classifier.model.AgeGenderModel`` the batcher uses."""
+
+    name: str
+
+    def predict(self, crops: list[np.ndarray]) -> list[dict]:  # pragma: no cover - protocol
+        """Crops ``(h, w, 3) uint8`` BGR -> one dict per crop (age, gender, ...)."""
+
+
+#: Keys of a model prediction copied into each face map of a ``result`` header.
+RESULT_KEYS = ("age", "age_range", "gender", "gender_confidence")
+
+
+def result_face(face: dict, prediction: dict) -> dict:
+    """Merge a detector face map (``box``, ``confidence``) with a model prediction.
+
+    Returns:
+        A new map with the face's keys plus ``age`` (years, float), ``gender``
+        (``"female"``/``"male"``), ``gender_confidence`` (0..1) and ``age_range``
+        (``[low, high]`` years) when the model gave one (absent otherwise, as the wire
+        schema says).
+    """
+    out = dict(face)
+    out["age"] = float(prediction["age"])
+    out["gender"] = str(prediction["gender"])
+    out["gender_confidence"] = float(prediction["gender_confidence"])
+    rng = prediction.get("age_range")
+    if rng is not None:
+        out["age_range"] = [int(rng[0]), int(rng[1])]
+    return out
+
+
+def result_frames(msg: wire.Message, predictions: list[dict], t_ns: int) -> list:
+    """Encode the ``result`` message of one ``faces`` message.
+
+    Args:
+        msg: the decoded ``faces`` message (its header keeps all upstream fields).
+        predictions: one model prediction per face, in the order of ``msg.header["faces"]``.
+        t_ns: classifier timestamp (ns since the Unix epoch) stamped as ``t_classifier_ns``.
+
+    Returns:
+        Multipart frames ``[header, image]``: the payload is the frame only (no crops).
+
+    Raises:
+        ValueError: the number of predictions differs from the number of faces.
+    """
+    faces = msg.header.get("faces", [])
+    if len(predictions) != len(faces):
+        raise ValueError(f"{len(predictions)} predictions for {len(faces)} faces")
+    h = wire.stamp(msg.header, "classifier", t_ns)
+    h.pop("crops", None)
+    h["kind"] = "result"
+    h["faces"] = [result_face(f, p) for f, p in zip(faces, predictions)]
+    return wire.encode(h, [msg.image_bytes])
+
+
+def classify(crops: list[np.ndarray], model: Model, max_batch: int,
+             on_batch: Callable[[int, float], None] | None = None) -> list[dict]:
+    """Classify ``crops`` with one ``model.predict`` call per chunk of ``max_batch``.
+
+    Args:
+        crops: ``(h, w, 3) uint8`` BGR face crops.
+        model: the age/gender model.
+        max_batch: largest number of crops per model call.
+        on_batch: called as ``on_batch(batch_size, seconds)`` after each model call.
+
+    Returns:
+        One prediction dict per crop, in order.
+
+    Raises:
+        ValueError: the model returned a different number of predictions than crops.
+    """
+    out: list[dict] = []
+    for i in range(0, len(crops), max_batch):
+        chunk = crops[i:i + max_batch]
+        t0 = time.perf_counter()
+        preds = model.predict(chunk)
+        dt = time.perf_counter() - t0
+        if len(preds) != len(chunk):
+            raise ValueError(f"model returned {len(preds)} predictions for {len(chunk)} crops")
+        if on_batch is not None:
+            on_batch(len(chunk), dt)
+        out.extend(preds)
+    return out
+
+
+class PendingFrames:
+    """``faces`` messages waiting for classification, in arrival order.
+
+    Args:
+        max_batch: flush once this many crops are queued.
+        max_wait_s: flush once the oldest queued frame has waited this long (seconds).
+        clock: monotonic clock (seconds); injectable for tests.
+    """
+
+    def __init__(self, max_batch: int, max_wait_s: float,
+                 clock: Callable[[], float] = time.monotonic):
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_s
+        self.clock = clock
+        self._items: deque[tuple[float, wire.Message]] = deque()
+        self.crops = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def add(self, msg: wire.Message) -> None:
+        """Queue a ``faces`` message (with or without crops)."""
+        self._items.append((self.clock(), msg))
+        self.crops += len(msg.crops)
+
+    def due(self) -> bool:
+        """True when the queue should be classified now (full batch or waited long enough)."""
+        if not self._items:
+            return False
+        return self.crops >= self.max_batch or self.wait_left() <= 0.0
+
+    def wait_left(self) -> float:
+        """Seconds until the oldest queued frame reaches ``max_wait_s`` (0 when overdue)."""
+        if not self._items:
+            return self.max_wait_s
+        return max(0.0, self._items[0][0] + self.max_wait_s - self.clock())
+
+    def take(self) -> list[wire.Message]:
+        """Remove and return all queued messages in arrival order."""
+        msgs = [m for _, m in self._items]
+        self._items.clear()
+        self.crops = 0
+        return msgs
+
+
+def process_batch(msgs: list[wire.Message], model: Model, max_batch: int,
+                  now_ns: Callable[[], int] = time.time_ns,
+                  on_batch: Callable[[int, float], None] | None = None) -> list[tuple[Any, list]]:
+    """Classify every crop of ``msgs`` together and build one ``result`` per message.
+
+    Args:
+        msgs: ``faces`` messages in arrival order (crops are ``(h, w, 3) uint8`` BGR).
+        model: the age/gender model.
+        max_batch: largest number of crops per model call.
+        now_ns: wall clock (ns) used for ``t_classifier_ns``.
+        on_batch: metrics callback, see :func:`classify`.
+
+    Returns:
+        ``[(msg, frames), ...]``: each input message with its encoded ``result`` frames, in
+        the same order.
+    """
+    crops = [c for m in msgs for c in m.crops]
+    preds = classify(crops, model, max_batch, on_batch) if crops else []
+    t = now_ns()
+    out = []
+    i = 0
+    for m in msgs:
+        n = len(m.crops)
+        out.append((m, result_frames(m, preds[i:i + n], t)))
+        i += n
+    return out

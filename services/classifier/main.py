@@ -1,0 +1,162 @@
+"""Classifier service: ``faces`` messages in, ``result`` messages out.
+
+Crops are batched across frames and streams (:mod:`services.classifier.batching`): one
+model call per batch of at most ``max_batch`` crops, waiting at most ``max_wait_ms`` for
+a batch to fill. Frames with no face pass straight through (or keep their place behind
+queued frames). End of stream is forwarded losslessly after the frames before it.
+
+Metrics (besides the shared per-stage ones): ``agegender_classifier_batch_size``
+(histogram, crops per model call), ``agegender_inference_seconds{stage, model}``
+(histogram, seconds per model call), ``agegender_faces_classified_total{model}``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+
+from prometheus_client import Counter, Histogram
+
+from common import wire
+from common.metrics import LATENCY_BUCKETS
+from common.service import ServiceRuntime
+from services.classifier.batching import PendingFrames, process_batch
+from services.classifier.config import ClassifierConfig
+
+log = logging.getLogger("classifier")
+
+#: Batch-size histogram buckets (crops per model call).
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+class ClassifierMetrics:
+    """Classifier-specific metrics in the service's registry (labels created at zero)."""
+
+    def __init__(self, registry, model_name: str):
+        self.model = model_name
+        self.batch_size = Histogram("agegender_classifier_batch_size",
+                                    "Crops per model call (batch size).",
+                                    buckets=BATCH_BUCKETS, registry=registry)
+        self.inference = Histogram("agegender_inference_seconds",
+                                   "Model inference time per call (seconds).",
+                                   ["stage", "model"], buckets=LATENCY_BUCKETS,
+                                   registry=registry)
+        self.faces = Counter("agegender_faces_classified_total",
+                             "Face crops classified.", ["model"], registry=registry)
+        self.inference.labels("classifier", model_name)
+        self.faces.labels(model_name)
+
+    def on_batch(self, size: int, seconds: float) -> None:
+        """Record one model call of ``size`` crops that took ``seconds``."""
+        self.batch_size.observe(size)
+        self.inference.labels("classifier", self.model).observe(seconds)
+        self.faces.labels(self.model).inc(size)
+
+
+def _load_model(cfg: ClassifierConfig, stop: threading.Event):
+    """Load and warm up the model in a helper thread so SIGTERM is honoured meanwhile.
+
+    Returns:
+        The model, or ``None`` when stop was requested before loading finished.
+
+    Raises:
+        Exception: whatever ``load_model`` or ``warmup`` raised.
+    """
+    box: dict = {}
+
+    def work():
+        try:
+            from services.classifier.model import load_model  # imports TensorFlow
+            model = load_model(cfg.model, threads=cfg.threads)
+            model.warmup(cfg.max_batch)
+            box["model"] = model
+        except BaseException as exc:  # handed to the main thread and re-raised there
+            box["error"] = exc
+
+    t = threading.Thread(target=work, name="model-load", daemon=True)
+    t.start()
+    while t.is_alive() and not stop.is_set():
+        t.join(0.1)
+    if "error" in box:
+        raise box["error"]
+    return box.get("model")
+
+
+def main(cfg: ClassifierConfig, *, stop: threading.Event | None = None,
+         model=None, registry=None) -> int:
+    """Run the classifier until stopped (SIGINT/SIGTERM or ``stop``).
+
+    Args:
+        cfg: configuration.
+        stop: stop event (embedding and tests); a new one, set by SIGINT/SIGTERM, if None.
+        model: an already loaded model with the ``AgeGenderModel`` interface (embedding
+            and tests); ``None`` loads ``cfg.model`` with ``load_model``.
+        registry: Prometheus registry (tests); a new one if None.
+
+    Returns:
+        0 on a clean stop, 2 when the model cannot be loaded.
+    """
+    with ServiceRuntime("classifier", cfg, stop=stop, registry=registry) as rt:
+        rt.health.set_ready(False, "loading_model")
+        if model is None:
+            try:
+                model = _load_model(cfg, rt.stop)
+            except Exception as exc:
+                log.error("cannot load model %r: %s: %s", cfg.model, type(exc).__name__, exc)
+                return 2
+        if model is None:
+            log.info("stopped while loading the model")
+            return 0
+        log.info("model %s loaded (max_batch %d, max_wait %.1f ms, %d threads)",
+                 model.name, cfg.max_batch, cfg.max_wait_ms, cfg.threads)
+        cm = ClassifierMetrics(rt.metrics.registry, model.name)
+        rx = rt.receiver(cfg.input)
+        tx = rt.sender(cfg.output)
+        pending = PendingFrames(cfg.max_batch, cfg.max_wait_ms / 1000.0)
+        received_at: dict[int, float] = {}
+        rt.health.set_ready()
+
+        def send(msg: wire.Message, frames: list) -> None:
+            # Files get backpressure (no loss); live frames are dropped when downstream is full.
+            tx.send(frames, "result", block=not msg.header.get("live", False))
+            t0 = received_at.pop(id(msg), None)
+            if t0 is not None:
+                rt.metrics.stage_seconds.labels("classifier").observe(time.monotonic() - t0)
+
+        def flush() -> None:
+            msgs = pending.take()
+            rt.metrics.queue_depth.labels("classifier").set(0)
+            if not msgs:
+                return
+            for msg, frames in process_batch(msgs, model, cfg.max_batch,
+                                             on_batch=cm.on_batch):
+                send(msg, frames)
+
+        while not rt.stop.is_set():
+            rt.health.beat()
+            wait_s = pending.wait_left() if len(pending) else cfg.recv_timeout_ms / 1000.0
+            msg = rx.recv(max(0, math.ceil(wait_s * 1000)))
+            if msg is not None:
+                if msg.kind == "eos":
+                    flush()
+                    tx.send_control(wire.encode(wire.stamp(msg.header, "classifier",
+                                                           time.time_ns())), "eos")
+                    log.info("end of stream %r forwarded", msg.stream)
+                    continue
+                if msg.kind != "faces":
+                    log.warning("ignored a %r message on the faces input", msg.kind)
+                    continue
+                received_at[id(msg)] = time.monotonic()
+                if not msg.crops and not len(pending):
+                    send(msg, process_batch([msg], model, cfg.max_batch)[0][1])
+                    continue
+                pending.add(msg)
+                rt.metrics.queue_depth.labels("classifier").set(len(pending))
+            if pending.due():
+                flush()
+        log.info("stopping (%d frames queued are dropped)", len(pending))
+        if len(pending):
+            rt.metrics.drop("send_timeout", len(pending))
+    return 0

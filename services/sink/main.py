@@ -1,0 +1,139 @@
+"""Sink service: ``result`` messages in; latency, events, annotated video, live view out.
+
+The receive path does only what must be timed or must not be lost: it measures each
+frame's end-to-end latency (receive time minus ``t_capture_ns``) into
+``agegender_e2e_latency_seconds``, writes the events.jsonl line (see
+:mod:`services.sink.events`) and hands the frame to the :class:`~services.sink.render.Renderer`
+thread, which draws, encodes and shows it. The service exits after end of stream on
+``expected_streams`` streams (0: runs until stopped).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from prometheus_client import Counter, Histogram
+
+from common.metrics import LATENCY_BUCKETS
+from common.service import ServiceRuntime
+from services.sink.config import SinkConfig
+from services.sink.events import JsonLines, SinkStats, event_record, trace_record, \
+    write_json_atomic
+from services.sink.render import MJPEGHub, Renderer, VideoOutputs
+
+log = logging.getLogger("sink")
+
+#: Seconds between status file writes.
+STATUS_EVERY_S = 0.5
+
+
+class SinkMetrics:
+    """Sink-specific metrics in the service's registry."""
+
+    def __init__(self, registry):
+        self.e2e = Histogram("agegender_e2e_latency_seconds",
+                             "End-to-end latency of a frame: sink receive time minus "
+                             "capture time (seconds).", buckets=LATENCY_BUCKETS,
+                             registry=registry)
+        self.frames = Counter("agegender_sink_frames_total", "Result frames received.",
+                              registry=registry)
+        self.faces = Counter("agegender_sink_faces_total", "Faces in received result frames.",
+                             registry=registry)
+        self.eos = Counter("agegender_sink_streams_ended_total",
+                           "End-of-stream messages received.", registry=registry)
+
+
+def main(cfg: SinkConfig, *, stop: threading.Event | None = None, registry=None) -> int:
+    """Run the sink until ``expected_streams`` streams ended or it is stopped.
+
+    Args:
+        cfg: configuration.
+        stop: stop event (embedding and tests); a new one, set by SIGINT/SIGTERM, if None.
+        registry: Prometheus registry (tests); a new one if None.
+
+    Returns:
+        0 (clean stop or all expected streams ended), 1 when rendering failed.
+    """
+    stop = stop or threading.Event()
+    hub = MJPEGHub(stop, cfg.jpeg_quality) \
+        if cfg.mjpeg and not cfg.metrics_only and cfg.http_port else None
+    with ServiceRuntime("sink", cfg, routes=hub.routes("agegender sink") if hub else None,
+                        stop=stop, registry=registry) as rt:
+        sm = SinkMetrics(rt.metrics.registry)
+        stats = SinkStats()
+        events = trace = None
+        videos = None
+        if cfg.out_dir is not None and not cfg.metrics_only:
+            if cfg.events:
+                events = JsonLines(cfg.out_dir / "events.jsonl")
+            if cfg.video:
+                videos = VideoOutputs(cfg.out_dir, cfg.video_fps)
+        if cfg.trace_path is not None:
+            trace = JsonLines(cfg.trace_path)
+        renderer = None
+        if not cfg.metrics_only and (videos or hub or cfg.display):
+            renderer = Renderer(videos, hub, cfg.display, on_drop=rt.metrics.drop)
+        rx = rt.receiver(cfg.input)
+        rt.health.set_ready()
+        ended: set[str] = set()
+        finished = False
+        next_status = 0.0
+        log.info("sink ready: out_dir=%s, live view %s, expected streams %s",
+                 cfg.out_dir, f"http://localhost:{rt.http.port}/" if hub else "off",
+                 cfg.expected_streams or "unlimited")
+        try:
+            while not rt.stop.is_set():
+                rt.health.beat()
+                now = time.monotonic()
+                if cfg.status_path is not None and now >= next_status:
+                    write_json_atomic(cfg.status_path, stats.snapshot())
+                    next_status = now + STATUS_EVERY_S
+                msg = rx.recv(cfg.recv_timeout_ms)
+                if msg is None:
+                    continue
+                if msg.kind == "eos":
+                    sm.eos.inc()
+                    if msg.stream not in ended:
+                        ended.add(msg.stream)
+                        stats.ended.append(msg.stream)
+                    log.info("end of stream %r (%d/%s streams ended)", msg.stream,
+                             len(ended), cfg.expected_streams or "-")
+                    if cfg.expected_streams and len(ended) >= cfg.expected_streams:
+                        finished = True
+                        break
+                    continue
+                if msg.kind != "result":
+                    log.warning("ignored a %r message on the result input", msg.kind)
+                    continue
+                t_ns = time.time_ns()
+                latency = (t_ns - msg.header["t_capture_ns"]) / 1e9
+                t0 = time.monotonic()
+                n_faces = len(msg.header.get("faces", []))
+                sm.e2e.observe(max(latency, 0.0))
+                sm.frames.inc()
+                sm.faces.inc(n_faces)
+                stats.add(msg.stream, latency, n_faces)
+                if events is not None:
+                    events.write(event_record(msg.header, latency))
+                if trace is not None:
+                    trace.write(trace_record(msg.header, t_ns))
+                if renderer is not None:
+                    renderer.submit(msg, block=not msg.header.get("live", False), stop=rt.stop)
+                rt.metrics.stage_seconds.labels("sink").observe(time.monotonic() - t0)
+        finally:
+            if renderer is not None:
+                renderer.close(drain=finished)
+            for f in (events, trace):
+                if f is not None:
+                    f.close()
+            if cfg.status_path is not None:
+                write_json_atomic(cfg.status_path, stats.snapshot(done=finished))
+            snap = stats.snapshot()
+            log.info("sink done: %d frames, %d faces, %.1f fps, latency p50 %s p95 %s s",
+                     snap["frames"], snap["faces"], snap["fps"], snap["latency_s"]["p50"],
+                     snap["latency_s"]["p95"])
+    if renderer is not None and renderer.error is not None:
+        return 1
+    return 0

@@ -1,0 +1,53 @@
+"""Dynamic batching logic (no sockets): chunking, ordering, the result message."""
+
+from __future__ import annotations
+
+from common import wire
+from services.classifier.batching import PendingFrames, process_batch
+from tests.classifier.helpers import faces_message
+
+
+def test_process_batch_chunks_crops_and_keeps_frame_order(stand_in_model):
+    # given 4 frames with 3, 0, 5 and 2 faces (10 crops) and max_batch 4
+    msgs = [wire.decode(faces_message("s", i, n)) for i, n in enumerate([3, 0, 5, 2])]
+    # when they are classified together
+    out = process_batch(msgs, stand_in_model, max_batch=4, now_ns=lambda: 123)
+    # then the model was called once per chunk of at most 4 crops
+    assert stand_in_model.batches == [4, 4, 2]
+    # and every frame gets its own result, in order, with its own faces
+    results = [wire.decode(frames) for _, frames in out]
+    assert [r.seq for r in results] == [0, 1, 2, 3]
+    assert [len(r.header["faces"]) for r in results] == [3, 0, 5, 2]
+    for r, m in zip(results, msgs):
+        assert r.kind == "result"
+        assert r.header["t_classifier_ns"] == 123
+        assert r.header["t_detector_ns"] == m.header["t_detector_ns"]  # upstream kept
+        assert "crops" not in r.header
+        assert r.image.tobytes() == m.image.tobytes()  # payload = the frame only
+        for i, face in enumerate(r.header["faces"]):
+            # the stand-in's age says which crop it saw: value 100 + face index
+            assert face["age"] == (100 + i) / 4.0
+            assert face["box"] == m.header["faces"][i]["box"]
+            assert face["gender"] in ("female", "male")
+            assert face["age_range"][0] < face["age_range"][1]
+
+
+def test_pending_frames_due_on_full_batch_or_wait():
+    # given a queue with max_batch 4 and 50 ms wait on a fake clock
+    now = [0.0]
+    q = PendingFrames(4, 0.05, clock=lambda: now[0])
+    assert not q.due()
+    # when 3 crops are queued it is not yet due
+    q.add(wire.decode(faces_message("s", 0, 3)))
+    assert not q.due() and abs(q.wait_left() - 0.05) < 1e-9
+    # then a 4th crop makes it due at once
+    q.add(wire.decode(faces_message("s", 1, 1)))
+    assert q.due()
+    taken = q.take()
+    assert [m.seq for m in taken] == [0, 1] and len(q) == 0 and q.crops == 0
+    # and a single crop becomes due after the wait
+    q.add(wire.decode(faces_message("s", 2, 1)))
+    now[0] = 0.049
+    assert not q.due()
+    now[0] = 0.05
+    assert q.due()

@@ -1,0 +1,106 @@
+"""The classifier service loop over real ZeroMQ sockets (stand-in model, in a thread)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import zmq
+from prometheus_client import CollectorRegistry
+
+from common import wire
+from services.classifier.config import ClassifierConfig
+from services.classifier.main import main
+from tests.classifier.helpers import faces_message
+
+
+@pytest.fixture
+def classifier(tmp_path, stand_in_model):
+    """Start the classifier in a thread on ipc:// endpoints; yields (push, pull, reg, model)."""
+    faces_ep = f"ipc://{tmp_path}/faces"
+    results_ep = f"ipc://{tmp_path}/results"
+    ctx = zmq.Context()
+    pull = ctx.socket(zmq.PULL)
+    pull.setsockopt(zmq.LINGER, 0)
+    pull.bind(results_ep)
+    cfg = ClassifierConfig(input=f"bind:{faces_ep}", output=f"connect:{results_ep}",
+                           http_port=0, max_batch=8, max_wait_ms=200, hwm=100)
+    stop = threading.Event()
+    reg = CollectorRegistry()
+    rc = {}
+    t = threading.Thread(target=lambda: rc.setdefault(
+        "rc", main(cfg, stop=stop, model=stand_in_model, registry=reg)), daemon=True)
+    t.start()
+    push = ctx.socket(zmq.PUSH)
+    push.setsockopt(zmq.LINGER, 0)
+    push.connect(faces_ep)
+    yield push, pull, reg, stand_in_model
+    stop.set()
+    t.join(3)
+    assert not t.is_alive(), "classifier did not stop within 3 s"
+    assert rc.get("rc") == 0
+    push.close(0)
+    pull.close(0)
+    ctx.term()
+
+
+def recv(pull, timeout_ms=5000):
+    assert pull.poll(timeout_ms), "no message from the classifier"
+    return wire.decode(pull.recv_multipart())
+
+
+def test_batches_across_frames_and_streams_and_forwards_eos_last(classifier):
+    push, pull, reg, model = classifier
+    # given frames of two streams with 3 faces each, a frame without faces, then EOS
+    sent = [("a", 0, 3), ("b", 0, 3), ("a", 1, 0), ("a", 2, 3), ("b", 1, 3)]
+    for stream, seq, n in sent:
+        push.send_multipart(faces_message(stream, seq, n))
+    push.send_multipart(wire.encode({"kind": "eos", "stream": "a", "seq": 3,
+                                     "t_capture_ns": time.time_ns()}))
+    # when the results come back
+    got = [recv(pull) for _ in range(len(sent) + 1)]
+    # then every frame comes back once, in order, classified, and EOS comes after them
+    assert [(m.stream, m.seq) for m in got[:-1]] == [(s, q) for s, q, _ in sent]
+    assert got[-1].kind == "eos" and got[-1].stream == "a"
+    for m, (_, _, n) in zip(got, sent):
+        assert m.kind == "result" and len(m.header["faces"]) == n
+        assert all({"age", "gender", "gender_confidence", "age_range"} <= set(f)
+                   for f in m.header["faces"])
+        assert "t_classifier_ns" in m.header
+    # and crops of several frames shared model calls (12 crops in fewer than 4 calls)
+    assert sum(model.batches) == 12 and len(model.batches) < 4
+    assert max(model.batches) <= 8
+    assert reg.get_sample_value("agegender_faces_classified_total",
+                                {"model": "stand-in"}) == 12
+    assert reg.get_sample_value("agegender_classifier_batch_size_count") == len(model.batches)
+
+
+def test_frame_without_faces_passes_straight_through(classifier):
+    push, pull, reg, model = classifier
+    # given an idle classifier with a 200 ms batching wait
+    time.sleep(0.2)
+    # when a frame without faces arrives
+    t0 = time.monotonic()
+    push.send_multipart(faces_message("a", 0, 0))
+    m = recv(pull)
+    # then it is passed on without waiting for a batch and without a model call
+    assert m.kind == "result" and m.header["faces"] == []
+    assert time.monotonic() - t0 < 0.15
+    assert model.batches == []
+
+
+def test_malformed_input_is_counted_and_service_keeps_serving(classifier):
+    push, pull, reg, model = classifier
+    # given garbage and a wrong-version message
+    push.send_multipart([b"\x00garbage"])
+    bad = faces_message("a", 0, 1)
+    push.send_multipart([wire.msgpack.packb({"v": 99, "kind": "faces"})] + bad[1:])
+    # when a valid frame follows
+    push.send_multipart(faces_message("a", 1, 1))
+    # then it is answered and the bad ones were counted by reason
+    assert recv(pull).seq == 1
+    assert reg.get_sample_value("agegender_messages_malformed_total",
+                                {"stage": "classifier", "reason": "not_msgpack"}) == 1
+    assert reg.get_sample_value("agegender_messages_malformed_total",
+                                {"stage": "classifier", "reason": "bad_version"}) == 1

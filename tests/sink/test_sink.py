@@ -1,0 +1,184 @@
+"""The sink over real ZeroMQ sockets: events.jsonl contract, MP4 files, live view, exit."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.request
+
+import cv2
+import numpy as np
+import pytest
+import zmq
+from prometheus_client import CollectorRegistry
+
+from common import wire
+from services.sink.config import SinkConfig
+from services.sink.events import EVENT_KEYS, FACE_KEYS
+from services.sink.main import main
+from services.sink.render import face_label
+from tests.conftest import free_port
+
+
+def result_message(stream, seq, n_faces, width=160, height=120, age_range=True, fps=12.0):
+    image = np.zeros((height, width, 3), np.uint8)
+    image[:, :, 1] = 60 + seq
+    faces = []
+    for i in range(n_faces):
+        f = {"box": [10 + 40 * i, 20, 40 + 40 * i, 60], "confidence": 0.8, "age": 28.4,
+             "gender": "female" if i % 2 == 0 else "male", "gender_confidence": 0.75}
+        if age_range:
+            f["age_range"] = [26, 31]
+        faces.append(f)
+    t = time.time_ns()
+    header = wire.frame_header(stream, seq, t - 50_000_000, width, height, fps=fps,
+                               t_detector_ns=t - 30_000_000, t_classifier_ns=t - 10_000_000)
+    header.update(kind="result", faces=faces)
+    return wire.encode_frame(header, image)
+
+
+def eos(stream, seq):
+    return wire.encode({"kind": "eos", "stream": stream, "seq": seq,
+                        "t_capture_ns": time.time_ns()})
+
+
+@pytest.fixture
+def sink_run(tmp_path):
+    """Start a sink (2 expected streams) in a thread; yields (push, cfg, thread, result)."""
+    ep = f"ipc://{tmp_path}/results"
+    cfg = SinkConfig(input=f"bind:{ep}", out_dir=tmp_path / "out", http_port=free_port(),
+                     http_host="127.0.0.1", expected_streams=2,
+                     status_path=tmp_path / "status.json", trace_path=tmp_path / "trace.jsonl",
+                     hwm=100)
+    stop = threading.Event()
+    result = {}
+    t = threading.Thread(target=lambda: result.setdefault(
+        "rc", main(cfg, stop=stop, registry=CollectorRegistry())), daemon=True)
+    t.start()
+    ctx = zmq.Context()
+    push = ctx.socket(zmq.PUSH)
+    push.setsockopt(zmq.LINGER, 0)
+    push.connect(ep)
+    yield push, cfg, t, result
+    stop.set()
+    t.join(3)
+    push.close(0)
+    ctx.term()
+
+
+def get(url, timeout=3):
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return r.status, r.headers.get("Content-Type"), r.read()
+
+
+def wait_ready(port):
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            if get(f"http://127.0.0.1:{port}/readyz")[0] == 200:
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError("sink never became ready")
+
+
+def test_two_streams_give_events_videos_and_exit_after_both_end(sink_run):
+    push, cfg, thread, result = sink_run
+    wait_ready(cfg.http_port)
+    # given 6 frames of stream "cam" and 4 of stream "door 2", then EOS on both
+    for seq in range(6):
+        push.send_multipart(result_message("cam", seq, 2))
+    for seq in range(4):
+        push.send_multipart(result_message("door 2", seq, 1, age_range=False))
+    # the live view serves the newest annotated frame while the sink runs
+    deadline = time.monotonic() + 5
+    while True:
+        code, ctype, body = None, None, b""
+        try:
+            code, ctype, body = get(f"http://127.0.0.1:{cfg.http_port}/snapshot.jpg")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 503
+        if code == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert code == 200 and ctype == "image/jpeg"
+    assert cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR).shape == (120, 160, 3)
+    code, ctype, page = get(f"http://127.0.0.1:{cfg.http_port}/")
+    assert code == 200 and b'src="/stream.mjpg"' in page
+    with urllib.request.urlopen(f"http://127.0.0.1:{cfg.http_port}/stream.mjpg",
+                                timeout=3) as r:
+        assert r.headers["Content-Type"].startswith("multipart/x-mixed-replace")
+        part = r.read(200)
+    assert b"--frame" in part and b"image/jpeg" in part
+    # when both streams end
+    push.send_multipart(eos("cam", 6))
+    push.send_multipart(eos("door 2", 4))
+    thread.join(10)
+    # then the sink exits by itself with 0
+    assert not thread.is_alive() and result["rc"] == 0
+    out = cfg.out_dir
+    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    # and events.jsonl has one object per frame with exactly the contract's keys
+    assert len(events) == 10
+    for ev in events:
+        assert tuple(ev) == EVENT_KEYS
+        assert isinstance(ev["seq"], int) and ev["width"] == 160 and ev["height"] == 120
+        assert abs(ev["t_capture"] - time.time()) < 60
+        assert 0.04 < ev["latency_s"] < 5
+        for face in ev["faces"]:
+            assert tuple(face) == FACE_KEYS
+            x1, y1, x2, y2 = face["box"]
+            assert all(isinstance(v, int) for v in face["box"]) and x2 > x1 and y2 > y1
+            assert face["gender"] in ("female", "male")
+            assert 0 <= face["gender_confidence"] <= 1
+    cam = [e for e in events if e["stream"] == "cam"]
+    assert [e["seq"] for e in cam] == list(range(6))
+    assert cam[0]["faces"][0]["age_range"] == [26, 31]
+    assert [e["faces"][0]["age_range"] for e in events if e["stream"] == "door 2"] == [None] * 4
+    # and one annotated MP4 per stream with every frame
+    for name, frames in (("annotated.mp4", 6), ("annotated_door_2.mp4", 4)):
+        cap = cv2.VideoCapture(str(out / name))
+        n = 0
+        while cap.read()[0]:
+            n += 1
+        cap.release()
+        assert n == frames, name
+    # and the status file says done with exact counts and percentiles
+    status = json.loads(cfg.status_path.read_text())
+    assert status["done"] and status["frames"] == 10 and status["faces"] == 16
+    assert status["latency_s"]["p50"] > 0.04
+    trace = [json.loads(line) for line in cfg.trace_path.read_text().splitlines()]
+    assert all(t["t_sink_ns"] > t["t_classifier_ns"] > t["t_detector_ns"] > t["t_capture_ns"]
+               for t in trace)
+
+
+def test_metrics_only_writes_no_files_but_measures_latency(tmp_path):
+    # given a metrics-only sink
+    ep = f"ipc://{tmp_path}/results"
+    port = free_port()
+    cfg = SinkConfig(input=f"bind:{ep}", out_dir=tmp_path / "out", metrics_only=True,
+                     http_port=port, http_host="127.0.0.1", expected_streams=1)
+    reg = CollectorRegistry()
+    t = threading.Thread(target=main, args=(cfg,), kwargs={"registry": reg}, daemon=True)
+    t.start()
+    ctx = zmq.Context()
+    push = ctx.socket(zmq.PUSH)
+    push.connect(ep)
+    wait_ready(port)
+    # when 3 frames and EOS arrive
+    for seq in range(3):
+        push.send_multipart(result_message("cam", seq, 1))
+    push.send_multipart(eos("cam", 3))
+    t.join(10)
+    push.close(0)
+    ctx.term()
+    # then it exits, counted 3 latencies, and wrote nothing
+    assert not t.is_alive()
+    assert reg.get_sample_value("agegender_e2e_latency_seconds_count") == 3
+    assert not (tmp_path / "out").exists()
+
+
+def test_face_label_shows_range_or_age():
+    assert face_label({"gender": "male", "age": 40.2, "age_range": [38, 43]}) == "male 38-43"
+    assert face_label({"gender": "female", "age": 40.6, "age_range": None}) == "female 41"
