@@ -1,0 +1,132 @@
+"""``agegender train | evaluate | prepare`` (click commands, loaded lazily by services.cli)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+ROOT = Path(__file__).resolve().parents[1]
+#: Default dataset: the shared UTKFace folder next to the repository.
+DEFAULT_DATASET = "utkface=" + os.environ.get(
+    "AGEGENDER_UTKFACE", str(ROOT.parent / "shared" / "datasets" / "utkface" / "UTKFace"))
+
+_device = click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto",
+                       show_default=True, help="Where TensorFlow runs (auto: GPU if present).")
+_threads = click.option("--threads", type=click.IntRange(1, 256), default=None,
+                        help="TensorFlow intra-op threads (default: TensorFlow's choice).")
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@click.command("train")
+@click.option("--model", "model", type=click.Choice(["seed", "compact"]), default="compact",
+              show_default=True, help="Model family to train.")
+@click.option("--dataset", default=DEFAULT_DATASET, show_default=True,
+              help="utkface=FOLDER (UTKFace-named images), imdb=imdb.mat or wiki=wiki.mat.")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Model folder to write [default: models/<name>].")
+@click.option("--name", default=None, help="Model name [default: the family].")
+@click.option("--run-dir", type=click.Path(file_okay=False), default=None,
+              help="Checkpoints, history, curve [default: $AGEGENDER_CACHE/runs/<name>].")
+@click.option("--epochs", type=click.IntRange(1, 10000), default=60, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=None,
+              help="[default: 128 seed, 64 compact]")
+@click.option("--lr", type=click.FloatRange(1e-7, 1.0), default=1e-3, show_default=True,
+              help="Adam learning rate.")
+@click.option("--patience", type=click.IntRange(1, 10000), default=None,
+              help="Early-stopping patience, epochs [default: 50 seed, 10 compact].")
+@click.option("--max-minutes", type=click.FloatRange(0.1, None), default=None,
+              help="Stop after the epoch that exceeds this wall time.")
+@click.option("--limit", type=click.IntRange(1, None), default=None,
+              help="Use only the first N images (smoke runs).")
+@click.option("--augment/--no-augment", default=True, show_default=True,
+              help="Flip, rotation, zoom, shift, brightness, contrast, low resolution.")
+@click.option("--balance/--no-balance", default=None,
+              help="Age re-weighting [default: on for compact].")
+@click.option("--fresh", is_flag=True, help="Ignore a previous run's backup; start again.")
+@_device
+@_threads
+@click.option("-v", "--verbose", is_flag=True)
+def train_command(model, dataset, out, name, run_dir, epochs, batch_size, lr, patience,
+                  max_minutes, limit, augment, balance, fresh, device, threads, verbose):
+    """Train a model and export it with meta.json (resumes an interrupted run)."""
+    _logging(verbose)
+    from training.cache import cache_dir
+    from training.train import train
+
+    name = name or model
+    out = out or str(ROOT / "models" / name)
+    run_dir = run_dir or str(cache_dir() / "runs" / name)
+    info = train(model, dataset, out, run_dir, epochs=epochs, batch_size=batch_size, lr=lr,
+                 patience=patience, max_minutes=max_minutes, device=device, threads=threads,
+                 limit=limit, augment=augment, balance=balance, resume=not fresh, name=name)
+    click.echo(json.dumps(info, indent=2))
+
+
+@click.command("evaluate")
+@click.option("--model", "model", default="compact", show_default=True,
+              help="Model name under models/ or a model folder.")
+@click.option("--dataset", default=DEFAULT_DATASET, show_default=True,
+              help="utkface=FOLDER of UTKFace-named images (any folder).")
+@click.option("--split", type=click.Choice(["all", "train", "val", "test"]), default="all",
+              show_default=True, help="'all' for a held-out folder; 'test' for this "
+              "project's test split of the training folder.")
+@click.option("--limit", type=click.IntRange(1, None), default=None)
+@click.option("--latency/--no-latency", default=True, show_default=True,
+              help="Measure latency per crop at batch 1 and 32.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@_device
+@_threads
+@click.option("-v", "--verbose", is_flag=True)
+def evaluate_command(model, dataset, split, limit, latency, as_json, device, threads, verbose):
+    """Age MAE, gender accuracy, per age band / gender, interval coverage, latency."""
+    _logging(verbose)
+    from services.classifier.model import load_model
+    from training.evaluate import evaluate, format_report
+
+    try:
+        m = load_model(model, threads=threads, device=device)
+        report = evaluate(m, dataset, split=split, limit=limit, with_latency=latency,
+                          progress=sys.stderr.isatty())
+    except (FileNotFoundError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps(report, indent=2) if as_json else format_report(report))
+
+
+@click.command("prepare")
+@click.option("--dataset", "datasets", multiple=True, default=[DEFAULT_DATASET],
+              show_default=True, help="utkface=FOLDER, imdb=imdb.mat or wiki=wiki.mat "
+              "(repeatable).")
+@click.option("--model", "models", multiple=True, type=click.Choice(["seed", "compact"]),
+              default=["compact", "seed"], show_default=True,
+              help="Whose input size to cache (repeatable).")
+@click.option("--limit", type=click.IntRange(1, None), default=None)
+@click.option("-v", "--verbose", is_flag=True)
+def prepare_command(datasets, models, limit, verbose):
+    """Detect and crop faces (SSD), preprocess, cache arrays, print split counts."""
+    _logging(verbose)
+    from training.data import load_dataset, split_arrays
+    from training.train import spec_for
+
+    summary = []
+    for ds in datasets:
+        for m in models:
+            try:
+                loaded = load_dataset(ds, spec_for(m), seed_prep=(m == "seed"), limit=limit,
+                                      progress=sys.stderr.isatty())
+            except (FileNotFoundError, ValueError, KeyError) as exc:
+                raise click.ClickException(f"{ds}: {exc}") from None
+            parts = split_arrays(loaded.arrays)
+            summary.append({"dataset": ds, "model": m, "input": spec_for(m).tag,
+                            "faces": len(loaded.arrays), "no_face_dropped": loaded.no_face,
+                            "skipped_names": loaded.skipped_names,
+                            **{k: len(v) for k, v in parts.items()}})
+    click.echo(json.dumps(summary, indent=2))
