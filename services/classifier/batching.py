@@ -9,6 +9,7 @@ Frames keep their arrival order on the way out, so the sink sees each stream in 
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from typing import Any, Callable, Protocol
@@ -41,13 +42,22 @@ def result_face(face: dict, prediction: dict) -> dict:
         schema says).
     """
     out = dict(face)
-    out["age"] = float(prediction["age"])
-    out["gender"] = str(prediction["gender"])
-    out["gender_confidence"] = float(prediction["gender_confidence"])
+    # Keep every number finite and in the wire schema's bounds (a NaN from a model must
+    # not make the sink reject the whole frame).
+    out["age"] = _bounded(prediction["age"], 0.0, wire.MAX_AGE_YEARS)
+    out["gender"] = "female" if prediction["gender"] == "female" else "male"
+    out["gender_confidence"] = _bounded(prediction["gender_confidence"], 0.0, 1.0)
     rng = prediction.get("age_range")
     if rng is not None:
-        out["age_range"] = [int(rng[0]), int(rng[1])]
+        lo, hi = sorted((int(rng[0]), int(rng[1])))
+        out["age_range"] = [lo, hi]
     return out
+
+
+def _bounded(value, lo: float, hi: float) -> float:
+    """``value`` as a float clipped to ``[lo, hi]``; NaN becomes ``lo``."""
+    v = float(value)
+    return lo if math.isnan(v) else min(max(v, lo), hi)
 
 
 def result_frames(msg: wire.Message, predictions: list[dict], t_ns: int) -> list:
