@@ -4,6 +4,7 @@ latency per crop at batch 1 and 32."""
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 import numpy as np
@@ -93,8 +94,9 @@ def evaluate(model: AgeGenderModel, dataset: str, split: str = "all", limit: int
     loaded = load_dataset(dataset, model.spec, limit=limit, progress=progress)
     arrays = loaded.arrays if split == "all" else split_arrays(loaded.arrays)[split]
     trained_on = (model.meta.get("training") or {}).get("dataset", "")
-    if split in ("all", "train") and trained_on.split("=", 1)[-1].rstrip("/") \
-            == dataset.split("=", 1)[-1].rstrip("/"):
+    same = os.path.realpath(trained_on.split("=", 1)[-1]) == \
+        os.path.realpath(dataset.split("=", 1)[-1])
+    if split in ("all", "train") and trained_on and same:
         log.warning("model %s was trained on %s: split %r includes its training images",
                     model.name, dataset, split)
     out = model.predict_arrays(arrays.x)

@@ -1,0 +1,96 @@
+"""The classifier's model interface on the shipped models (models/<name>/)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from services.classifier.model import (MODELS_DIR, InputSpec, age_interval, band_of,
+                                       load_model, resize_crop)
+
+SHIPPED = [p.parent.name for p in sorted(MODELS_DIR.glob("*/meta.json"))]
+
+
+@pytest.fixture(scope="module", params=SHIPPED or ["compact"])
+def model(request):
+    return load_model(request.param, threads=1)
+
+
+def crops(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (int(rng.integers(20, 150)), int(rng.integers(20, 150)), 3),
+                         dtype=np.uint8) for _ in range(n)]
+
+
+def test_predict_contract(model):
+    # given crops of varied sizes / when predicted
+    out = model.predict(crops(5))
+    # then one dict per crop with the documented fields and ranges
+    assert len(out) == 5
+    for r in out:
+        assert set(r) == {"age", "age_range", "gender", "gender_confidence"}
+        assert 0.0 <= r["age"] <= 120.0
+        assert r["gender"] in ("female", "male")
+        assert 0.5 <= r["gender_confidence"] <= 1.0
+        if r["age_range"] is not None:
+            lo, hi = r["age_range"]
+            assert isinstance(lo, int) and isinstance(hi, int)
+            assert 0 <= lo <= hi and lo <= r["age"] + 1 and r["age"] - 1 <= hi
+    assert model.predict([]) == []
+
+
+def test_no_retrace_across_batch_sizes(model):
+    # given a warmed-up model
+    model.warmup(32)
+    traces = model.trace_count
+    # when batch sizes vary
+    for n in (1, 3, 17, 32, 2):
+        assert len(model.predict(crops(n, seed=n))) == n
+    # then the graph was not traced again
+    assert model.trace_count == traces
+
+
+def test_same_crop_same_answer_regardless_of_batch(model):
+    c = crops(4, seed=7)
+    alone = model.predict(c[:1])[0]
+    batched = model.predict(c)[0]
+    assert alone["gender"] == batched["gender"]
+    assert abs(alone["age"] - batched["age"]) < 0.05
+
+
+@pytest.mark.parametrize("bad", [np.zeros((0, 10, 3), np.uint8), np.zeros((10, 10), np.uint8),
+                                 np.zeros((10, 10, 3), np.float32), "crop"])
+def test_bad_crop_is_a_clear_error(model, bad):
+    with pytest.raises(ValueError, match="crop 1"):
+        model.predict([np.zeros((20, 20, 3), np.uint8), bad])
+
+
+def test_resize_crop_gray_and_colour():
+    crop = np.zeros((90, 70, 3), np.uint8)
+    crop[..., 2] = 255  # pure red in BGR
+    colour = resize_crop(crop, InputSpec(64, 64, 3))
+    gray = resize_crop(crop, InputSpec(80, 60, 1))
+    assert colour.shape == (64, 64, 3) and colour.dtype == np.uint8
+    assert colour[..., 2].min() == 255 and colour[..., 0].max() == 0  # BGR order kept
+    assert gray.shape == (80, 60, 1) and int(gray[40, 30, 0]) == 76   # 0.299 * 255
+
+
+def test_age_interval_widens_with_scale_and_holds_the_mean():
+    bins = np.arange(0, 101, dtype=float)
+    probs = np.exp(-0.5 * ((bins - 30.0) / 4.0) ** 2)[None]
+    probs /= probs.sum()
+    lo1, hi1 = age_interval(probs, bins, 0.8, 1.0)
+    lo2, hi2 = age_interval(probs, bins, 0.8, 2.0)
+    assert lo1[0] <= 30 <= hi1[0]
+    assert 23 <= lo1[0] <= 26 and 34 <= hi1[0] <= 37  # ~ +-1.28 sigma
+    assert lo2[0] < lo1[0] and hi2[0] > hi1[0]
+
+
+def test_band_of():
+    assert [band_of(a) for a in (0, 9.9, 10, 69, 70, 116)] == \
+        ["0-9", "0-9", "10-19", "60-69", "70+", "70+"]
+
+
+def test_unknown_model_is_a_clear_error():
+    with pytest.raises(FileNotFoundError, match="no model"):
+        load_model("no-such-model")
