@@ -98,6 +98,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def port_free(port: int) -> bool:
+    """True when nothing listens on TCP ``port`` (checked by binding it)."""
+    import socket
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
+
+
 def source_path(spec: str) -> str:
     """The URI of a source spec ``[NAME=]URI``."""
     return spec.split("=", 1)[1] if "=" in spec and not os.path.exists(spec) else spec
@@ -212,6 +224,11 @@ class Stack:
         (self.run_dir / "logs").mkdir()
         self.status_path = self.run_dir / "sink_status.json"
         base = opts.http_base_port
+        if base and not all(port_free(base + i) for i in range(5)):
+            log.warning("HTTP ports %d-%d are not all free (another stack running?); using "
+                        "free ports instead (see the service logs for them)", base, base + 4)
+            base = 0
+        self.http_base_port = base
         ports = {s: (base + PORT_OFFSET[s] if base else free_port()) for s in SERVICES}
         self.metrics_port = base + 4 if base else free_port()
         ep = {k: f"ipc://{self.run_dir}/{k}.sock" for k in ("frames", "faces", "results")}
@@ -250,6 +267,10 @@ class Stack:
                      + args[s] + list(opts.service_args.get(s, [])),
                      ports[s], self.run_dir / "logs" / f"{s}.log")
             for s in SERVICES}
+        log.info("live view http://localhost:%d/ ; /metrics on ports capture %d, detector %d, "
+                 "classifier %d, sink %d, orchestrator (restarts) %d", ports["sink"],
+                 ports["capture"], ports["detector"], ports["classifier"], ports["sink"],
+                 self.metrics_port)
         self.gave_up: str | None = None
         self._metrics_server = None
         self._init_metrics()
@@ -607,11 +628,6 @@ def command(sources, out_dir, realtime, no_realtime, loop, model, detector_backe
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    base = opts.http_base_port
-    if base:
-        click.echo(f"Live view: http://localhost:{base + 3}/  metrics: capture :{base}, "
-                   f"detector :{base + 1}, classifier :{base + 2}, sink :{base + 3}, "
-                   f"restarts :{base + 4} (/metrics)", err=True)
     code, summary = run_stack(opts, stop, progress=progress)
     click.echo(format_summary(summary))
     if summary_json is not None:
