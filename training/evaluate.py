@@ -134,3 +134,27 @@ def format_report(r: dict) -> str:
         lines.append(f"latency per crop: batch 1 {lat['batch1_ms_per_crop']:.2f} ms, "
                      f"batch 32 {lat['batch32_ms_per_crop']:.2f} ms")
     return "\n".join(lines)
+
+
+def markdown_report(r: dict) -> str:
+    """Markdown table of an :func:`evaluate` report (for model cards)."""
+    def fmt(v, pct=False):
+        if v is None:
+            return "–"
+        return f"{100 * v:.1f} %" if pct else f"{v:.2f}"
+
+    lines = ["| group | n | age MAE (years) | gender accuracy | interval coverage | "
+             "interval width (years) |", "|---|---:|---:|---:|---:|---:|"]
+    rows = [("**overall**", r["overall"])] + list(r["per_band"].items()) + \
+        list(r["per_gender"].items())
+    for name, g in rows:
+        lines.append(f"| {name} | {g['n']} | {fmt(g['age_mae'])} | "
+                     f"{fmt(g['gender_accuracy'], True)} | "
+                     f"{fmt(g['interval_coverage'], True)} | {fmt(g['interval_width'])} |")
+    if "latency" in r:
+        lat = r["latency"]
+        lines.append("")
+        lines.append(f"Latency per crop (preprocessing included): batch 1 "
+                     f"{lat['batch1_ms_per_crop']:.2f} ms, batch 32 "
+                     f"{lat['batch32_ms_per_crop']:.2f} ms.")
+    return "\n".join(lines)
