@@ -507,6 +507,10 @@ class LiveSource:
             log.info("stream %s: source UP (%s)", self.name, why or "frames arriving")
         else:
             log.warning("stream %s: source DOWN (%s)", self.name, why)
+            with self._lock:  # a frame left from before the outage is no longer live
+                stale, self._latest = self._latest, None
+            if stale is not None and self.metrics:
+                self.metrics.drop("stale")
 
     def _run(self, reader: _Reader, first: bool) -> None:
         o = self.options
@@ -543,12 +547,19 @@ class LiveSource:
     def _read_loop(self, reader: _Reader, cap: cv2.VideoCapture) -> None:
         reader.busy_limit_s = self.options.read_timeout_s
         while self._current(reader):
-            reader.busy_since = time.monotonic()
+            t0 = reader.busy_since = time.monotonic()
             ok, image = cap.read()
             reader.busy_since = None
             if not self._current(reader):
                 return
             if not ok or image is None or image.size == 0:
+                return
+            took = time.monotonic() - t0
+            if took >= 0.95 * self.options.read_timeout_s:
+                # FFmpeg's read timeout fired; it may still hand back a frame flushed from
+                # the decoder, which is stale: the source is dead, reopen it.
+                log.warning("stream %s: a read took %.1f s (read timeout %.1f s): "
+                            "reopening", self.name, took, self.options.read_timeout_s)
                 return
             if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
                 try:

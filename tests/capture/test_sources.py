@@ -1,0 +1,199 @@
+"""Finite sources: source strings, video files (mp4/avi/gif), image folders with odd
+images, the built-in demo, looping."""
+
+from __future__ import annotations
+
+import logging
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+from prometheus_client import CollectorRegistry
+
+from common.metrics import StageMetrics
+from services.capture.images import BadImage, to_bgr8
+from services.capture.sources import (CaptureMetrics, DemoSource, ImageFolderSource,
+                                      LiveSource, SourceOptions, VideoFileSource, open_source,
+                                      parse_spec, source_kind)
+
+
+def _metrics():
+    reg = CollectorRegistry()
+    return CaptureMetrics(reg, StageMetrics("capture", reg)), reg
+
+
+def _drain(source, limit=10_000):
+    frames = []
+    while len(frames) < limit:
+        f = source.read()
+        if f is None:
+            break
+        frames.append(f)
+    return frames
+
+
+@pytest.mark.parametrize("spec,expected", [
+    ("demo", ("demo", "demo")),
+    ("", ("demo", "demo")),
+    ("/data/clips/lobby cam.mp4", ("lobby_cam", "/data/clips/lobby cam.mp4")),
+    ("door=/data/clips/x.mp4", ("door", "/data/clips/x.mp4")),
+    ("rtsp://user:pw@10.0.0.5/live?ch=1&sub=0", ("cam3", "rtsp://user:pw@10.0.0.5/live?ch=1&sub=0")),
+    ("gate=rtsp://10.0.0.5/live?ch=1", ("gate", "rtsp://10.0.0.5/live?ch=1")),
+    ("0", ("cam0", "0")),
+    ("/dev/video2", ("cam2", "/dev/video2")),
+])
+def test_parse_spec_names_streams(spec, expected):
+    # given a source string / when parsed (as the 4th source) / then name and URI split right
+    assert parse_spec(spec, index=3) == expected
+
+
+def test_source_kind_classifies_uris(tmp_path):
+    assert source_kind("rtsp://h/s") == "rtsp"
+    assert source_kind("https://h/video.mjpg") == "http"
+    assert source_kind("1") == "camera"
+    assert source_kind("/dev/video0") == "camera"
+    assert source_kind(str(tmp_path)) == "folder"
+    assert source_kind(str(tmp_path / "a.mp4")) == "file"
+
+
+def test_video_file_reads_every_frame_of_a_real_clip(clip):
+    # given the 41-frame shared clip / when read to the end / then 41 BGR frames, 12 fps
+    path = clip("face-demographics-walking-and-pause.mp4")
+    src = open_source(str(path), SourceOptions())
+    frames = _drain(src)
+    src.close()
+    assert isinstance(src, VideoFileSource) and src.fps == pytest.approx(12.0)
+    assert len(frames) == 41
+    assert [f.index for f in frames] == list(range(41))
+    assert all(f.image.shape == (270, 480, 3) and f.image.dtype == np.uint8 for f in frames)
+    assert frames[0].t_capture_ns <= frames[-1].t_capture_ns
+
+
+def test_avi_and_gif_files_are_sources(tmp_path):
+    # given an MJPG AVI of 7 frames and a 5-frame GIF
+    avi = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(avi), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (64, 48))
+    assert writer.isOpened()
+    for i in range(7):
+        writer.write(np.full((48, 64, 3), 30 * i, np.uint8))
+    writer.release()
+    gif = tmp_path / "anim.gif"
+    imgs = [Image.fromarray(np.full((40, 60, 3), 40 * i, np.uint8)) for i in range(5)]
+    imgs[0].save(gif, save_all=True, append_images=imgs[1:], duration=100, loop=0)
+    # when each is read to the end
+    avi_frames = _drain(open_source(str(avi), SourceOptions()))
+    gif_src = open_source(f"anim={gif}", SourceOptions())
+    gif_frames = _drain(gif_src)
+    # then every frame arrives as (H, W, 3) uint8
+    assert len(avi_frames) == 7 and avi_frames[0].image.shape == (48, 64, 3)
+    assert len(gif_frames) == 5 and gif_frames[0].image.shape == (40, 60, 3)
+    assert gif_src.name == "anim"
+    assert gif_frames[4].image.mean() > gif_frames[0].image.mean()
+
+
+def test_missing_and_broken_files_fail_clearly(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        open_source(str(tmp_path / "nope.mp4"), SourceOptions())
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"this is not a video" * 10)
+    with pytest.raises(ValueError, match="cannot open"):
+        open_source(str(bad), SourceOptions())
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no images here")
+    with pytest.raises(ValueError, match="no image files"):
+        open_source(str(empty), SourceOptions())
+
+
+def test_image_folder_normalises_odd_images_and_counts_broken_ones(tmp_path, caplog):
+    # given a folder with RGBA, 2x2 gray, gray+alpha, 16-bit, 1x1, a broken PNG and a text
+    d = tmp_path / "imgs"
+    d.mkdir()
+    Image.fromarray(np.dstack([np.full((20, 30, 3), 200, np.uint8),
+                               np.zeros((20, 30), np.uint8)]), "RGBA").save(d / "a_rgba.png")
+    Image.fromarray(np.array([[0, 255], [128, 64]], np.uint8), "L").save(d / "b_gray2x2.png")
+    Image.fromarray(np.dstack([np.full((8, 9), 77, np.uint8), np.full((8, 9), 255, np.uint8)]),
+                    "LA").save(d / "c_gray_alpha.png")
+    cv2.imwrite(str(d / "d_16bit.png"), np.full((5, 6, 3), 65535, np.uint16))
+    Image.fromarray(np.array([[[255, 0, 0]]], np.uint8), "RGB").save(d / "e_1x1.png")
+    (d / "f_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 20)
+    cv2.imwrite(str(d / "g_normal.jpg"), np.full((30, 40, 3), 90, np.uint8))
+    (d / "readme.txt").write_text("not an image")
+    cm, reg = _metrics()
+    # when the folder is read as a source
+    with caplog.at_level(logging.WARNING, logger="services.capture.sources"):
+        src = open_source(str(d), SourceOptions(fps=25), cm)
+        frames = _drain(src)
+    # then the six decodable images arrive as (H, W, 3) uint8 BGR, in name order
+    assert isinstance(src, ImageFolderSource) and src.fps == 25
+    shapes = [f.image.shape for f in frames]
+    assert shapes == [(20, 30, 3), (2, 2, 3), (8, 9, 3), (5, 6, 3), (1, 1, 3), (30, 40, 3)]
+    assert all(f.image.dtype == np.uint8 and f.image.flags.c_contiguous for f in frames)
+    assert frames[0].image[0, 0].tolist() == [200, 200, 200]      # alpha dropped
+    assert frames[1].image[0, 1].tolist() == [255, 255, 255]      # gray replicated
+    assert frames[2].image[0, 0].tolist() == [77, 77, 77]         # gray+alpha -> gray
+    assert frames[3].image.max() == 255                           # 16-bit -> high byte
+    assert frames[4].image[0, 0].tolist() == [0, 0, 255]          # RGB red -> BGR
+    # and the broken one is skipped with a clear log line and a counted drop
+    assert src.skipped == 1
+    assert any("f_broken.png" in r.getMessage() and "bad_image" in r.getMessage()
+               for r in caplog.records)
+    assert reg.get_sample_value("agegender_frames_dropped_total",
+                                {"stage": "capture", "reason": "bad_image"}) == 1
+
+
+def test_to_bgr8_rejects_what_cannot_be_an_image():
+    with pytest.raises(BadImage):
+        to_bgr8(None)
+    with pytest.raises(BadImage):
+        to_bgr8(np.zeros((0, 5, 3), np.uint8))
+    with pytest.raises(BadImage):
+        to_bgr8(np.zeros((4, 4, 5), np.uint8))
+    out = to_bgr8(np.full((3, 3), 0.5, np.float32))
+    assert out.shape == (3, 3, 3) and out.dtype == np.uint8 and out[0, 0, 0] == 128
+
+
+def test_folder_loops_when_asked(tmp_path):
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), np.full((4, 4, 3), i, np.uint8))
+    src = open_source(str(tmp_path), SourceOptions(loop=True))
+    frames = [src.read() for _ in range(8)]
+    assert [int(f.image[0, 0, 0]) for f in frames] == [0, 1, 2, 0, 1, 2, 0, 1]
+    assert src.loops == 2
+
+
+def test_demo_source_is_a_short_scene_with_a_face(caplog):
+    # given no source (the demo) / when opened and read
+    with caplog.at_level(logging.INFO, logger="services.capture.sources"):
+        src = open_source("", SourceOptions())
+    assert isinstance(src, DemoSource) and src.name == "demo" and src.fps == 15
+    assert any("DEMO" in r.getMessage() for r in caplog.records)   # says it is the demo
+    frames = _drain(src)
+    # then ~8 s at 15 fps of 640x360 frames that move
+    assert len(frames) == 120
+    assert frames[0].image.shape == (360, 640, 3)
+    assert not np.array_equal(frames[0].image, frames[60].image)
+    # and the real detector finds the astronaut's face
+    from services.detector.backends import make_detector
+    det = make_detector("ssd")
+    assert all(len(det.detect(frames[i].image)) >= 1 for i in (0, 40, 80, 119))
+
+
+def test_live_source_without_server_is_down_and_retries():
+    # given an RTSP URL where nothing listens
+    from tests.conftest import free_port
+    cm, reg = _metrics()
+    opts = SourceOptions(open_timeout_s=1, read_timeout_s=1, reconnect_min_s=0.1,
+                         reconnect_max_s=0.3)
+    src = open_source(f"door=rtsp://127.0.0.1:{free_port()}/stream", opts, cm)
+    try:
+        assert isinstance(src, LiveSource)
+        # when a second passes / then it is down, retrying with backoff, and never blocks
+        assert src.read(1.5) is None
+        assert src.up is False and src.reconnects >= 2
+        assert reg.get_sample_value("agegender_source_up", {"stream": "door"}) == 0
+        assert reg.get_sample_value("agegender_source_reconnects_total",
+                                    {"stream": "door"}) == src.reconnects
+    finally:
+        src.close()
