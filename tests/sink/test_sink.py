@@ -182,3 +182,43 @@ def test_metrics_only_writes_no_files_but_measures_latency(tmp_path):
 def test_face_label_shows_range_or_age():
     assert face_label({"gender": "male", "age": 40.2, "age_range": [38, 43]}) == "male 38-43"
     assert face_label({"gender": "female", "age": 40.6, "age_range": None}) == "female 41"
+
+
+@pytest.mark.slow
+def test_sink_process_exits_within_2_s_of_sigterm_while_streaming(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    # given a sink process writing files, with a live-view client attached and frames flowing
+    port = free_port()
+    ep = f"ipc://{tmp_path}/results"
+    proc = subprocess.Popen([sys.executable, "-m", "services.cli", "sink", "--input",
+                             f"bind:{ep}", "--out-dir", str(tmp_path / "out"), "--http-port",
+                             str(port), "--http-host", "127.0.0.1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ctx = zmq.Context()
+    push = ctx.socket(zmq.PUSH)
+    push.setsockopt(zmq.LINGER, 0)
+    push.connect(ep)
+    try:
+        wait_ready(port)
+        viewer = urllib.request.urlopen(f"http://127.0.0.1:{port}/stream.mjpg", timeout=5)
+        for seq in range(20):
+            push.send_multipart(result_message("cam", seq, 2))
+        viewer.read(100)
+        # when it gets SIGTERM
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
+        elapsed = time.monotonic() - t0
+        viewer.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        push.close(0)
+        ctx.term()
+    # then it exits cleanly within 2 s and the events written so far are complete lines
+    assert elapsed < 2.0 and proc.returncode == 0
+    lines = (tmp_path / "out" / "events.jsonl").read_text().splitlines()
+    assert lines and all(json.loads(line)["stream"] == "cam" for line in lines)
