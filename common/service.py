@@ -137,7 +137,8 @@ class HTTPServer:
         ThreadingHTTPServer.daemon_threads = True
         self._server = ThreadingHTTPServer((host, port), Handler)
         self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever,
+        # a short poll interval keeps close() (shutdown) well under the 2 s exit budget
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.1,),
                                         name="http", daemon=True)
 
     def start(self) -> "HTTPServer":
@@ -148,7 +149,8 @@ class HTTPServer:
 
     def close(self) -> None:
         """Stop serving and release the port."""
-        self._server.shutdown()
+        if self._thread.is_alive():  # shutdown() waits forever if serve_forever never ran
+            self._server.shutdown()
         self._server.server_close()
 
 
@@ -200,6 +202,8 @@ class ServiceRuntime:
         self._sockets: list = []
         self.http: HTTPServer | None = None
         self.ctx = None
+        #: Longest wait for the ZeroMQ context to terminate on exit (seconds).
+        self.term_timeout_s = 1.0
 
     def __enter__(self) -> "ServiceRuntime":
         import zmq
@@ -230,9 +234,38 @@ class ServiceRuntime:
 
     def __exit__(self, *exc) -> None:
         self.health.set_ready(False, "stopped")
-        for s in self._sockets:
-            s.close()
-        if self.ctx is not None:
-            self.ctx.term()
-        if self.http is not None:
-            self.http.close()
+        try:
+            for s in self._sockets:
+                s.close()
+            if self.ctx is not None:
+                terminate_context(self.ctx, self.term_timeout_s)
+        finally:
+            if self.http is not None:
+                self.http.close()
+
+
+def terminate_context(ctx, timeout_s: float = 1.0) -> bool:
+    """Terminate a ZeroMQ context without ever hanging exit.
+
+    ``zmq_ctx_term`` blocks until every socket of the context is closed, so one socket
+    created outside :class:`ServiceRuntime` (or not closed on an error path) would hang
+    the process forever. Terminate in a helper thread; after ``timeout_s`` seconds close
+    the leftover sockets with ``LINGER=0`` (logged as an error) so termination completes.
+
+    Returns:
+        ``True`` when the context terminated within ``timeout_s`` without help.
+    """
+    t = threading.Thread(target=ctx.term, name="zmq-term", daemon=True)
+    t.start()
+    t.join(timeout_s)
+    if not t.is_alive():
+        return True
+    left = [sk for sk in list(getattr(ctx, "_sockets", ())) if not sk.closed]
+    log.error("ZeroMQ context still had %d open socket(s) %.1f s after exit began; "
+              "closing them without lingering", len(left), timeout_s)
+    for sk in left:
+        sk.close(linger=0)
+    t.join(timeout_s)
+    if t.is_alive():
+        log.error("ZeroMQ context did not terminate; exiting anyway")
+    return False

@@ -127,15 +127,21 @@ class Sender:
                 return False
             self.sock.poll(50, zmq.POLLOUT)
 
-    def send_control(self, frames: list, kind: str = "eos", timeout_s: float = 30.0) -> bool:
+    def send_control(self, frames: list, kind: str = "eos", timeout_s: float = 30.0,
+                     stop_grace_s: float = 0.5) -> bool:
         """Send a control message (end of stream) that must not be lost.
 
         Waits for a peer even through the slow-joiner window; gives up only after
-        ``timeout_s`` seconds (logged as an error). Ignores the stop event for the first
-        2 s so a shutdown still flushes end of stream when a peer is there.
+        ``timeout_s`` seconds (logged as an error). Once the stop event is set it waits at
+        most ``stop_grace_s`` more seconds, so a shutdown still flushes end of stream when
+        a peer is there but never holds exit up for long (services must exit within 2 s
+        of SIGTERM).
+
+        Returns:
+            ``True`` when the message was handed to ZeroMQ.
         """
         deadline = time.monotonic() + timeout_s
-        grace = time.monotonic() + 2.0
+        stop_deadline = None
         while True:
             try:
                 self.sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
@@ -143,9 +149,15 @@ class Sender:
                 return True
             except zmq.Again:
                 now = time.monotonic()
-                if now > deadline or (self.stop.is_set() and now > grace):
+                if self.stop.is_set() and stop_deadline is None:
+                    stop_deadline = now + stop_grace_s
+                if now > deadline:
                     log.error("could not deliver %s message within %.1f s: no peer", kind,
                               timeout_s)
+                    return False
+                if stop_deadline is not None and now > stop_deadline:
+                    log.error("stopping: %s message not delivered (no peer took it within "
+                              "%.1f s)", kind, stop_grace_s)
                     return False
                 self.sock.poll(50, zmq.POLLOUT)
 
