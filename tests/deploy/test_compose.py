@@ -229,3 +229,15 @@ def test_compose_knobs_are_documented():
         knobs |= set(re.findall(r"\$\{([A-Z_][A-Z0-9_]*)", f.read_text()))
     missing = sorted(k for k in knobs if k not in doc)
     assert not missing, f"docs/deploy.md misses {missing}"
+
+
+def test_deploy_doc_config_reference_is_current():
+    # Given the generated configuration reference, then it matches the config classes
+    # (defaults and descriptions included).
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("config_reference",
+                                                  h.DEPLOY / "config_reference.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    text = h.DEPLOY_DOC.read_text()
+    assert mod.update(text) == text, "run: python deploy/config_reference.py"
