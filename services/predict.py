@@ -1,0 +1,147 @@
+"""``agegender predict IMG_OR_DIR...``: one-shot age and gender for image files.
+
+Prints one JSON object per detected face on stdout, one line each::
+
+    {"file": str, "box": [x1, y1, x2, y2] (int pixels, clipped), "confidence": float (0..1),
+     "age": float (years), "age_range": [low, high] (years) or null, "gender":
+     "female" | "male", "gender_confidence": float (0..1)}
+
+Folders are expanded to their image files (by suffix, sorted, not recursive). Odd images
+(grayscale, gray + alpha, RGBA, 16-bit, 1x1) are normalised to ``(H, W, 3) uint8`` BGR
+(:func:`services.capture.images.to_bgr8`); unreadable files are reported on stderr and the
+batch goes on. The exit code is non-zero only when no image at all could be read.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+
+def expand(paths: list[Path]) -> list[Path]:
+    """Files to process: each file as given, each folder's image files (sorted)."""
+    from services.capture.images import IMAGE_SUFFIXES
+    out = []
+    for p in paths:
+        if p.is_dir():
+            out += sorted(f for f in p.iterdir()
+                          if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            out.append(p)
+    return out
+
+
+def face_record(path: Path, det, pred: dict) -> dict:
+    """The JSON object of one face (see the module docstring)."""
+    rng = pred.get("age_range")
+    return {"file": str(path), "box": [int(v) for v in det.box],
+            "confidence": round(float(det.confidence), 4), "age": round(float(pred["age"]), 2),
+            "age_range": None if rng is None else [int(rng[0]), int(rng[1])],
+            "gender": pred["gender"], "gender_confidence": round(float(pred["gender_confidence"]), 4)}
+
+
+class Predictor:
+    """Detector + lazily loaded age/gender model, batching crops across images.
+
+    Args:
+        model: model name or folder (``load_model``).
+        detector_backend: ``ssd`` or ``haar``.
+        confidence: minimum SSD detection confidence (0..1).
+        threads: thread budget (OpenCV, TensorFlow).
+        batch: crops per model call.
+        emit: called with each face record.
+    """
+
+    def __init__(self, model: str, detector_backend: str, confidence: float, threads: int,
+                 batch: int, emit):
+        from services.detector.backends import make_detector
+        self.model_name = model
+        self.threads = threads
+        self.batch = batch
+        self.emit = emit
+        self.detector = make_detector(detector_backend, confidence=confidence, threads=threads)
+        self._model = None
+        self._pending: list[tuple[Path, object, object]] = []
+
+    def add(self, path: Path, image) -> int:
+        """Detect faces in a ``(H, W, 3) uint8`` BGR image and queue their crops.
+
+        Returns:
+            Number of faces found.
+        """
+        dets = self.detector.detect(image)
+        self._pending += [(path, d, d.crop(image)) for d in dets]
+        if len(self._pending) >= self.batch:
+            self.flush()
+        return len(dets)
+
+    def flush(self) -> None:
+        """Classify every queued crop and emit one record per face, in order."""
+        if not self._pending:
+            return
+        if self._model is None:
+            from services.classifier.model import load_model
+            self._model = load_model(self.model_name, threads=self.threads)
+        items, self._pending = self._pending, []
+        for i in range(0, len(items), self.batch):
+            chunk = items[i:i + self.batch]
+            preds = self._model.predict([c for _, _, c in chunk])
+            for (path, det, _), pred in zip(chunk, preds):
+                self.emit(face_record(path, det, pred))
+
+
+@click.command(name="predict", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--model", default="compact", show_default=True,
+              help="Model name under models/ or a model folder.")
+@click.option("--detector-backend", type=click.Choice(["ssd", "haar"]), default="ssd",
+              show_default=True, help="Face detector.")
+@click.option("--confidence", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.5,
+              show_default=True, help="Minimum face detection confidence (SSD).")
+@click.option("--threads", type=click.IntRange(1, 64), default=2, show_default=True,
+              help="Thread budget (OpenCV, TensorFlow).")
+@click.option("--batch", type=click.IntRange(1, 1024), default=32, show_default=True,
+              help="Face crops per model call.")
+def command(paths, model, detector_backend, confidence, threads, batch):
+    """Age and gender of every face in image files or folders: one JSON object per face
+    per line on stdout; problems go to stderr and the batch goes on."""
+    from common.service import set_thread_budget
+    set_thread_budget(threads)  # before TensorFlow is imported
+    from services.capture.images import BadImage, read_image
+
+    files = expand(list(paths))
+    if not files:
+        click.echo("error: no image files found in the given paths", err=True)
+        raise SystemExit(1)
+
+    def emit(record: dict) -> None:
+        sys.stdout.write(json.dumps(record) + "\n")
+        sys.stdout.flush()
+
+    try:
+        predictor = Predictor(model, detector_backend, confidence, threads, batch, emit)
+    except (FileNotFoundError, ValueError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        raise SystemExit(2)
+    read = faces = 0
+    for path in files:
+        try:
+            image = read_image(path)
+        except BadImage as exc:
+            click.echo(f"error: {exc}", err=True)
+            continue
+        read += 1
+        n = predictor.add(path, image)
+        faces += n
+        if n == 0:
+            click.echo(f"{path}: no face found ({image.shape[1]}x{image.shape[0]})", err=True)
+    try:
+        predictor.flush()
+    except (FileNotFoundError, ValueError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        raise SystemExit(2)
+    click.echo(f"{read} of {len(files)} images read, {faces} faces", err=True)
+    raise SystemExit(0 if read else 1)

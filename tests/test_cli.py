@@ -1,0 +1,135 @@
+"""The ``agegender`` command line: ``predict`` on odd images, ``run`` options."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from services.cli import main
+from services.run import Stack, StackOptions, _parse_threads, format_summary, parse_metrics
+from tests.conftest import ROOT
+
+
+def astronaut_bgr() -> np.ndarray:
+    from skimage import data
+    return cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
+
+
+@pytest.fixture
+def odd_images(tmp_path):
+    """A folder of odd images around scikit-image's public-domain astronaut photo."""
+    d = tmp_path / "imgs"
+    d.mkdir()
+    bgr = astronaut_bgr()
+    cv2.imwrite(str(d / "a_color.jpg"), bgr)
+    cv2.imwrite(str(d / "b_rgba.png"), cv2.cvtColor(bgr, cv2.COLOR_BGR2BGRA))
+    gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+    Image.fromarray(np.dstack([gray, np.full_like(gray, 200)]), mode="LA").save(d / "c_gray_alpha.png")
+    Image.fromarray(np.array([[0, 255], [255, 0]], np.uint8), mode="L").save(d / "d_2x2.png")
+    cv2.imwrite(str(d / "e_1x1.png"), np.zeros((1, 1, 3), np.uint8))
+    (d / "f_broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    (d / "notes.txt").write_text("not an image, skipped by suffix")
+    return d
+
+
+def run_predict(args):
+    return subprocess.run([sys.executable, "-m", "services.cli", "predict", *args],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+
+
+@pytest.mark.slow
+def test_predict_normalises_odd_images_and_reports_broken_ones(odd_images):
+    if not (ROOT / "models" / "compact" / "meta.json").is_file():
+        pytest.skip("models/compact is not shipped yet")
+    # given a folder with colour, RGBA, gray+alpha, 2x2, 1x1 and a broken PNG
+    # when predict runs on it
+    r = run_predict([str(odd_images)])
+    # then it exits 0 and prints one JSON object per face with the documented keys
+    assert r.returncode == 0, r.stderr
+    records = [json.loads(line) for line in r.stdout.splitlines()]
+    by_file = {}
+    for rec in records:
+        assert list(rec) == ["file", "box", "confidence", "age", "age_range", "gender",
+                             "gender_confidence"]
+        assert rec["gender"] in ("female", "male") and 0 <= rec["gender_confidence"] <= 1
+        x1, y1, x2, y2 = rec["box"]
+        assert 0 <= x1 < x2 <= 512 and 0 <= y1 < y2 <= 512
+        by_file.setdefault(rec["file"].rsplit("/", 1)[1], []).append(rec)
+    # and the astronaut's face is found in the colour, RGBA and gray+alpha versions
+    for name in ("a_color.jpg", "b_rgba.png", "c_gray_alpha.png"):
+        assert len(by_file.get(name, [])) == 1, (name, r.stderr)
+    # and the tiny images are read (no face), the broken one is a clear error
+    assert "d_2x2.png: no face found (2x2)" in r.stderr
+    assert "e_1x1.png: no face found (1x1)" in r.stderr
+    assert "error:" in r.stderr and "f_broken.png" in r.stderr
+    assert "5 of 6 images read" in r.stderr
+
+
+def test_predict_fails_only_when_nothing_can_be_read(tmp_path):
+    # given only unreadable inputs
+    (tmp_path / "x.png").write_bytes(b"garbage")
+    # when predict runs
+    r = run_predict([str(tmp_path / "x.png"), str(tmp_path / "missing.jpg")])
+    # then both are reported and the exit code is non-zero
+    assert r.returncode == 1
+    assert r.stderr.count("error:") == 2 and "missing.jpg" in r.stderr
+    assert r.stdout == ""
+
+
+def test_run_help_lists_the_options():
+    result = CliRunner().invoke(main, ["run", "--help"])
+    assert result.exit_code == 0
+    for opt in ("--source", "--out", "--realtime", "--loop", "--model", "--detector-backend",
+                "--display", "--threads", "--http-base-port"):
+        assert opt in result.output
+
+
+def test_threads_option_parses_per_service_budgets():
+    assert _parse_threads(("2",)) == {"sink": 2, "classifier": 2, "detector": 2, "capture": 2}
+    assert _parse_threads(("classifier=2",))["classifier"] == 2
+    with pytest.raises(Exception):
+        _parse_threads(("gpu=2",))
+
+
+def test_stack_wires_the_four_services_over_ipc(tmp_path):
+    # given a stack definition for one file with --out
+    clip = tmp_path / "x.mp4"
+    w = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (32, 32))
+    for _ in range(5):
+        w.write(np.zeros((32, 32, 3), np.uint8))
+    w.release()
+    stack = Stack(StackOptions(sources=[str(clip)], out_dir=tmp_path / "o", http_base_port=0,
+                               threads={"classifier": 2}))
+    try:
+        args = {s: " ".join(c.args) for s, c in stack.children.items()}
+        # then capture binds the frames socket the detector connects to, and so on
+        frames = f"ipc://{stack.run_dir}/frames.sock"
+        assert f"--output bind:{frames}" in args["capture"]
+        assert f"--input connect:{frames}" in args["detector"]
+        assert "--input bind:ipc://" in args["classifier"] and "--threads 2" in args["classifier"]
+        assert "--expected-streams 1" in args["sink"] and "--video-fps 10.0000" in args["sink"]
+        assert stack.expected_frames == 5
+        assert len({c.http_port for c in stack.children.values()}) == 4
+    finally:
+        stack.shutdown()
+        stack.cleanup()
+
+
+def test_summary_parses_drops_from_prometheus_text():
+    text = ('# HELP agegender_frames_dropped_total x\n# TYPE agegender_frames_dropped_total counter\n'
+            'agegender_frames_dropped_total{stage="detector",reason="stale"} 3.0\n'
+            'agegender_frames_dropped_total{stage="detector",reason="queue_full"} 0.0\n')
+    assert [(k, v) for _, k, v in parse_metrics(text) if v] == [("detector/stale", 3.0)]
+    s = {"frames": 10, "faces": 30, "faces_per_frame": 3.0, "fps": 12.0, "elapsed_s": 1.0,
+         "latency_s": {"p50": 0.1, "p95": 0.2, "p99": 0.3}, "streams": {"a": 10},
+         "drops": {"detector/stale": 3.0}, "malformed": {}, "restarts": {"detector": 1},
+         "gave_up": None, "outputs": {}}
+    out = format_summary(s)
+    assert "p95 200 ms" in out and "detector/stale 3" in out and "detector 1" in out
