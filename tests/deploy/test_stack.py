@@ -52,14 +52,23 @@ def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
         return 0, b""
 
 
-def loopback_environments(clip: Path, out_dir: Path) -> tuple[dict, dict]:
+def loopback_environments(clip: Path | None, out_dir: Path, capture_service: str = "capture",
+                          rtsp_demo_url: str | None = None) -> tuple[dict, dict]:
     """Per command: the compose service's environment rewritten for loopback processes.
+
+    Args:
+        clip: file source for the ``capture`` service (``None`` keeps the compose sources).
+        out_dir: the sink's out_dir.
+        capture_service: which compose capture service runs (``capture`` or, for the demo
+            profile, ``capture-demo``).
+        rtsp_demo_url: where the demo RTSP server listens here (replaces rtsp-demo:8554).
 
     Returns ``(environments, http_ports)``.
     """
     model = h.load_compose(h.COMPOSE)
     services = {n: s for n, s in model["services"].items()
-                if not s.get("profiles") and h.service_command(s) in h.PIPELINE}
+                if h.service_command(s) in h.PIPELINE
+                and (n == capture_service or h.service_command(s) != "capture")}
     assert sorted(h.service_command(s) for s in services.values()) == sorted(h.PIPELINE)
     # every bound (service, port) gets a free loopback port
     bound: dict[tuple[str, int], int] = {}
@@ -88,9 +97,13 @@ def loopback_environments(clip: Path, out_dir: Path) -> tuple[dict, dict]:
         env[f"{prefix}HTTP_PORT"] = str(http_ports[command])
         env[f"{prefix}HTTP_HOST"] = "127.0.0.1"
         env[f"{prefix}THREADS"] = "1"       # a shared 2-core machine
-        if command == "capture":
+        if command == "capture" and clip is not None:
             env[f"{prefix}SOURCES"] = json.dumps([f"walk={clip}"])
             env[f"{prefix}LOOP"] = "true"
+        if command == "capture" and rtsp_demo_url is not None:
+            env[f"{prefix}SOURCES"] = env[f"{prefix}SOURCES"].replace(
+                "rtsp://rtsp-demo:8554/demo", rtsp_demo_url)
+            assert rtsp_demo_url in env[f"{prefix}SOURCES"]
         if command == "sink":
             env[f"{prefix}OUT_DIR"] = str(out_dir)
         h.build_config(command, env)  # the rewritten environment still validates
@@ -115,9 +128,42 @@ def sample_value(fam, name: str, **labels) -> float:
 
 @pytest.fixture
 def stack(clip, tmp_path):
-    """Start the four services like compose does; yield ``(procs, http_ports, logs)``."""
-    clip_file = clip(CLIP)
-    envs, ports = loopback_environments(clip_file, tmp_path / "out")
+    """The base compose services on the shared clip; yields ``(procs, http_ports, log_tail)``."""
+    envs, ports = loopback_environments(clip(CLIP), tmp_path / "out")
+    yield from run_stack(envs, ports, tmp_path)
+
+
+@pytest.fixture
+def demo_stack(clip, tmp_path):
+    """The demo profile: the RTSP demo server looping the clip, read by capture-demo."""
+    from tests.deploy.test_rtsp_demo import SERVER, system_python_with_gst_rtsp
+    py = system_python_with_gst_rtsp()
+    port = free_port()
+    log_path = tmp_path / "rtsp-demo.log"
+    with open(log_path, "wb") as log_file:
+        server = subprocess.Popen([py, str(SERVER), "--host", "127.0.0.1", "--port", str(port),
+                                   "--clip", str(clip(CLIP))], stdout=log_file,
+                                  stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while "serving rtsp://" not in log_path.read_text():
+            assert server.poll() is None and time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.1)
+        envs, ports = loopback_environments(None, tmp_path / "out", "capture-demo",
+                                            f"rtsp://127.0.0.1:{port}/demo")
+        yield from run_stack(envs, ports, tmp_path)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=5)
+
+
+def run_stack(envs: dict, ports: dict, tmp_path: Path):
+    """Start the services like compose does (depends_on order, each healthy before the
+    next), wait until all are ready; yield ``(procs, http_ports, log_tail)``; stop them."""
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("AGEGENDER_")}
     procs: dict[str, subprocess.Popen] = {}
     logs: dict[str, Path] = {}
@@ -163,13 +209,7 @@ def test_compose_wiring_on_loopback_serves_every_catalogued_metric(stack):
     procs, ports, log_tail = stack
     # Given the four services healthy and ready, when frames of the clip flow, then the
     # sink receives result frames end to end.
-    deadline = time.monotonic() + FLOW_TIMEOUT_S
-    while True:
-        sink = metrics(ports["sink"])
-        if sample_value(sink["agegender_sink_frames_total"], "agegender_sink_frames_total") >= 5:
-            break
-        assert time.monotonic() < deadline, f"no result frames reached the sink\n{log_tail()}"
-        time.sleep(1.0)
+    wait_for_sink_frames(ports, log_tail)
 
     # When every /metrics is scraped and parsed with prometheus-client's parser,
     scraped = {command: metrics(port) for command, port in ports.items()}
@@ -249,3 +289,30 @@ def test_services_stop_cleanly_on_sigterm(stack):
         except subprocess.TimeoutExpired:
             pytest.fail(f"{command} ignored SIGTERM for {grace} s\n{log_tail()}")
         assert code == 0, f"{command} exited {code}\n{log_tail()}"
+
+
+def wait_for_sink_frames(ports: dict, log_tail, n: int = 5) -> None:
+    deadline = time.monotonic() + FLOW_TIMEOUT_S
+    while True:
+        sink = metrics(ports["sink"])
+        if sample_value(sink["agegender_sink_frames_total"], "agegender_sink_frames_total") >= n:
+            return
+        assert time.monotonic() < deadline, f"no result frames reached the sink\n{log_tail()}"
+        time.sleep(1.0)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_demo_profile_rtsp_camera_reaches_the_sink(demo_stack):
+    # Given the demo profile's wiring (the RTSP demo server, capture-demo reading it, the
+    # detector connected to capture and capture-demo), when it runs, then the live stream
+    # "demo" is up and its frames reach the sink end to end.
+    procs, ports, log_tail = demo_stack
+    wait_for_sink_frames(ports, log_tail)
+    cap = metrics(ports["capture"])
+    assert sample_value(cap["agegender_source_up"], "agegender_source_up", stream="demo") == 1
+    assert sample_value(cap["agegender_frames_captured_total"],
+                        "agegender_frames_captured_total", stream="demo") > 0
+    e2e = metrics(ports["sink"])["agegender_e2e_latency_seconds"]
+    assert sample_value(e2e, "agegender_e2e_latency_seconds_count") > 0
+    assert all(p.poll() is None for p in procs.values()), log_tail()
