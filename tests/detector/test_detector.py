@@ -1,0 +1,312 @@
+"""Detector: per-frame processing on real frames with the real SSD model, boxes at the
+edge, detection quality on the shared clips, and the service over real sockets."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import cv2
+import numpy as np
+import pytest
+import zmq
+from prometheus_client import CollectorRegistry
+
+from common import wire
+from services.detector.backends import Detection, SSDDetector, clip_box, make_detector
+from services.detector.config import DetectorConfig
+from services.detector.main import (BadFrame, detect_faces, main as detector_main,
+                                    newest_live, process_frame)
+from tests.conftest import free_port
+
+WALKING = "face-demographics-walking-and-pause.mp4"
+
+
+@pytest.fixture(scope="module")
+def ssd():
+    return make_detector("ssd")
+
+
+def _frames(path, limit=10_000):
+    cap = cv2.VideoCapture(str(path))
+    out = []
+    while len(out) < limit:
+        ok, f = cap.read()
+        if not ok:
+            break
+        out.append(f)
+    cap.release()
+    return out
+
+
+def _frame_msg(image, seq=0, stream="s", live=False, **extra):
+    hdr = wire.frame_header(stream, seq, time.time_ns(), image.shape[1], image.shape[0],
+                            live=live, **extra)
+    return wire.decode(wire.encode_frame(hdr, image))
+
+
+def test_process_frame_on_a_real_frame(ssd, clip):
+    # given frame 0 of the walking clip (3 people) as a frame message with extra fields
+    image = _frames(clip(WALKING), 1)[0]
+    msg = _frame_msg(image, seq=7, stream="lobby", live=True, source_note="x")
+    # when processed
+    out = wire.decode(process_frame(msg, ssd))
+    # then a faces message keeps every upstream field and adds boxes, crops, t_detector_ns
+    h = out.header
+    assert out.kind == "faces" and h["stream"] == "lobby" and h["seq"] == 7
+    assert h["live"] is True and h["source_note"] == "x"
+    assert h["t_capture_ns"] == msg.header["t_capture_ns"] <= h["t_detector_ns"]
+    assert len(h["faces"]) == 3 == len(out.crops)
+    assert np.array_equal(out.image, image)
+    for face, crop, shape in zip(h["faces"], out.crops, h["crops"]):
+        x1, y1, x2, y2 = face["box"]
+        assert 0 <= x1 < x2 <= 480 and 0 <= y1 < y2 <= 270
+        assert 0.5 <= face["confidence"] <= 1.0
+        assert list(crop.shape[:2]) == shape == [y2 - y1, x2 - x1]
+        assert np.array_equal(crop, image[y1:y2, x1:x2])          # the exact crop
+    # faces sorted left to right are the three people standing side by side
+    xs = sorted((f["box"][0] + f["box"][2]) / 2 for f in h["faces"])
+    assert xs[1] - xs[0] > 40 and xs[2] - xs[1] > 40               # three distinct people
+
+
+def test_jpeg_frames_are_decoded_and_bad_ones_rejected(ssd, clip):
+    image = _frames(clip(WALKING), 1)[0]
+    ok, jpg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    hdr = wire.frame_header("s", 0, time.time_ns(), 480, 270, encoding="jpeg")
+    out = wire.decode(process_frame(wire.decode(wire.encode(hdr, [jpg.tobytes()])), ssd))
+    assert out.header["encoding"] == "bgr8" and out.image.shape == (270, 480, 3)
+    assert len(out.header["faces"]) == 3
+    bad = wire.decode(wire.encode(hdr, [b"\xff\xd8 not a jpeg"]))
+    with pytest.raises(BadFrame, match="undecodable"):
+        process_frame(bad, ssd)
+    wrong = wire.frame_header("s", 0, time.time_ns(), 100, 100, encoding="jpeg")
+    with pytest.raises(BadFrame, match="header says"):
+        process_frame(wire.decode(wire.encode(wrong, [jpg.tobytes()])), ssd)
+
+
+class _RowsNet:
+    """Stands in for the SSD network's output only: replays fixed detection rows
+    ``[image_id, label, confidence, xmin, ymin, xmax, ymax]`` (0..1 coordinates)."""
+
+    def __init__(self, rows):
+        self.rows = np.array(rows, np.float32).reshape(1, 1, -1, 7)
+
+    def setInput(self, blob):  # noqa: N802 (OpenCV API)
+        assert blob.ndim == 4
+
+    def forward(self):
+        return self.rows
+
+
+def test_boxes_at_the_edge_are_clipped_and_empty_ones_dropped(ssd):
+    # given detector rows partly outside the frame, zero-area, tiny, inverted and NaN
+    frame = np.full((100, 200, 3), 128, np.uint8)
+    rows = [
+        [0, 1, 0.90, -0.25, 0.125, 0.25, 0.625],  # xmin < 0: half outside on the left
+        [0, 1, 0.80, 0.75, -0.5, 1.50, 0.50],     # xmax > 1 and ymin < 0
+        [0, 1, 0.95, 0.50, 0.50, 0.50, 0.90],     # zero width
+        [0, 1, 0.95, 0.40, 0.40, 0.41, 0.45],     # 2x5 px: smaller than min_face_px
+        [0, 1, 0.95, 0.70, 0.70, 0.60, 0.60],     # inverted
+        [0, 1, 0.95, 1.20, 1.20, 1.50, 1.50],     # entirely outside
+        [0, 1, 0.95, np.nan, 0.1, 0.5, 0.5],      # NaN coordinate
+        [0, 1, np.nan, 0.1, 0.1, 0.5, 0.5],       # NaN confidence
+        [0, 1, 0.30, 0.10, 0.10, 0.50, 0.50],     # below the confidence threshold
+    ]
+    det = SSDDetector(min_face_px=12)
+    det.net = _RowsNet(rows)
+    # when detected
+    faces, crops = detect_faces(frame, det)
+    # then only the two edge boxes survive, clipped to the frame, with non-empty crops
+    # (x floored, x2/y2 ceiled: 12.5 -> 12, 62.5 -> 63)
+    assert [f["box"] for f in faces] == [[0, 12, 50, 63], [150, 0, 200, 50]]
+    assert [c.shape for c in crops] == [(51, 50, 3), (50, 50, 3)]
+    assert all(c.size > 0 for c in crops)
+
+
+def test_clip_box_contract():
+    assert clip_box(-5.2, -1, 30.1, 20, 40, 30) == (0, 0, 31, 20)
+    assert clip_box(10, 10, 10, 20, 40, 30) is None                 # zero area
+    assert clip_box(35, 5, 80, 25, 40, 30, min_face_px=12) is None  # 5 px after clipping
+    assert clip_box(50, 50, 60, 60, 40, 30) is None                 # outside
+    assert clip_box(float("inf"), 0, 10, 10, 40, 30) is None
+    assert Detection((0, 0, 1, 1), 0.9).crop(np.zeros((5, 5, 3), np.uint8)).shape == (1, 1, 3)
+
+
+def test_a_real_face_half_outside_the_frame(ssd, clip):
+    # given the walking frame cut so that the leftmost face is split by the left edge
+    image = _frames(clip(WALKING), 1)[0]
+    full = ssd.detect(image)
+    left = min(full, key=lambda d: d.box[0]).box
+    cut = np.ascontiguousarray(image[:, (left[0] + left[2]) // 2:])
+    # when detected / then every box lies inside the frame and every crop is non-empty
+    faces, crops = detect_faces(cut, ssd)
+    h, w = cut.shape[:2]
+    assert len(faces) >= 2
+    for f, c in zip(faces, crops):
+        x1, y1, x2, y2 = f["box"]
+        assert 0 <= x1 < x2 <= w and 0 <= y1 < y2 <= h and c.size > 0
+
+
+def test_detection_quality_on_the_shared_clips(ssd, clip, ground_truth):
+    # given the clips with 3 faces in every frame and with none at all
+    walking = _frames(clip(WALKING))
+    empty = _frames(clip("people-detection.mp4"))
+    # when every frame is detected with the default settings
+    per_frame = [len(ssd.detect(f)) for f in walking]
+    false_pos = sum(len(ssd.detect(f)) for f in empty)
+    mean = sum(per_frame) / len(per_frame)
+    print(f"\nwalking-and-pause: {mean:.3f} faces/frame over {len(walking)} frames "
+          f"(ground truth {ground_truth[WALKING]['faces_per_frame']}); people-detection: "
+          f"{false_pos} faces in {len(empty)} frames (ground truth 0)")
+    # then >= 2.7 faces per frame on average and at most one face in the whole empty clip
+    assert len(walking) == ground_truth[WALKING]["frames"]
+    assert mean >= 2.7
+    assert max(per_frame) <= 3
+    assert false_pos <= 1
+
+
+def test_haar_backend_finds_faces_too(clip):
+    image = _frames(clip(WALKING), 1)[0]
+    haar = make_detector("haar", confidence=0.5, input_size=300, min_face_px=12)
+    faces, crops = detect_faces(image, haar)
+    assert haar.name == "haar" and len(faces) >= 2
+    assert all(c.size > 0 for c in crops)
+
+
+def test_newest_live_keeps_files_and_eos_in_order():
+    img = np.zeros((4, 4, 3), np.uint8)
+    msgs = [_frame_msg(img, 0, "cam", live=True), _frame_msg(img, 0, "file"),
+            _frame_msg(img, 1, "cam", live=True), _frame_msg(img, 1, "file"),
+            wire.decode(wire.encode({"kind": "eos", "stream": "file", "seq": 2,
+                                     "t_capture_ns": 1})),
+            _frame_msg(img, 2, "cam", live=True), _frame_msg(img, 0, "cam2", live=True)]
+    kept, dropped = newest_live(msgs)
+    assert [(m.stream, m.kind, m.seq) for m in kept] == [
+        ("file", "frame", 0), ("file", "frame", 1), ("file", "eos", 2), ("cam", "frame", 2),
+        ("cam2", "frame", 0)]
+    assert dropped == 2
+
+
+class DetectorThread:
+    """The detector service in a thread, with real sockets around it."""
+
+    def __init__(self, **cfg):
+        self.in_port, self.out_port = free_port(), free_port()
+        self.cfg = DetectorConfig(input=f"connect:tcp://127.0.0.1:{self.in_port}",
+                                  output=f"connect:tcp://127.0.0.1:{self.out_port}",
+                                  http_port=0, **cfg)
+        self.stop = threading.Event()
+        self.registry = CollectorRegistry()
+        self.rc = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        self.rc = detector_main(self.cfg, stop=self.stop, registry=self.registry)
+
+    def __enter__(self):
+        ctx = zmq.Context.instance()
+        self.push = ctx.socket(zmq.PUSH)
+        self.push.setsockopt(zmq.LINGER, 0)
+        self.push.bind(f"tcp://127.0.0.1:{self.in_port}")
+        self.pull = ctx.socket(zmq.PULL)
+        self.pull.setsockopt(zmq.LINGER, 0)
+        self.pull.bind(f"tcp://127.0.0.1:{self.out_port}")
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(10)
+        self.push.close()
+        self.pull.close()
+        assert not self.thread.is_alive()
+
+    def value(self, name, **labels):
+        return self.registry.get_sample_value(name, labels)
+
+
+def test_detector_service_passes_frames_and_eos_over_real_sockets(clip, ssd):
+    frames = _frames(clip(WALKING), 12)
+    expected = [len(ssd.detect(f)) for f in frames]       # the same model, in this process
+    with DetectorThread() as svc:
+        # given 12 file frames, a malformed message and an end of stream sent to its input
+        for i, f in enumerate(frames):
+            hdr = wire.frame_header("lobby", i, time.time_ns(), 480, 270, live=False)
+            svc.push.send_multipart(wire.encode_frame(hdr, f))
+            if i == 5:
+                svc.push.send_multipart([b"\x93garbage", b"x"])
+        svc.push.send_multipart(wire.encode({"kind": "eos", "stream": "lobby", "seq": 12,
+                                             "t_capture_ns": time.time_ns(), "frames": 12}))
+        # when everything comes out
+        out = []
+        deadline = time.monotonic() + 60
+        while (not out or out[-1].kind != "eos") and time.monotonic() < deadline:
+            if svc.pull.poll(200):
+                out.append(wire.decode(svc.pull.recv_multipart()))
+        # then every frame became a faces message, in order, then the end of stream
+        assert [m.kind for m in out] == ["faces"] * 12 + ["eos"]
+        assert [m.seq for m in out[:-1]] == list(range(12))
+        assert [len(m.header["faces"]) for m in out[:-1]] == expected
+        assert sum(expected) >= 2 * 12
+        assert out[-1].header["frames"] == 12 and "t_detector_ns" in out[-1].header
+        # and the metrics count faces, inference time and the malformed message
+        assert svc.value("agegender_faces_detected_total") == sum(expected)
+        assert svc.value("agegender_inference_seconds_count", stage="detector",
+                         model="ssd") == 12
+        assert svc.value("agegender_messages_malformed_total", stage="detector",
+                         reason="not_msgpack") == 1
+    assert svc.rc == 0
+
+
+def test_detector_service_drops_older_live_frames_when_behind(clip):
+    frame = _frames(clip(WALKING), 1)[0]
+    big = cv2.resize(frame, (1920, 1080))           # slow enough to fall behind
+    with DetectorThread(hwm=50) as svc:
+        # given 30 live frames pushed at once (far faster than it detects)
+        time.sleep(0.5)
+        for i in range(30):
+            hdr = wire.frame_header("cam", i, time.time_ns(), 1920, 1080, live=True)
+            svc.push.send_multipart(wire.encode_frame(hdr, big))
+        # when the output settles
+        seqs = []
+        quiet_since = time.monotonic()
+        while time.monotonic() - quiet_since < 3.0:
+            if svc.pull.poll(200):
+                seqs.append(wire.decode(svc.pull.recv_multipart()).seq)
+                quiet_since = time.monotonic()
+        superseded = svc.value("agegender_frames_dropped_total", stage="detector",
+                               reason="superseded")
+    # then it skipped older live frames (counted) and always ended on the newest one
+    print(f"processed live seqs {seqs}; superseded {superseded:.0f}")
+    assert seqs and seqs[-1] == 29 and seqs == sorted(seqs)
+    assert len(seqs) < 30 and superseded >= 1
+    assert len(seqs) + superseded + svc.value("agegender_frames_dropped_total",
+                                              stage="detector", reason="stale") == 30
+
+
+def test_detector_cli_process_stops_within_2s_without_peers():
+    # given `agegender detector` as a process whose peers never connect
+    exe = os.path.join(os.path.dirname(sys.executable), "agegender")
+    proc = subprocess.Popen([exe, "detector", "--input",
+                             f"connect:tcp://127.0.0.1:{free_port()}", "--output",
+                             f"connect:tcp://127.0.0.1:{free_port()}", "--http-port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        time.sleep(4.0)                            # model loaded, loop running
+        assert proc.poll() is None
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=10)
+        took = time.monotonic() - t0
+        log = proc.stdout.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    # then it exits 0 within 2 s and said which DNN backend it used
+    assert rc == 0 and took < 2.0, f"rc={rc}, took {took:.2f} s"
+    assert "DNN backend cpu" in log or "DNN backend cuda" in log
