@@ -4,6 +4,7 @@ images, the built-in demo, looping."""
 from __future__ import annotations
 
 import logging
+import time
 
 import cv2
 import numpy as np
@@ -195,5 +196,81 @@ def test_live_source_without_server_is_down_and_retries():
         assert reg.get_sample_value("agegender_source_up", {"stream": "door"}) == 0
         assert reg.get_sample_value("agegender_source_reconnects_total",
                                     {"stream": "door"}) == src.reconnects
+    finally:
+        src.close()
+
+
+class _MJPEGServer:
+    """A real HTTP server on 127.0.0.1 streaming ``multipart/x-mixed-replace`` JPEGs
+    (what IP cameras and the sink's MJPEG view serve), 10 frames per second."""
+
+    def __init__(self):
+        import http.server
+        import threading as th
+        frames = []
+        for i in range(10):
+            img = np.zeros((48, 64, 3), np.uint8)
+            cv2.putText(img, str(i), (20, 35), cv2.FONT_HERSHEY_SIMPLEX, 1, (255, 255, 255))
+            frames.append(cv2.imencode(".jpg", img)[1].tobytes())
+        stop = th.Event()
+        self.stop = stop
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):  # noqa: N802
+                self.send_response(200)
+                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+                self.end_headers()
+                i = 0
+                try:
+                    while not stop.is_set():
+                        jpg = frames[i % len(frames)]
+                        self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\n"
+                                         b"Content-Length: " + str(len(jpg)).encode() +
+                                         b"\r\n\r\n" + jpg + b"\r\n")
+                        i += 1
+                        time.sleep(0.1)
+                except (BrokenPipeError, ConnectionResetError):
+                    return
+
+        http.server.ThreadingHTTPServer.daemon_threads = True
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/video.mjpg"
+        self.thread = th.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.stop.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_http_mjpeg_source_delivers_frames():
+    # given a real MJPEG HTTP server
+    server = _MJPEGServer()
+    cm, reg = _metrics()
+    src = open_source(server.url, SourceOptions(open_timeout_s=5, read_timeout_s=3), cm)
+    try:
+        # when read / then its 64x48 frames arrive and the source is up
+        got = [f for f in (src.read(5.0) for _ in range(5)) if f is not None]
+        assert src.kind == "http" and src.name == "cam0"
+        assert len(got) >= 3 and got[0].image.shape == (48, 64, 3)
+        assert reg.get_sample_value("agegender_source_up", {"stream": "cam0"}) == 1
+    finally:
+        src.close()
+        server.close()
+
+
+def test_missing_camera_device_is_down_and_never_blocks():
+    # given a camera device that does not exist
+    src = open_source("/dev/video63", SourceOptions(reconnect_min_s=0.1, reconnect_max_s=0.2))
+    try:
+        t0 = time.monotonic()
+        assert src.read(1.0) is None
+        assert time.monotonic() - t0 < 2.0
+        assert src.kind == "camera" and src.name == "cam63" and not src.up
+        assert src.reconnects >= 1
     finally:
         src.close()
