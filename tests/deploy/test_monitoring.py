@@ -59,10 +59,12 @@ def test_catalogue_lists_every_shared_stage_metric(catalogue):
 
 
 def defined_metric_names() -> set[str]:
-    """``agegender_*`` names passed to Counter/Gauge/Histogram/Summary in services/."""
+    """``agegender_*`` names passed to Counter/Gauge/Histogram/Summary in services/, common/."""
     names = set()
     pattern = re.compile(r"(?:Counter|Gauge|Histogram|Summary)\(\s*[\"'](agegender_[a-z0-9_]+)")
-    for path in (h.ROOT / "services").rglob("*.py"):
+    paths = [*(h.ROOT / "services").rglob("*.py"), *(h.ROOT / "common").rglob("*.py")]
+    assert paths
+    for path in paths:
         names |= set(pattern.findall(path.read_text()))
     return names
 
