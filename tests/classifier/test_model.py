@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -94,3 +96,19 @@ def test_band_of():
 def test_unknown_model_is_a_clear_error():
     with pytest.raises(FileNotFoundError, match="no model"):
         load_model("no-such-model")
+
+
+@pytest.mark.slow
+def test_shipped_compact_reads_genders_left_to_right_on_the_demo_clip(clip, ground_truth):
+    # given the demo clip with three people (female, male, female, left to right)
+    from training.video_check import check_clip
+    name = "face-demographics-walking-and-pause.mp4"
+    expect = [p["gender"] for p in ground_truth[name]["people_left_to_right"]]
+    model = load_model("compact", threads=1)
+    if "provisional" in json.dumps(model.meta).lower():
+        pytest.skip("models/compact is still the provisional placeholder")
+    # when every frame's SSD crops are classified, sorted by box x
+    result = check_clip(model, str(clip(name)), expect)
+    # then most frames with three faces read the expected genders
+    assert result["frames_with_n_faces"] >= 0.7 * result["frames"]
+    assert result["fraction_correct"] > 0.5, result
