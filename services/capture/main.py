@@ -37,8 +37,9 @@ log = logging.getLogger("capture")
 
 #: Longest time the loop sleeps between ticks (seconds).
 TICK_S = 0.05
-#: Limit for each end-of-stream send on shutdown (seconds), so exit stays well under 2 s.
-STOP_EOS_TIMEOUT_S = 0.5
+#: Limit for all end-of-stream sends on shutdown together (seconds), so exit stays well
+#: under 2 s even with no peer.
+STOP_EOS_TIMEOUT_S = 0.7
 #: Limit for the end-of-stream send at the end of a file (seconds).
 EOS_TIMEOUT_S = 30.0
 #: At a normal end, how long queued frames and end of stream may take to reach the peer
@@ -190,10 +191,11 @@ def run_loop(rt: ServiceRuntime, tx, playbacks: list[_Playback], cm: CaptureMetr
             notify.clear()
     log.info("stopping: sending end of stream for %d open stream(s)",
              sum(1 for p in playbacks if not p.ended))
+    deadline = time.monotonic() + STOP_EOS_TIMEOUT_S
     for p in playbacks:
         if not p.ended:
             tx.send_control(eos_message(p.source.name, p.sent, reason="stopped"), "eos",
-                            timeout_s=STOP_EOS_TIMEOUT_S)
+                            timeout_s=max(0.05, deadline - time.monotonic()))
     return 0
 
 

@@ -21,6 +21,7 @@ import time
 
 import cv2
 import numpy as np
+import zmq
 from prometheus_client import Counter, Histogram
 
 from common import wire
@@ -202,7 +203,10 @@ def main(cfg, *, stop: threading.Event | None = None, registry=None) -> int:
                 m.stage_seconds.labels("detector").observe(time.perf_counter() - t0)
                 faces_total.inc(len(out) - 2)
                 # File frames wait for room downstream (nothing lost); live ones are lossy.
-                tx.send(out, "faces", block=not msg.header.get("live", False))
+                live = bool(msg.header.get("live", False))
+                while not live and not rt.stop.is_set() and not tx.sock.poll(500, zmq.POLLOUT):
+                    rt.health.beat()    # waiting on a slow consumer is not a hang
+                tx.send(out, "faces", block=not live)
                 rt.health.beat()
             m.queue_depth.labels("detector").set(0)
         return 0
