@@ -8,7 +8,8 @@ A message is a ZeroMQ multipart message ``[header, payload...]``:
   (int, per stream, starting at 0) and ``t_capture_ns`` (int, wall clock at capture in ns
   since the Unix epoch). Per-stage timestamps are ints in ns named ``t_<stage>_ns``.
   Optional ``live`` (bool): the frame comes from a live source and may be dropped when
-  stale. Keys are strings only.
+  stale. Optional ``fps`` (source frame rate, frames/s, finite, 0 < fps <= 1000).
+  Keys are strings only.
 * Messages that carry an image (``frame``, ``faces``, ``result``) also carry ``width``,
   ``height`` (pixels) and ``encoding`` (``"bgr8"``: raw ``(H, W, 3) uint8`` BGR bytes in
   row-major order; ``"jpeg"``: JPEG bytes) and send the image as the first payload frame.
@@ -46,6 +47,8 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 MAX_HEADER_BYTES = 256 * 1024
 #: Largest accepted image side (pixels).
 MAX_SIDE = 8192
+#: Largest accepted optional ``fps`` header field (frames/s).
+MAX_FPS = 1000
 #: Largest accepted ``age`` in a result (years).
 MAX_AGE_YEARS = 150
 GENDERS = ("female", "male")
@@ -267,6 +270,9 @@ def decode(frames: Sequence[bytes], max_bytes: int = MAX_MESSAGE_BYTES) -> Messa
                           "separators or control characters")
     if not isinstance(h.get("live", False), bool):
         raise DecodeError("bad_field", "'live' must be a bool")
+    fps = h.get("fps")
+    if fps is not None and not (_is_number(fps) and 0 < fps <= MAX_FPS):
+        raise DecodeError("bad_field", f"fps {fps!r} is not a number in (0, {MAX_FPS}]")
     seq = _require(h, "seq", (int,))
     t_cap = _require(h, "t_capture_ns", (int,))
     if seq < 0 or t_cap < 0:
