@@ -1,0 +1,40 @@
+"""Training targets, class balancing and augmentation shapes."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from training.architectures import COMPACT_AGE_BINS
+from training.data import Arrays
+from training.train import balance_weights, make_augmenter, make_dataset
+from training.architectures import COMPACT_SPEC
+
+
+def test_balance_weights_favour_rare_ages():
+    # given many 25-year-olds and few 80-year-olds
+    age = np.array([25] * 90 + [80] * 10)
+    w = balance_weights(age)
+    # then mean 1 and rare ages weigh more, but not by the full frequency ratio
+    assert abs(w.mean() - 1.0) < 1e-5
+    assert 1.0 < w[-1] / w[0] < 9.0
+
+
+def test_compact_targets_are_label_distributions_centred_on_the_age():
+    arrays = Arrays(np.zeros((3, 64, 64, 3), np.uint8), np.array([0, 30, 116]),
+                    np.array([0, 1, 0]), ["a", "b", "c"])
+    x, (age, gender), w = next(iter(make_dataset(arrays, "compact", 3, training=False)))
+    age = age.numpy()
+    assert age.shape == (3, len(COMPACT_AGE_BINS))
+    np.testing.assert_allclose(age.sum(axis=1), 1.0, rtol=1e-5)
+    assert age.argmax(axis=1).tolist() == [0, 30, 100]   # 116 clipped to the last bin
+    assert gender.numpy().tolist() == [[1, 0], [0, 1], [1, 0]]
+    assert x.dtype.name == "float32" and w.numpy().tolist() == [1, 1, 1]
+
+
+def test_augmenter_keeps_shape_and_range():
+    import tensorflow as tf
+    aug = make_augmenter(COMPACT_SPEC)
+    x = tf.random.uniform((8, 64, 64, 3), 0, 255)
+    y = aug(x).numpy()
+    assert y.shape == (8, 64, 64, 3) and y.min() >= 0 and y.max() <= 255
+    assert not np.allclose(y, x.numpy())
