@@ -25,7 +25,6 @@ METRICS_DOC = ROOT / "docs" / "metrics.md"
 DEPLOY_DOC = ROOT / "docs" / "deploy.md"
 K8S = DEPLOY / "k8s"
 PIPELINE = ("capture", "detector", "classifier", "sink")
-#: default HTTP port of each service (its config's ``http_port`` default)
 METRIC_NAME = re.compile(r"\bagegender_[a-z0-9_]+\b")
 
 
@@ -94,8 +93,10 @@ def interpolate(value, env: dict[str, str] | None = None):
 
 
 def _merge(base, over):
-    """Compose's merge of an override file: maps merge, lists and scalars replace
-    (except ``environment`` maps, which merge key by key like every map)."""
+    """Merge an override file into the model: maps merge key by key (``environment``,
+    ``deploy``, ``build``), lists and scalars replace. A simplification of compose's rules
+    (which append some lists such as ``ports``), enough for the overrides in this repo;
+    the real implementation is exercised by ``docker-compose config`` in test_compose."""
     if isinstance(base, dict) and isinstance(over, dict):
         out = dict(base)
         for k, v in over.items():
