@@ -4,7 +4,8 @@ The server itself is ``tests/rtsp/serve.py`` (GStreamer ``gst-rtsp-server`` thro
 PyGObject). The project's venv has no PyGObject, so it runs as a subprocess of the system
 Python (``/usr/bin/python3``, override with ``AGEGENDER_GI_PYTHON``). Debian packages:
 ``python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base
-gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly gstreamer1.0-libav``.
+gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
+gstreamer1.0-libav``.
 When they are missing, tests using the fixture are skipped with that reason.
 
 Use from a test module or conftest::
@@ -37,7 +38,8 @@ from tests.conftest import free_port
 SERVE = Path(__file__).resolve().parent / "rtsp" / "serve.py"
 GI_PYTHON = os.environ.get("AGEGENDER_GI_PYTHON", "/usr/bin/python3")
 APT_PACKAGES = ("python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base "
-                "gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly gstreamer1.0-libav")
+                "gstreamer1.0-plugins-good gstreamer1.0-plugins-bad "
+                "gstreamer1.0-plugins-ugly gstreamer1.0-libav")
 
 
 @functools.lru_cache(maxsize=1)

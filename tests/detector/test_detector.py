@@ -151,6 +151,7 @@ def test_a_real_face_half_outside_the_frame(ssd, clip):
         assert 0 <= x1 < x2 <= w and 0 <= y1 < y2 <= h and c.size > 0
 
 
+@pytest.mark.slow
 def test_detection_quality_on_the_shared_clips(ssd, clip, ground_truth):
     # given the clips with 3 faces in every frame and with none at all
     walking = _frames(clip(WALKING))
@@ -262,6 +263,7 @@ def test_detector_service_passes_frames_and_eos_over_real_sockets(clip, ssd):
     assert svc.rc == 0
 
 
+@pytest.mark.slow
 def test_detector_service_drops_older_live_frames_when_behind(clip):
     frame = _frames(clip(WALKING), 1)[0]
     big = cv2.resize(frame, (1920, 1080))           # slow enough to fall behind

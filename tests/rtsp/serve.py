@@ -6,7 +6,8 @@ Run with the system Python, which has PyGObject (the project's venv does not):
 
 Needs the Debian packages ``python3-gi``, ``gir1.2-gst-rtsp-server-1.0``,
 ``gstreamer1.0-plugins-base``, ``gstreamer1.0-plugins-good``,
-``gstreamer1.0-plugins-ugly`` (x264enc) and ``gstreamer1.0-libav`` (H.264 decoding).
+``gstreamer1.0-plugins-bad`` (h264parse), ``gstreamer1.0-plugins-ugly`` (x264enc) and
+``gstreamer1.0-libav`` (H.264 decoding).
 
 The clip is decoded once into memory (raw I420; keep clips small or use
 ``--max-frames``), then every client gets its own pipeline (not shared) that pushes the
