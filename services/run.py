@@ -68,6 +68,8 @@ class StackOptions:
         trace_path: sink per-stage timestamp trace (benchmarks).
         metrics_only: sink renders nothing and writes no files.
         log_level: services' log level.
+        hwm: ZeroMQ high-water mark of every data socket (messages); 1 keeps the frames
+            in flight, and so the latency, smallest.
     """
 
     sources: list[str] = dataclasses.field(default_factory=list)
@@ -88,6 +90,7 @@ class StackOptions:
     trace_path: Path | None = None
     metrics_only: bool = False
     log_level: str = "INFO"
+    hwm: int = 1
 
 
 def free_port() -> int:
@@ -238,7 +241,8 @@ class Stack:
         if len(opts.sources) == 1 and os.path.isfile(source_path(opts.sources[0])):
             self.video_fps, n = probe_video(source_path(opts.sources[0]))
             self.expected_frames = 0 if opts.loop else n
-        common = ["--log-level", opts.log_level, "--http-host", "127.0.0.1"]
+        common = ["--log-level", opts.log_level, "--http-host", "127.0.0.1",
+                  "--hwm", str(opts.hwm)]
         args = {
             "capture": ["--output", f"bind:{ep['frames']}",
                         "--realtime", str(opts.realtime).lower(),
@@ -595,6 +599,9 @@ def _parse_service_args(values: tuple[str, ...]) -> dict[str, list[str]]:
 @click.option("--http-base-port", type=click.IntRange(0, 65530), default=9101,
               show_default=True, help="capture's HTTP port; detector +1, classifier +2, "
               "sink +3 (live view at /), orchestrator metrics +4. 0: free ports.")
+@click.option("--hwm", type=click.IntRange(1, 1000), default=1, show_default=True,
+              help="ZeroMQ high-water mark (messages) of the data sockets; small keeps "
+              "latency low, larger smooths bursts.")
 @click.option("--max-restarts", type=click.IntRange(0, 100), default=3, show_default=True,
               help="Restarts of one service allowed within 60 s before giving up.")
 @click.option("--service-arg", "service_args", multiple=True, metavar="SERVICE=ARG",
@@ -607,7 +614,7 @@ def _parse_service_args(values: tuple[str, ...]) -> dict[str, list[str]]:
               default="INFO", show_default=True, help="Services' log level (logs go to "
               "files; their folder is printed when something fails).")
 def command(sources, out_dir, realtime, no_realtime, loop, model, detector_backend, display,
-            threads, http_base_port, max_restarts, service_args, summary_json, progress,
+            threads, http_base_port, hwm, max_restarts, service_args, summary_json, progress,
             log_level):
     """Run the whole stack (capture -> detector -> classifier -> sink, four processes over
     ipc://) with progress and a summary. Ctrl-C stops everything within 5 s."""
@@ -619,7 +626,7 @@ def command(sources, out_dir, realtime, no_realtime, loop, model, detector_backe
                         realtime=realtime and not no_realtime, loop=loop, model=model,
                         detector_backend=detector_backend, display=display,
                         threads=_parse_threads(threads), http_base_port=http_base_port,
-                        max_restarts=max_restarts,
+                        max_restarts=max_restarts, hwm=hwm,
                         service_args=_parse_service_args(service_args), log_level=log_level)
     stop = threading.Event()
 
