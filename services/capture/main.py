@@ -107,13 +107,13 @@ def close_sources(sources: list, wait_s: float = 1.0) -> None:
     """Close all sources; live readers get ``wait_s`` seconds in total to finish."""
     for s in sources:
         if isinstance(s, LiveSource):
-            s._closed.set()  # signal all first, then join with a shared deadline
+            s.request_close()  # signal all first, then join with a shared deadline
     deadline = time.monotonic() + wait_s
     for s in sources:
         if isinstance(s, LiveSource):
-            t = s._reader.thread
-            if t is not None:
-                t.join(timeout=max(0.0, deadline - time.monotonic()))
+            if not s.join(deadline - time.monotonic()):
+                log.warning("stream %s: reader still inside a read; left behind (daemon)",
+                            s.name)
         else:
             s.close()
 

@@ -622,12 +622,23 @@ class LiveSource:
             self.notify.wait(min(left, 0.05))
             self.notify.clear()
 
+    def request_close(self) -> None:
+        """Tell the reader to stop (returns at once; see :meth:`join`)."""
+        self._closed.set()
+
+    def join(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` seconds for the current reader to exit; ``True`` if it
+        did (a reader stuck in a read is a daemon and is left behind)."""
+        thread = self._reader.thread
+        if thread is None or thread is threading.current_thread():
+            return True
+        thread.join(timeout=max(0.0, timeout_s))
+        return not thread.is_alive()
+
     def close(self) -> None:
         """Stop the reader (daemon: never waited for more than a second)."""
-        self._closed.set()
-        thread = self._reader.thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=1.0)
+        self.request_close()
+        self.join(1.0)
 
 
 def _redact(uri: str) -> str:
