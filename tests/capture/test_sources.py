@@ -274,3 +274,59 @@ def test_missing_camera_device_is_down_and_never_blocks():
         assert src.reconnects >= 1
     finally:
         src.close()
+
+
+class _HangingCapture:
+    """A capture whose read() hangs far past any timeout (as a wedged USB driver or an
+    FFmpeg build without interrupt support can), after delivering ``good`` frames."""
+
+    def __init__(self, good: int, release: "threading.Event"):
+        self.good = good
+        self.release_event = release
+
+    def read(self):
+        if self.good > 0:
+            self.good -= 1
+            time.sleep(0.05)
+            return True, np.zeros((8, 8, 3), np.uint8)
+        self.release_event.wait(30)          # hangs until the test lets it go
+        return False, None
+
+    def release(self):
+        pass
+
+
+def test_hanging_read_never_hangs_the_consumer():
+    # given a live source whose device read hangs after 3 frames
+    import threading
+    unblock = threading.Event()
+    opened = []
+
+    class Wedged(LiveSource):
+        def _open(self, reader):
+            opened.append(reader.generation)
+            return _HangingCapture(3 if len(opened) == 1 else 1000, unblock)
+
+    cm, reg = _metrics()
+    cm.add_stream("usb")
+    src = Wedged("usb", "0", SourceOptions(read_timeout_s=0.5, reconnect_min_s=0.1), cm)
+    try:
+        assert src.read(2.0) is not None
+        # when the read hangs / then the consumer's calls keep returning quickly, the
+        # source goes down after read_timeout_s, and the watchdog starts a new reader
+        t0 = time.monotonic()
+        down_after = None
+        while time.monotonic() - t0 < 4.0 and len(opened) < 2:
+            t1 = time.monotonic()
+            src.read(0.1)
+            assert time.monotonic() - t1 < 0.5
+            if down_after is None and not src.up:
+                down_after = time.monotonic() - t0
+        assert down_after is not None and down_after < 0.5 + 0.3
+        assert len(opened) == 2, "the stuck reader was not replaced"
+        assert reg.get_sample_value("agegender_source_reconnects_total", {"stream": "usb"}) >= 1
+        # and frames flow again from the new reader while the old one is still stuck
+        assert src.read(2.0) is not None and src.up
+    finally:
+        unblock.set()
+        src.close()
