@@ -1,18 +1,17 @@
-"""End-to-end fixtures: the real model, stack runs, a real RTSP server on 127.0.0.1."""
+"""End-to-end fixtures: the real model, event files, process checks; the real RTSP server
+fixture comes from :mod:`tests.rtsp_server`."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
-import time
 from pathlib import Path
 
 import psutil
 import pytest
 
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT
+from tests.rtsp_server import rtsp_server  # noqa: F401  (real RTSP server fixture)
 
 MODEL = os.environ.get("AGEGENDER_E2E_MODEL", "compact")
 
@@ -51,36 +50,3 @@ def alive(procs: list[psutil.Process]) -> list[psutil.Process]:
         except psutil.NoSuchProcess:
             pass
     return out
-
-
-@pytest.fixture
-def rtsp_server():
-    """``start(clip, loop=True) -> url``: a GStreamer RTSP server on 127.0.0.1 playing
-    ``clip`` (tests/rtsp/serve.py, run by the system Python that has PyGObject)."""
-    if not Path("/usr/bin/python3").exists() or shutil.which("gst-inspect-1.0") is None:
-        pytest.skip("GStreamer / system python3 with PyGObject not installed")
-    procs = []
-
-    def start(clip: Path, loop: bool = True) -> str:
-        port = free_port()
-        args = ["/usr/bin/python3", str(ROOT / "tests" / "rtsp" / "serve.py"),
-                "--clip", str(clip), "--port", str(port)] + (["--loop"] if loop else [])
-        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        procs.append(proc)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if line.startswith("READY"):
-                return line.split()[1]
-            if proc.poll() is not None:
-                break
-        pytest.skip(f"RTSP server did not start: {proc.stderr.read()[-500:]}")
-
-    yield start
-    for p in procs:
-        p.terminate()
-        try:
-            p.wait(5)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()

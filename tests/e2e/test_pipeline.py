@@ -90,7 +90,7 @@ def test_negative_clip_has_at_most_one_face(tmp_path, model_name):
 def test_rtsp_run_matches_the_file_run(rtsp_server, walking_run, tmp_path, model_name):
     # given a real RTSP server on 127.0.0.1 looping the same clip
     clip = clip_path("face-demographics-walking-and-pause.mp4")
-    url = rtsp_server(clip, loop=True)
+    url = rtsp_server(clip, loop=True).url
     _, _, file_out = walking_run
     file_events = read_events(file_out / "events.jsonl")
     file_mean = sum(len(e["faces"]) for e in file_events) / len(file_events)
