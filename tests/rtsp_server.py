@@ -185,7 +185,14 @@ if __name__ == "__main__":  # manual use: python -m tests.rtsp_server CLIP [PORT
     srv = RTSPServer(sys.argv[1], loop=True,
                      port=int(sys.argv[2]) if len(sys.argv) > 2 else None).start()
     print(srv.url, flush=True)
+
+    def _quit(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _quit)    # SIGTERM stops the server too, no orphan
     try:
         srv.proc.wait()
     except KeyboardInterrupt:
+        pass
+    finally:
         srv.stop()
