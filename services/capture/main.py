@@ -11,7 +11,8 @@
 
 Every ``frame`` header carries ``stream``, ``seq`` (per stream, from 0; for live sources
 the reader's frame count, so gaps are dropped frames), ``t_capture_ns`` (wall clock when
-the frame was read), ``width``, ``height``, ``encoding="bgr8"`` and ``live`` (bool).
+the frame was read), ``width``, ``height``, ``encoding="bgr8"``, ``live`` (bool) and,
+when the source reports one, ``fps`` (its native frame rate, frames/s).
 An ``eos`` header carries ``stream``, ``seq`` (= number of frames sent), ``frames`` (the
 same) and ``reason`` (``"end"`` at the end of a file, ``"stopped"`` on shutdown).
 
@@ -59,11 +60,13 @@ class _Playback:
     ended: bool = False
 
 
-def frame_message(stream: str, seq: int, frame, live: bool) -> list:
+def frame_message(stream: str, seq: int, frame, live: bool, fps: float = 0.0) -> list:
     """Encode one captured frame (:class:`services.capture.sources.SourceFrame`) as a
-    ``frame`` message (``frame_header`` fields plus ``live``)."""
+    ``frame`` message (``frame_header`` fields plus ``live`` and, when known, ``fps``:
+    the source's frame rate in frames/s, which the sink writes into its video)."""
     h, w = frame.image.shape[:2]
-    header = wire.frame_header(stream, seq, frame.t_capture_ns, w, h, live=live)
+    extra = {"fps": round(float(fps), 3)} if 0 < fps <= 1000 else {}
+    header = wire.frame_header(stream, seq, frame.t_capture_ns, w, h, live=live, **extra)
     return wire.encode_frame(header, frame.image)
 
 
@@ -156,7 +159,8 @@ def run_loop(rt: ServiceRuntime, tx, playbacks: list[_Playback], cm: CaptureMetr
                     p.ended = True
                     cm.up.labels(p.source.name).set(0)
                     continue
-                p.pending = frame_message(p.source.name, p.sent, frame, live=False)
+                p.pending = frame_message(p.source.name, p.sent, frame, live=False,
+                                          fps=p.source.fps)
                 p.due = max(p.due + p.period_s, now)
             # Room downstream (POLLOUT) means the blocking send returns at once; otherwise
             # keep the frame and come back: backpressure without blocking other streams.
@@ -177,8 +181,8 @@ def run_loop(rt: ServiceRuntime, tx, playbacks: list[_Playback], cm: CaptureMetr
             frame = src.poll()
             if frame is None:
                 continue
-            if tx.send(frame_message(src.name, frame.index, frame, live=True), "frame",
-                       block=False):
+            if tx.send(frame_message(src.name, frame.index, frame, live=True, fps=src.fps),
+                       "frame", block=False):
                 p.sent += 1
                 cm.captured.labels(src.name).inc()
             p.due = now + p.period_s

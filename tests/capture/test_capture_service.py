@@ -87,7 +87,7 @@ def test_file_capture_sends_every_frame_then_eos(clip):
     frames, eos = msgs[:-1], msgs[-1]
     assert [m.seq for m in frames] == list(range(41))
     assert all(m.kind == "frame" and m.stream == "lobby" and m.header["live"] is False
-               for m in frames)
+               and m.header["fps"] == 12.0 for m in frames)
     assert all(m.image.shape == (270, 480, 3) for m in frames)
     stamps = [m.header["t_capture_ns"] for m in frames]
     assert stamps == sorted(stamps) and abs(stamps[0] / 1e9 - time.time()) < 60
