@@ -142,9 +142,11 @@ def _die_with_parent() -> None:
 class Child:
     """One service process and its restart history."""
 
-    def __init__(self, name: str, args: list[str], http_port: int, log_path: Path):
+    def __init__(self, name: str, args: list[str], http_port: int, log_path: Path,
+                 restart_args: list[str] | None = None):
         self.name = name
         self.args = args
+        self.restart_args = restart_args or []
         self.http_port = http_port
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
@@ -160,7 +162,8 @@ class Child:
             p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
         with open(self.log_path, "ab") as logf:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "services.cli", self.name, *self.args],
+                [sys.executable, "-m", "services.cli", self.name, *self.args,
+                 *(self.restart_args if self.total_restarts else [])],
                 stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                 start_new_session=True, preexec_fn=_die_with_parent)
         log.debug("started %s pid %d", self.name, self.proc.pid)
@@ -269,7 +272,9 @@ class Stack:
             s: Child(s, common + ["--http-port", str(ports[s]), "--threads",
                                   str(opts.threads.get(s, 1))]
                      + args[s] + list(opts.service_args.get(s, [])),
-                     ports[s], self.run_dir / "logs" / f"{s}.log")
+                     ports[s], self.run_dir / "logs" / f"{s}.log",
+                     # a restarted sink appends instead of replacing what it wrote
+                     ["--append", "true"] if s == "sink" else None)
             for s in SERVICES}
         log.info("live view http://localhost:%d/ ; /metrics on ports capture %d, detector %d, "
                  "classifier %d, sink %d, orchestrator (restarts) %d", ports["sink"],

@@ -42,3 +42,6 @@ class SinkConfig(ServiceConfig):
     trace_path: Path | None = Field(None, description="Write one JSON line per frame with "
                                     "every per-stage timestamp (t_*_ns) plus t_sink_ns "
                                     "(benchmarks); none: off.")
+    append: bool = Field(False, description="Append to an existing events.jsonl and write "
+                         "video to a new annotated*.partN.mp4 instead of replacing them "
+                         "('agegender run' sets it when it restarts a crashed sink).")

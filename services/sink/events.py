@@ -65,11 +65,11 @@ def trace_record(header: dict, t_sink_ns: int) -> dict:
 class JsonLines:
     """Append-only JSON Lines file, flushed after every line."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, append: bool = False):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._f = open(path, "w", encoding="utf-8")
+        self._f = open(path, "a" if append else "w", encoding="utf-8")
 
     def write(self, obj: dict) -> None:
         """Write ``obj`` as one line and flush it to the OS."""

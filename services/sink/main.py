@@ -67,11 +67,11 @@ def main(cfg: SinkConfig, *, stop: threading.Event | None = None, registry=None)
         videos = None
         if cfg.out_dir is not None and not cfg.metrics_only:
             if cfg.events:
-                events = JsonLines(cfg.out_dir / "events.jsonl")
+                events = JsonLines(cfg.out_dir / "events.jsonl", append=cfg.append)
             if cfg.video:
-                videos = VideoOutputs(cfg.out_dir, cfg.video_fps)
+                videos = VideoOutputs(cfg.out_dir, cfg.video_fps, append=cfg.append)
         if cfg.trace_path is not None:
-            trace = JsonLines(cfg.trace_path)
+            trace = JsonLines(cfg.trace_path, append=cfg.append)
         renderer = None
         if not cfg.metrics_only and (videos or hub or cfg.display):
             renderer = Renderer(videos, hub, cfg.display, on_drop=rt.metrics.drop)

@@ -91,12 +91,14 @@ class VideoOutputs:
     Args:
         out_dir: output folder (created).
         fps: frame rate written into the files (frames/s); 0 = the header's ``fps`` or 25.
+        append: keep existing files: write ``<name>.partN.mp4`` instead (after a restart).
     """
 
-    def __init__(self, out_dir: Path, fps: float = 0.0):
+    def __init__(self, out_dir: Path, fps: float = 0.0, append: bool = False):
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.fps = fps
+        self.append = append
         self.writers: dict[str, tuple[cv2.VideoWriter, tuple[int, int], Path]] = {}
         self.frames: dict[str, int] = {}
 
@@ -104,8 +106,13 @@ class VideoOutputs:
         """File the stream is (or will be) written to."""
         if stream in self.writers:
             return self.writers[stream][2]
-        name = "annotated.mp4" if not self.writers else f"annotated_{safe_name(stream)}.mp4"
-        return self.out_dir / name
+        stem = "annotated" if not self.writers else f"annotated_{safe_name(stream)}"
+        path = self.out_dir / f"{stem}.mp4"
+        part = 1
+        while self.append and path.exists():
+            path = self.out_dir / f"{stem}.part{part}.mp4"
+            part += 1
+        return path
 
     def write(self, stream: str, image: np.ndarray, header_fps: float | None = None) -> None:
         """Append a ``(H, W, 3) uint8`` BGR frame to the stream's file (resized to the

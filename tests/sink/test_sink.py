@@ -222,3 +222,23 @@ def test_sink_process_exits_within_2_s_of_sigterm_while_streaming(tmp_path):
     assert elapsed < 2.0 and proc.returncode == 0
     lines = (tmp_path / "out" / "events.jsonl").read_text().splitlines()
     assert lines and all(json.loads(line)["stream"] == "cam" for line in lines)
+
+
+def test_restarted_sink_appends_events_and_keeps_the_earlier_video(tmp_path):
+    from services.sink.events import JsonLines
+    from services.sink.render import VideoOutputs
+    # given outputs of a first sink run
+    first = JsonLines(tmp_path / "events.jsonl")
+    first.write({"seq": 0})
+    first.close()
+    v = VideoOutputs(tmp_path)
+    v.write("cam", np.zeros((32, 32, 3), np.uint8))
+    v.close()
+    # when a restarted sink (append=True) writes again
+    again = JsonLines(tmp_path / "events.jsonl", append=True)
+    again.write({"seq": 1})
+    again.close()
+    v2 = VideoOutputs(tmp_path, append=True)
+    # then the events continue the file and the video goes to a new part
+    assert [json.loads(x)["seq"] for x in (tmp_path / "events.jsonl").read_text().split()] == [0, 1]
+    assert v2.path_for("cam").name == "annotated.part1.mp4"
