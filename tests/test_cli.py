@@ -133,3 +133,25 @@ def test_summary_parses_drops_from_prometheus_text():
          "gave_up": None, "outputs": {}}
     out = format_summary(s)
     assert "p95 200 ms" in out and "detector/stale 3" in out and "detector 1" in out
+
+
+@pytest.mark.parametrize("args,realtime", [([], True), (["--realtime"], True),
+                                           (["--realtime", "false"], False),
+                                           (["--no-realtime"], False)])
+def test_realtime_option_accepts_flag_and_value_forms(args, realtime):
+    from services.run import command
+    params = command.make_context("run", list(args)).params
+    assert (params["realtime"] and not params["no_realtime"]) is realtime
+
+
+def test_display_without_a_display_warns_and_goes_on(monkeypatch, caplog):
+    from services.sink.render import Renderer
+    # given no display in the environment
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    # when a renderer is asked for a window
+    r = Renderer(None, None, display=True)
+    r.close(drain=True)
+    # then it warns clearly and runs without one
+    assert r.display is False
+    assert "no display found" in caplog.text
