@@ -70,6 +70,8 @@ class StackOptions:
         log_level: services' log level.
         hwm: ZeroMQ high-water mark of every data socket (messages); 1 keeps the frames
             in flight, and so the latency, smallest.
+        drain_timeout_s: after capture ended, stop when no frame reached the sink for
+            this long although not every end of stream arrived (seconds).
     """
 
     sources: list[str] = dataclasses.field(default_factory=list)
@@ -91,6 +93,7 @@ class StackOptions:
     metrics_only: bool = False
     log_level: str = "INFO"
     hwm: int = 1
+    drain_timeout_s: float = 30.0
 
 
 def free_port() -> int:
@@ -131,7 +134,11 @@ def probe_video(path: str) -> tuple[float, int]:
 
 
 def _die_with_parent() -> None:
-    """preexec_fn: SIGTERM this child when the orchestrator dies (Linux prctl)."""
+    """preexec_fn: SIGTERM this child when the orchestrator dies (Linux prctl).
+
+    The kernel sends it when the *thread* that spawned the child ends; :func:`run_stack`
+    starts and restarts every child from the one thread that later shuts them down.
+    """
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
@@ -521,6 +528,7 @@ def run_stack(opts: StackOptions, stop: threading.Event | None = None,
                 bar = tqdm(total=stack.expected_frames or None, unit="frame",
                            desc="agegender", dynamic_ncols=True, file=sys.stderr)
             next_scrape = 0.0
+            last_frames, last_change = -1, time.monotonic()
             while not stack.stop.is_set():
                 if not stack.watchdog():
                     code = EXIT_GAVE_UP
@@ -538,6 +546,16 @@ def run_stack(opts: StackOptions, stop: threading.Event | None = None,
                                     refresh=False)
                     bar.refresh()
                 if stack.finished():
+                    break
+                # Safety net: capture ended but an end of stream never reached the sink
+                # (e.g. lost with a killed stage) and nothing moves any more.
+                frames = stack.status().get("frames", 0)
+                if frames != last_frames:
+                    last_frames, last_change = frames, now
+                elif (stack.children["capture"].finished
+                      and now - last_change > opts.drain_timeout_s):
+                    log.warning("capture ended %.0f s ago and no frame reached the sink since; "
+                                "stopping", opts.drain_timeout_s)
                     break
                 stack.stop.wait(0.2)
         stack.scrape_all()
