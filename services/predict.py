@@ -126,6 +126,7 @@ def command(paths, model, detector_backend, confidence, threads, batch):
     except (FileNotFoundError, ValueError) as exc:
         click.echo(f"error: {exc}", err=True)
         raise SystemExit(2)
+    import cv2
     read = faces = 0
     for path in files:
         try:
@@ -133,8 +134,18 @@ def command(paths, model, detector_backend, confidence, threads, batch):
         except BadImage as exc:
             click.echo(f"error: {exc}", err=True)
             continue
+        except (cv2.error, OSError, ValueError, MemoryError) as exc:
+            # e.g. a header announcing more pixels than the decoding cap
+            click.echo(f"error: {path}: cannot decode ({type(exc).__name__}: "
+                       f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else ''})",
+                       err=True)
+            continue
         read += 1
-        n = predictor.add(path, image)
+        try:
+            n = predictor.add(path, image)
+        except (cv2.error, ValueError) as exc:
+            click.echo(f"error: {path}: detection failed ({exc})", err=True)
+            continue
         faces += n
         if n == 0:
             click.echo(f"{path}: no face found ({image.shape[1]}x{image.shape[0]})", err=True)
