@@ -33,12 +33,30 @@ def setup_logging(level: str = "INFO") -> None:
                         force=True)
 
 
+def limit_image_decoding(max_pixels: int | None = None) -> None:
+    """Cap the image size OpenCV will decode in this process (pixels, width x height).
+
+    OpenCV allocates the full image a JPEG/PNG header announces before reading the data
+    (default limit 2**30 pixels: a 2 MB JPEG can expand to gigabytes). The default cap is
+    the wire schema's largest frame, ``common.wire.MAX_SIDE ** 2``: nothing larger could
+    be sent downstream anyway. Larger images make ``cv2.imdecode``/``cv2.imread`` raise
+    ``cv2.error`` (catch it where images are decoded). Sets ``OPENCV_IO_MAX_IMAGE_PIXELS``
+    unless the environment already sets it; OpenCV reads it at its first decode, so call
+    this before decoding anything.
+    """
+    from common.wire import MAX_SIDE
+    os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(max_pixels or MAX_SIDE * MAX_SIDE))
+
+
 def set_thread_budget(threads: int) -> None:
     """Limit OpenMP, BLAS, OpenCV and TensorFlow threads of this process.
 
     Call before TensorFlow is imported for the environment variables to fully apply;
-    TensorFlow's own pools are set again if it is already imported.
+    TensorFlow's own pools are set again if it is already imported. Also caps the image
+    size OpenCV decodes (:func:`limit_image_decoding`), as every entry point calls this
+    first.
     """
+    limit_image_decoding()
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                 "TF_NUM_INTRAOP_THREADS"):
         os.environ[var] = str(threads)

@@ -259,3 +259,33 @@ def test_sink_keeps_rendering_other_streams_when_one_output_fails(tmp_path):
         svc.kill()
         push.close(0)
         ctx.term()
+
+
+@pytest.mark.xfail(strict=True, reason="reported to PIPELINE-A: services/detector/main.py "
+                   "frame_image lets cv2.error from cv2.imdecode escape (a 600-byte JPEG "
+                   "whose header announces 40000x40000 pixels): the detector process dies; "
+                   "fix: catch cv2.error there and raise BadFrame (counted bad_image)")
+def test_detector_survives_jpeg_announcing_a_huge_image(tmp_path):
+    # given a detector and a wire-valid frame whose JPEG header announces 40000x40000
+    helpers.service_available("detector")
+    from tests.reliability.test_detector_limits import huge_header_jpeg
+    in_port, out_port = free_port(), free_port()
+    ctx = zmq.Context()
+    pull = _pull(ctx, out_port)
+    push = _push(ctx, in_port)
+    svc = _start("detector", tmp_path, in_port, out_port)
+    try:
+        h = wire.frame_header("cam", 1, time.time_ns(), 320, 240, encoding="jpeg")
+        # when it arrives, followed by a valid frame
+        push.send_multipart(wire.encode(h, [huge_header_jpeg()]))
+        push.send_multipart(helpers.valid_frame(seq=2, width=320, height=240))
+        # then the detector is still there, processes the next frame, counts bad_image
+        _await_seq(pull, 2, timeout_s=15)
+        assert svc.proc.poll() is None, svc.log_tail()
+        assert helpers.metric(helpers.scrape(svc.http_port), "agegender_frames_dropped_total",
+                              stage="detector", reason="bad_image") == 1
+    finally:
+        svc.kill()
+        push.close(0)
+        pull.close(0)
+        ctx.term()
