@@ -13,7 +13,9 @@ summary: RSS start (first sample after ``--warmup``) / end / max and the linear 
 (MiB per hour) per service, total drops, restarts, latency percentiles over the whole
 run, frames, mean fps.
 
-Numbers only; nothing passes or fails here (see docs/failure-modes.md for what to look
+``--rtsp`` serves the clip over a real RTSP server on 127.0.0.1 and captures it as a live
+camera (the lossy path: drops instead of backpressure). Numbers only; nothing passes or
+fails here (see docs/failure-modes.md for what to look
 at). Ctrl-C ends the run early and still prints the summary.
 """
 
@@ -24,6 +26,7 @@ import json
 import logging
 import re
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -235,6 +238,33 @@ class Sampler:
         }
 
 
+def start_rtsp(clip: str, timeout_s: float = 30.0) -> tuple[subprocess.Popen, str]:
+    """Serve ``clip`` in a loop at ``rtsp://127.0.0.1:PORT/stream`` (tests/rtsp/serve.py
+    under the system Python with PyGObject); its output goes to a temp log file.
+
+    Raises:
+        RuntimeError: the server did not answer within ``timeout_s`` seconds.
+    """
+    import tempfile
+
+    from tests.conftest import free_port
+    from tests.rtsp_server import GI_PYTHON, SERVE, rtsp_answers
+    port = free_port()
+    log_file = tempfile.NamedTemporaryFile(prefix="soak-rtsp-", suffix=".log", delete=False)
+    proc = subprocess.Popen([GI_PYTHON, str(SERVE), "--clip", clip, "--port", str(port),
+                             "--path", "/stream", "--loop"], stdout=log_file,
+                            stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"RTSP server exited with {proc.returncode}; see {log_file.name}")
+        if rtsp_answers("127.0.0.1", port, "/stream"):
+            return proc, f"rtsp://127.0.0.1:{port}/stream"
+        time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError(f"RTSP server did not answer within {timeout_s} s")
+
+
 def _round(x, nd=4):
     return None if x is None else round(x, nd)
 
@@ -256,13 +286,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--realtime", default="true", choices=["true", "false"])
     p.add_argument("--max-restarts", type=int, default=3)
     p.add_argument("--out-json", type=Path, help="also write the summary here")
+    p.add_argument("--rtsp", action="store_true",
+                   help="serve --source over a real RTSP server on 127.0.0.1 (GStreamer, "
+                        "tests/rtsp/serve.py, looping) and capture it as a live camera: "
+                        "lossy path, stale/superseded drops, reconnects")
     args = p.parse_args(argv)
 
     logging.basicConfig(level=logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from services.run import StackOptions, run_stack
 
-    opts = StackOptions(sources=[args.source], loop=True, realtime=args.realtime == "true",
+    rtsp = None
+    source = args.source
+    if args.rtsp:
+        rtsp = start_rtsp(args.source)
+        source = f"cam={rtsp[1]}"
+    opts = StackOptions(sources=[source], loop=not args.rtsp, realtime=args.realtime == "true",
                         model=args.model, detector_backend=args.detector_backend,
                         threads={s: args.threads for s in
                                  ("capture", "detector", "classifier", "sink")},
@@ -305,6 +344,12 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(final), flush=True)
     stop.set()
     runner.join(30)
+    if rtsp is not None:
+        rtsp[0].terminate()
+        try:
+            rtsp[0].wait(10)
+        except subprocess.TimeoutExpired:
+            rtsp[0].kill()
     elapsed = time.monotonic() - t_start
     if sampler is None:
         out = {"summary": True, "error": holder.get("error", "stack did not start"),
