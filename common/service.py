@@ -266,11 +266,15 @@ class ServiceRuntime:
                                    self.health, self._routes).start()
         return self
 
-    def receiver(self, endpoint: str):
-        """A :class:`common.sockets.Receiver` on ``endpoint`` with the config's limits."""
+    def receiver(self, endpoint: str, kinds: tuple[str, ...] | None = None):
+        """A :class:`common.sockets.Receiver` on ``endpoint`` with the config's limits.
+
+        ``kinds``: message kinds the input accepts (others are counted as malformed
+        ``bad_kind``, without a log line per message); ``None`` accepts all.
+        """
         from common.sockets import Receiver
         rx = Receiver(self.ctx, endpoint, self.metrics, hwm=self.cfg.hwm,
-                      max_frame_age_s=self.cfg.max_frame_age_s)
+                      max_frame_age_s=self.cfg.max_frame_age_s, kinds=kinds)
         self._sockets.append(rx)
         return rx
 

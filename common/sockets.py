@@ -176,16 +176,20 @@ class Receiver:
         hwm: receive high-water mark (messages).
         max_frame_age_s: drop live frames older than this (0 disables).
         max_bytes: largest accepted message (bytes).
+        kinds: message kinds this input accepts (e.g. ``("frame", "eos")``); others are
+            counted as malformed ``bad_kind`` and skipped. ``None`` accepts every kind.
     """
 
     def __init__(self, ctx: zmq.Context, endpoint: str, metrics: StageMetrics, hwm: int = 4,
-                 max_frame_age_s: float = 0.0, max_bytes: int = wire.MAX_MESSAGE_BYTES):
+                 max_frame_age_s: float = 0.0, max_bytes: int = wire.MAX_MESSAGE_BYTES,
+                 kinds: tuple[str, ...] | None = None):
         self.sock = make_socket(ctx, zmq.PULL, endpoint, hwm)
         # Refuse oversize messages in libzmq itself, before they are buffered.
         self.sock.setsockopt(zmq.MAXMSGSIZE, max_bytes)
         self.metrics = metrics
         self.max_frame_age_s = max_frame_age_s
         self.max_bytes = max_bytes
+        self.kinds = tuple(kinds) if kinds is not None else None
 
     def recv(self, timeout_ms: int, now_ns: Callable[[], int] = time.time_ns
              ) -> wire.Message | None:
@@ -205,6 +209,10 @@ class Receiver:
             log.debug("dropped malformed message: %s", exc)
             return None
         m = self.metrics
+        if self.kinds is not None and msg.kind not in self.kinds:
+            m.malformed.labels(m.stage, "bad_kind").inc()
+            log.debug("dropped a %r message: this input takes %s", msg.kind, self.kinds)
+            return None
         m.received.labels(m.stage, msg.kind).inc()
         if msg.kind != "eos":
             age = (now_ns() - msg.header["t_capture_ns"]) / 1e9

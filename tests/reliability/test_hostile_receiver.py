@@ -176,3 +176,25 @@ def test_stale_live_frame_dropped_but_stale_file_frame_kept(port):
         tx.close(0)
         rx.close()
         ctx.term()
+
+
+def test_receiver_restricted_to_kinds_counts_other_kinds_as_bad_kind(port):
+    # given a Receiver for a detector input (frames and end of stream only)
+    ctx = zmq.Context()
+    metrics = StageMetrics("detector")
+    rx = Receiver(ctx, f"bind:tcp://127.0.0.1:{port}", metrics, kinds=("frame", "eos"))
+    tx = _push(ctx, port)
+    try:
+        # when a result and a faces message arrive before a frame and an EOS
+        tx.send_multipart(helpers.valid_result(seq=1))
+        tx.send_multipart(helpers.valid_faces(seq=2))
+        tx.send_multipart(helpers.valid_frame(seq=3))
+        tx.send_multipart(helpers.eos(seq=4))
+        got = [_recv_valid(rx).seq, _recv_valid(rx).seq]
+        # then only the frame and EOS come out; the others count as bad_kind
+        assert got == [3, 4]
+        assert _malformed(metrics)["bad_kind"] == 2
+    finally:
+        tx.close(0)
+        rx.close()
+        ctx.term()
