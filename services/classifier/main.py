@@ -112,7 +112,7 @@ def main(cfg: ClassifierConfig, *, stop: threading.Event | None = None,
         log.info("model %s loaded (max_batch %d, max_wait %.1f ms, %d threads)",
                  model.name, cfg.max_batch, cfg.max_wait_ms, cfg.threads)
         cm = ClassifierMetrics(rt.metrics.registry, model.name)
-        rx = rt.receiver(cfg.input)
+        rx = rt.receiver(cfg.input, kinds=("faces", "eos"))
         tx = rt.sender(cfg.output)
         pending = PendingFrames(cfg.max_batch, cfg.max_wait_ms / 1000.0)
         received_at: dict[int, float] = {}

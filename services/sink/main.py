@@ -75,7 +75,7 @@ def main(cfg: SinkConfig, *, stop: threading.Event | None = None, registry=None)
         renderer = None
         if not cfg.metrics_only and (videos or hub or cfg.display):
             renderer = Renderer(videos, hub, cfg.display, on_drop=rt.metrics.drop)
-        rx = rt.receiver(cfg.input)
+        rx = rt.receiver(cfg.input, kinds=("result", "eos"))
         rt.health.set_ready()
         ended: set[str] = set()
         finished = False

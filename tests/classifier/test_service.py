@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
+import numpy as np
 import pytest
 import zmq
 from prometheus_client import CollectorRegistry
@@ -96,6 +97,9 @@ def test_malformed_input_is_counted_and_service_keeps_serving(classifier):
     push.send_multipart([b"\x00garbage"])
     bad = faces_message("a", 0, 1)
     push.send_multipart([wire.msgpack.packb({"v": 99, "kind": "faces"})] + bad[1:])
+    # and a message of a kind this input does not take (a raw frame)
+    push.send_multipart(wire.encode_frame(wire.frame_header("a", 0, time.time_ns(), 0, 0),
+                                          np.zeros((4, 4, 3), np.uint8)))
     # when a valid frame follows
     push.send_multipart(faces_message("a", 1, 1))
     # then it is answered and the bad ones were counted by reason
@@ -104,3 +108,5 @@ def test_malformed_input_is_counted_and_service_keeps_serving(classifier):
                                 {"stage": "classifier", "reason": "not_msgpack"}) == 1
     assert reg.get_sample_value("agegender_messages_malformed_total",
                                 {"stage": "classifier", "reason": "bad_version"}) == 1
+    assert reg.get_sample_value("agegender_messages_malformed_total",
+                                {"stage": "classifier", "reason": "bad_kind"}) == 1
