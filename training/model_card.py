@@ -1,0 +1,171 @@
+"""Write ``models/<name>/MODEL_CARD.md`` from ``meta.json``, an evaluation report and a
+video check.
+
+``python -m training.model_card --model compact`` runs ``evaluate`` on this project's test
+split and the demo-clip gender check, saves ``eval_test.json`` / ``video_check.json`` next
+to the weights and renders the card.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from training.evaluate import markdown_report
+
+ABOUT = {
+    "compact": """\
+One convolutional network with two heads (`training/architectures.py:build_compact`):
+64x64 BGR input, a 3x3-conv trunk (stride-2 stem, 32 | 64-64 | 128-128 | 256 channels,
+global average pooling), an **age head** with a softmax over whole years 0..100 whose
+expected value is the age (DEX, Rothe et al., ICCVW 2015), trained against a Gaussian label
+distribution (sigma 2 years; DLDL, Gao et al., IEEE TIP 2017) plus the L1 error of the
+expectation (DLDL-v2, Gao et al., IJCAI 2018), and a **gender head** (softmax, male/female).
+The classifier averages the predictions of the crop and its mirror image (test-time flip).
+The **age interval** is the central 80 % interval of the predicted distribution, widened by
+a factor fitted on the validation split so that 80 % of validation ages fall inside.""",
+    "seed": """\
+The seed thesis' two networks, layer for layer (`training/architectures.py:build_seed`):
+80 high x 60 wide gray input; Conv64-Conv64-MaxPool-Dropout0.3-Conv128-Conv128-MaxPool-
+Dropout0.3-Conv196-Dropout0.3-Flatten-Dense64, then Dense(1) (age, MAE loss) in one network
+and Dense(2) softmax (gender, cross-entropy) in the other. Adam 1e-3, batch 128, early
+stopping patience 50, learning rate x0.1 after 12 epochs without improvement. Trained on the
+seed's data preparation: **ages 20-50 only**, at most 1,500 images per age (largest files
+first). Weights are stored as float16 (loaded as float32). The **age interval** is the
+predicted age +- the 80 % quantile of the validation absolute errors (split conformal).""",
+}
+
+WEAKNESSES = {
+    "compact": """\
+* Trained from scratch on about 17k UTKFace images only, for a short CPU budget (see
+  "Training"): accuracy is below what ImageNet-pretrained or IMDB-WIKI-pretrained models
+  reach; the oldest and youngest bands have few examples and larger errors.
+* UTKFace faces are aligned, frontal, mostly well lit portraits; surveillance video
+  (small, blurry, turned or tilted faces) is harder. A low-resolution augmentation helps but
+  does not close the gap: per-frame predictions fluctuate, smooth them per track.
+* Gender is a binary label as annotated in UTKFace; it is an appearance estimate, not an
+  identity. Ages are the dataset's labels (real age), biased by its demographics
+  (race labels are imbalanced toward White).""",
+    "seed": """\
+* Trained on ages 20-50 only (the seed's preparation): it cannot predict children or older
+  adults, so its errors outside 20-50 are large by design; compare it with `compact` on the
+  20-29 .. 40-49 bands.
+* Large (2.4 M parameters per network, most in the Dense(64) after Flatten) and slow on CPU;
+  trained for a short time budget only (see "Training"), far from convergence.
+* Same dataset biases as `compact` (UTKFace demographics, frontal aligned faces).""",
+}
+
+
+def render(model_dir: Path, report: dict, video: dict | None) -> str:
+    """The model card markdown for ``model_dir`` (``meta.json`` + reports)."""
+    meta = json.loads((model_dir / "meta.json").read_text())
+    kind = meta["kind"]
+    t = meta.get("training", {})
+    iv = meta.get("interval", {})
+    files = ", ".join(f"`{f}` ({(model_dir / f).stat().st_size / 1e6:.1f} MB)"
+                      for f in meta["files"].values())
+    spec = meta["input"]
+    minutes = t.get("seconds_this_run", 0) / 60.0
+    lines = [
+        f"# Model card: `{meta['name']}`",
+        "",
+        ABOUT[kind],
+        "",
+        f"Files: {files}, `meta.json`. Input: {spec['height']}x{spec['width']}x"
+        f"{spec['channels']} ({spec.get('color', '')}), pixels 0..255, preprocessing "
+        "`services/classifier/model.py:resize_crop` (shared by training and serving).",
+        "",
+        "## Data and split",
+        "",
+        f"* Dataset: UTKFace, `{t.get('dataset', '?')}` (21,351 aligned and cropped faces of "
+        "the project's development portion; 3 malformed names skipped).",
+        "* Faces re-detected with the pipeline's SSD detector (`SSDDetector`, pipeline "
+        "defaults); the highest-confidence box is the crop; "
+        f"{t.get('no_face_dropped', '?')} image(s) with no detected face dropped.",
+        "* Split: 80/10/10 by SHA-1 of the file name (`training.datasets.split_of`); "
+        f"{t.get('train_images', '?')} training and {t.get('val_images', '?')} validation "
+        f"crops; the test split below ({report['evaluated']} crops) was never used for "
+        "training or calibration.",
+        "",
+        "## Training",
+        "",
+        f"* {t.get('epochs_run', '?')} epochs in {minutes:.0f} min of wall time "
+        f"(batch {t.get('batch_size')}, Adam {t.get('lr')}, augmentation "
+        f"{'on' if t.get('augment') else 'off'}, age re-weighting "
+        f"{'on' if t.get('balance') else 'off'}) on {t.get('hardware', '?')}, "
+        f"TensorFlow {t.get('tensorflow', '?')}, shared with other jobs (niced).",
+        "* Training curve: `curve.png`. Reproduce: see `docs/models.md`.",
+        "",
+        "## Evaluation on this project's test split",
+        "",
+        f"`agegender evaluate --model {meta['name']} --split test` "
+        f"({report['evaluated']} faces):",
+        "",
+        markdown_report(report),
+        "",
+        f"Age interval: nominal coverage {100 * iv.get('coverage', 0):.0f} %, validation "
+        f"coverage {100 * iv.get('val_coverage', 0):.1f} %, **test coverage "
+        f"{100 * (report['overall']['interval_coverage'] or 0):.1f} %** (mean width "
+        f"{report['overall']['interval_width']} years).",
+        "",
+    ]
+    if video:
+        lines += [
+            "## Demo clip",
+            "",
+            f"`python -m training.video_check --model {meta['name']} --clip "
+            "../shared/videos/face-demographics-walking-and-pause.mp4`: of "
+            f"{video['frames_with_n_faces']} frames with 3 detected faces (of "
+            f"{video['frames']}), **{video['frames_all_correct']} "
+            f"({100 * (video['fraction_correct'] or 0):.0f} %)** read female, male, female "
+            f"left to right; per-position accuracy {video['per_position_accuracy']}, mean "
+            f"age per position {video['mean_age_per_position']} (the people are adults; "
+            "true ages unknown).",
+            "",
+        ]
+    lines += [
+        "## Known weaknesses",
+        "",
+        WEAKNESSES[kind],
+        "",
+        "## License",
+        "",
+        "Trained on UTKFace (Zhang, Song and Qi, \"Age Progression/Regression by Conditional "
+        "Adversarial Autoencoder\", CVPR 2017), which is available for **non-commercial "
+        "research purposes only**; these weights inherit that restriction. No images or "
+        "arrays derived from them are in this repository.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+@click.command()
+@click.option("--model", default="compact", show_default=True)
+@click.option("--dataset", default=None, help="Default: the dataset the model was trained on.")
+@click.option("--clip", default=None, help="Demo clip for the gender-order check.")
+@click.option("--threads", type=int, default=None)
+def main(model, dataset, clip, threads):
+    """Evaluate on the test split, check the demo clip and write MODEL_CARD.md."""
+    from services.classifier.model import load_model
+    from training.cli import ROOT
+    from training.evaluate import evaluate
+    from training.video_check import check_clip
+
+    m = load_model(model, threads=threads)
+    dataset = dataset or m.meta["training"]["dataset"]
+    report = evaluate(m, dataset, split="test", progress=False)
+    (m.directory / "eval_test.json").write_text(json.dumps(report, indent=2))
+    clip = clip or str(ROOT.parent / "shared" / "videos"
+                       / "face-demographics-walking-and-pause.mp4")
+    video = None
+    if Path(clip).is_file():
+        video = check_clip(m, clip, ["female", "male", "female"])
+        (m.directory / "video_check.json").write_text(json.dumps(video, indent=2))
+    (m.directory / "MODEL_CARD.md").write_text(render(m.directory, report, video))
+    click.echo(json.dumps({"report": report["overall"], "video": video}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
