@@ -645,6 +645,12 @@ def command(sources, out_dir, realtime, no_realtime, loop, model, detector_backe
     if not sources:
         click.echo("No --source given: playing the built-in demo (a scene synthesized at "
                    "run time from scikit-image's public-domain astronaut photo).", err=True)
+    if display:
+        from services.sink.render import display_available
+        ok, why = display_available()
+        if not ok:
+            click.echo(f"warning: --display asked for a window but {why}; running without "
+                       "one (the live view is in the browser, see the sink's port).", err=True)
     opts = StackOptions(sources=list(sources), out_dir=out_dir,
                         realtime=realtime and not no_realtime, loop=loop, model=model,
                         detector_backend=detector_backend, display=display,
