@@ -77,7 +77,8 @@ class Feeder:
 
 
 TF_TEARDOWN = pytest.mark.xfail(
-    strict=True, reason="reported to the lead: the classifier's main returns within 0.1 s "
+    strict=False, reason="(not strict: the teardown takes 1.5-3.6 s depending on load) "
+    "reported to the lead: the classifier's main returns within 0.1 s "
     "of SIGTERM, but Python's interpreter teardown after TensorFlow ran takes 2-3 s; fix: "
     "services/cli.py _service_command: exit_process(load(entry_ref)(cfg) or 0) "
     "(common.service.exit_process) instead of raise SystemExit(...)")
