@@ -51,12 +51,14 @@ def _logging(verbose: bool) -> None:
               help="Flip, rotation, zoom, shift, brightness, contrast, low resolution.")
 @click.option("--balance/--no-balance", default=None,
               help="Age re-weighting [default: on for compact].")
+@click.option("--init-weights", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Start from a previous run's best.keras (same model family).")
 @click.option("--fresh", is_flag=True, help="Ignore a previous run's backup; start again.")
 @_device
 @_threads
 @click.option("-v", "--verbose", is_flag=True)
 def train_command(model, dataset, out, name, run_dir, epochs, batch_size, lr, patience,
-                  max_minutes, limit, augment, balance, fresh, device, threads, verbose):
+                  max_minutes, limit, augment, balance, init_weights, fresh, device, threads, verbose):
     """Train a model and export it with meta.json (resumes an interrupted run)."""
     _logging(verbose)
     from training.cache import cache_dir
@@ -67,7 +69,8 @@ def train_command(model, dataset, out, name, run_dir, epochs, batch_size, lr, pa
     run_dir = run_dir or str(cache_dir() / "runs" / name)
     info = train(model, dataset, out, run_dir, epochs=epochs, batch_size=batch_size, lr=lr,
                  patience=patience, max_minutes=max_minutes, device=device, threads=threads,
-                 limit=limit, augment=augment, balance=balance, resume=not fresh, name=name)
+                 limit=limit, augment=augment, balance=balance, resume=not fresh, name=name,
+                 init_weights=init_weights)
     click.echo(json.dumps(info, indent=2))
 
 
