@@ -45,6 +45,12 @@ WEAKNESSES = {
 * UTKFace faces are aligned, frontal, mostly well lit portraits; surveillance video
   (small, blurry, turned or tilted faces) is harder. A low-resolution augmentation helps but
   does not close the gap: per-frame predictions fluctuate, smooth them per track.
+* **Fails the demo-clip gender check** (see "Demo clip"): on
+  `face-demographics-walking-and-pause.mp4` both women (35-45 px faces, tight SSD boxes of
+  aspect w/h ~0.65 vs ~0.91 on UTKFace, hair mostly outside the box, one with glasses) are
+  read as male; the man is right on every frame. Trimming crops to the training aspect
+  ratio made it worse (measured). Likely fixes: train on crops with a margin / the
+  video's box geometry, more and more varied data (IMDB-WIKI), longer training.
 * Gender is a binary label as annotated in UTKFace; it is an appearance estimate, not an
   identity. Ages are the dataset's labels (real age), biased by its demographics
   (race labels are imbalanced toward White).""",
