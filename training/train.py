@@ -275,6 +275,8 @@ def recalibrate_batchnorm(net, x: np.ndarray, batches: int = 150, batch_size: in
     bns = [layer for layer in net.layers if isinstance(layer, keras.layers.BatchNormalization)]
     if not bns or len(x) == 0:
         return
+    batch_size = min(batch_size, len(x))
+    batches = min(batches, max(10, 2 * len(x) // batch_size))  # tiny sets: a few passes
     old = [layer.momentum for layer in bns]
     for layer in bns:
         layer.momentum = momentum
