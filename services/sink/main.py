@@ -54,7 +54,8 @@ def main(cfg: SinkConfig, *, stop: threading.Event | None = None, registry=None)
         registry: Prometheus registry (tests); a new one if None.
 
     Returns:
-        0 (clean stop or all expected streams ended), 1 when rendering failed.
+        0 (clean stop or all expected streams ended; frames that could not be rendered
+        are counted as dropped ``bad_image`` and logged).
     """
     stop = stop or threading.Event()
     hub = MJPEGHub(stop, cfg.jpeg_quality) \
@@ -135,5 +136,5 @@ def main(cfg: SinkConfig, *, stop: threading.Event | None = None, registry=None)
                      snap["frames"], snap["faces"], snap["fps"], snap["latency_s"]["p50"],
                      snap["latency_s"]["p95"])
     if renderer is not None and renderer.error is not None:
-        return 1
+        log.warning("some frames could not be rendered (last error: %s)", renderer.error)
     return 0

@@ -84,6 +84,11 @@ def safe_name(stream: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", stream).strip("._") or "stream"
 
 
+#: Most streams written to MP4 files at once; later new streams are not recorded (logged
+#: once each) so a flood of stream names cannot exhaust file descriptors.
+MAX_VIDEO_STREAMS = 16
+
+
 class VideoOutputs:
     """One ``cv2.VideoWriter`` (mp4v) per stream: the first stream seen writes
     ``out_dir/annotated.mp4``, later ones ``out_dir/annotated_<stream>.mp4``.
@@ -101,6 +106,7 @@ class VideoOutputs:
         self.append = append
         self.writers: dict[str, tuple[cv2.VideoWriter, tuple[int, int], Path]] = {}
         self.frames: dict[str, int] = {}
+        self.skipped: set[str] = set()  # streams not recorded (cap reached or open failed)
 
     def path_for(self, stream: str) -> Path:
         """File the stream is (or will be) written to."""
@@ -114,16 +120,31 @@ class VideoOutputs:
             part += 1
         return path
 
-    def write(self, stream: str, image: np.ndarray, header_fps: float | None = None) -> None:
+    def write(self, stream: str, image: np.ndarray, header_fps: float | None = None) -> bool:
         """Append a ``(H, W, 3) uint8`` BGR frame to the stream's file (resized to the
-        file's size when the stream changes resolution)."""
+        file's size when the stream changes resolution).
+
+        Returns:
+            ``False`` when the stream is not recorded: more than :data:`MAX_VIDEO_STREAMS`
+            streams, or its file could not be opened (both logged once per stream).
+        """
+        if stream in self.skipped:
+            return False
+        if stream not in self.writers and len(self.writers) >= MAX_VIDEO_STREAMS:
+            self.skipped.add(stream)
+            log.warning("stream %r not recorded to MP4: already %d video files open "
+                        "(MAX_VIDEO_STREAMS)", stream, MAX_VIDEO_STREAMS)
+            return False
         if stream not in self.writers:
             path = self.path_for(stream)
             fps = self.fps or (header_fps if header_fps and header_fps > 0 else 25.0)
             size = (image.shape[1], image.shape[0])
             writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), size)
             if not writer.isOpened():
-                raise OSError(f"cannot open video writer for {path}")
+                self.skipped.add(stream)
+                log.error("stream %r not recorded: cannot open a video writer for %s",
+                          stream, path)
+                return False
             self.writers[stream] = (writer, size, path)
             self.frames[stream] = 0
             log.info("writing stream %r to %s (%dx%d, %.2f fps)", stream, path, *size, fps)
@@ -132,6 +153,7 @@ class VideoOutputs:
             image = cv2.resize(image, size)
         writer.write(image)
         self.frames[stream] += 1
+        return True
 
     def close(self) -> None:
         """Finish every file (writes the MP4 index)."""
@@ -311,25 +333,31 @@ class Renderer:
                     return False
 
     def _run(self) -> None:
-        try:
-            while True:
-                msg = self.queue.get()
-                if msg is None or self._abort.is_set():
-                    return
-                image = message_image(msg)
-                if image is None:
-                    self.on_drop("bad_image")
-                    continue
-                annotate(image, msg.header.get("faces", []))
-                if self.videos is not None:
-                    self.videos.write(msg.stream, image, msg.header.get("fps"))
-                if self.hub is not None:
-                    self.hub.publish(image)
-                if self.display:
-                    self._show(msg.stream, image)
-        except Exception as exc:  # reported by close(); the receive loop goes on
-            log.exception("rendering failed; no more annotated output")
-            self.error = exc
+        while True:
+            msg = self.queue.get()
+            if msg is None or self._abort.is_set():
+                return
+            try:
+                self._render(msg)
+            except Exception as exc:  # one bad frame or output must not stop the others
+                if self.error is None:
+                    log.exception("rendering frame %s/%s failed; going on", msg.stream,
+                                  msg.seq)
+                self.error = exc
+                self.on_drop("bad_image")
+
+    def _render(self, msg: wire.Message) -> None:
+        image = message_image(msg)
+        if image is None:
+            self.on_drop("bad_image")
+            return
+        annotate(image, msg.header.get("faces", []))
+        if self.videos is not None:
+            self.videos.write(msg.stream, image, msg.header.get("fps"))
+        if self.hub is not None:
+            self.hub.publish(image)
+        if self.display:
+            self._show(msg.stream, image)
 
     def _show(self, stream: str, image: np.ndarray) -> None:
         try:

@@ -242,3 +242,17 @@ def test_restarted_sink_appends_events_and_keeps_the_earlier_video(tmp_path):
     # then the events continue the file and the video goes to a new part
     assert [json.loads(x)["seq"] for x in (tmp_path / "events.jsonl").read_text().split()] == [0, 1]
     assert v2.path_for("cam").name == "annotated.part1.mp4"
+
+
+def test_video_outputs_cap_streams_and_survive_a_file_that_cannot_open(tmp_path):
+    from services.sink import render
+    # given a folder where the second stream's file cannot be created
+    (tmp_path / "annotated_b.mp4").mkdir()
+    v = render.VideoOutputs(tmp_path)
+    img = np.zeros((16, 16, 3), np.uint8)
+    # when frames of many streams arrive
+    results = {s: v.write(s, img) for s in ["a", "b"] + [f"s{i}" for i in range(40)]}
+    v.close()
+    # then the unopenable and the over-the-cap streams are skipped, the others recorded
+    assert results["a"] is True and results["b"] is False
+    assert sum(results.values()) == render.MAX_VIDEO_STREAMS
