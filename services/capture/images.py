@@ -75,7 +75,10 @@ def read_image(path: str | Path) -> np.ndarray:
         data = np.fromfile(str(path), dtype=np.uint8)
     except OSError as exc:
         raise BadImage(f"{path}: cannot read ({exc})") from None
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    except cv2.error as exc:  # e.g. more pixels than OPENCV_IO_MAX_IMAGE_PIXELS
+        raise BadImage(f"{path}: refused by OpenCV ({exc.err or exc})") from None
     if image is None:
         raise BadImage(f"{path}: not a decodable image ({data.size} bytes)")
     try:

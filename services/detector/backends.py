@@ -136,7 +136,10 @@ class SSDDetector:
         """Network input ``(w, h)`` in pixels for a ``width`` x ``height`` frame."""
         if not self.input_size:
             return width, height
-        scale = self.input_size / min(width, height)
+        # Short side = input_size, but the long side at most 4x that, so an extreme
+        # aspect ratio (say 8192x1) cannot ask for a gigantic input blob.
+        scale = min(self.input_size / min(width, height),
+                     4 * self.input_size / max(width, height))
         return (max(4, int(round(width * scale / 4)) * 4),
                 max(4, int(round(height * scale / 4)) * 4))
 

@@ -48,7 +48,11 @@ def frame_image(msg: wire.Message) -> np.ndarray:
     if msg.image is not None:
         return msg.image
     data = np.frombuffer(msg.image_bytes or b"", dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    except cv2.error as exc:  # e.g. a header announcing more pixels than the decode limit
+        raise BadFrame(f"stream {msg.stream} seq {msg.seq}: JPEG refused by OpenCV "
+                       f"({exc.err or exc})") from None
     if image is None:
         raise BadFrame(f"stream {msg.stream} seq {msg.seq}: undecodable "
                        f"{msg.header.get('encoding')} image ({data.size} bytes)")

@@ -24,10 +24,6 @@ def ssd():
     return SSDDetector(input_size=300)
 
 
-@pytest.mark.xfail(strict=True, reason="reported to PIPELINE-A: services/detector/backends.py "
-                   "SSDDetector.input_shape does not cap the long side (8192x1 frame -> "
-                   "2457600x300 input, 8.8 GB blob); fix: scale = min(input_size / short, "
-                   "max_long / long) with max_long ~ 4 * input_size")
 @pytest.mark.parametrize("width,height", [(8192, 1), (1, 8192), (8192, 16), (4000, 50)])
 def test_ssd_input_stays_bounded_for_extreme_aspect_ratios(ssd, width, height):
     assert width <= wire.MAX_SIDE and height <= wire.MAX_SIDE  # a wire-valid frame

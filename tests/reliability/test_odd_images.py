@@ -174,11 +174,6 @@ def test_predict_reports_image_with_huge_header_and_goes_on(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="reported to PIPELINE-A: services/capture/images.py "
-                   "read_image lets cv2.error escape from cv2.imdecode for a file whose "
-                   "header announces more pixels than OpenCV's limit, and "
-                   "ImageFolderSource._next only catches BadImage: the capture service "
-                   "dies; fix: catch cv2.error in read_image -> BadImage")
 def test_image_folder_source_skips_image_with_huge_header(tmp_path):
     # given a folder source holding a JPEG announcing 40000x40000 and a face photo
     from tests.reliability.test_detector_limits import huge_header_jpeg
