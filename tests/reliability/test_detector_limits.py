@@ -60,7 +60,10 @@ def test_decode_limit_refuses_images_larger_than_any_wire_frame(tmp_path):
             f"d = np.fromfile({str(tmp_path / 'bomb.jpg')!r}, np.uint8)\n"
             "try:\n    cv2.imdecode(d, cv2.IMREAD_COLOR); print('decoded')\n"
             "except cv2.error:\n    print('refused')\n"
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)")
+            # VmHWM: peak RSS of this address space (ru_maxrss would include the
+            # forking pytest process's RSS, which Linux carries across exec)
+            "print([int(ln.split()[1]) // 1024 for ln in open('/proc/self/status') "
+            "if ln.startswith('VmHWM')][0])")
     # when it decodes a JPEG announcing 9000x9000 (> wire.MAX_SIDE ** 2 pixels)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=ROOT,
