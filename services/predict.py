@@ -53,16 +53,19 @@ class Predictor:
         threads: thread budget (OpenCV, TensorFlow).
         batch: crops per model call.
         emit: called with each face record.
+        pad: SSD border around each image, fraction of its longer side (``SSDDetector``).
     """
 
     def __init__(self, model: str, detector_backend: str, confidence: float, threads: int,
-                 batch: int, emit):
+                 batch: int, emit, pad: float = 0.5):
         from services.detector.backends import make_detector
         self.model_name = model
         self.threads = threads
         self.batch = batch
         self.emit = emit
-        self.detector = make_detector(detector_backend, confidence=confidence, threads=threads)
+        # Photos are often close-ups, where the SSD needs a border (SSDDetector's pad).
+        self.detector = make_detector(detector_backend, confidence=confidence, threads=threads,
+                                      pad=pad)
         self._model = None
         self._pending: list[tuple[Path, object, object]] = []
 
@@ -105,7 +108,11 @@ class Predictor:
               help="Thread budget (OpenCV, TensorFlow).")
 @click.option("--batch", type=click.IntRange(1, 1024), default=32, show_default=True,
               help="Face crops per model call.")
-def command(paths, model, detector_backend, confidence, threads, batch):
+@click.option("--pad", type=click.FloatRange(0.0, 2.0), default=0.5, show_default=True,
+              help="Black border added around each image before SSD detection, as a "
+                   "fraction of its longer side: close-ups (a face filling the photo) need "
+                   "it; use 0 for wide photos with small faces.")
+def command(paths, model, detector_backend, confidence, threads, batch, pad):
     """Age and gender of every face in image files or folders: one JSON object per face
     per line on stdout; problems go to stderr and the batch goes on."""
     from common.service import set_thread_budget
@@ -122,7 +129,7 @@ def command(paths, model, detector_backend, confidence, threads, batch):
         sys.stdout.flush()
 
     try:
-        predictor = Predictor(model, detector_backend, confidence, threads, batch, emit)
+        predictor = Predictor(model, detector_backend, confidence, threads, batch, emit, pad)
     except (FileNotFoundError, ValueError) as exc:
         click.echo(f"error: {exc}", err=True)
         raise SystemExit(2)
