@@ -306,6 +306,7 @@ class VideoFileSource(FiniteSource):
         self.cap = self._open()
 
     def close(self):
+        """Release the underlying ``cv2.VideoCapture`` (idempotent)."""
         self.cap.release()
 
 
