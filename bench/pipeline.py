@@ -104,6 +104,7 @@ def stage_latencies(trace_path: Path) -> tuple[dict, float, int, float]:
         return {}, 0.0, 0, 0.0
 
     def diff(a, b):
+        """Seconds between header timestamps ``a`` and ``b`` for each frame that has both."""
         return [(r[b] - r[a]) / 1e9 for r in rows if a in r and b in r]
 
     lat = {"e2e": pct(diff("t_capture_ns", "t_sink_ns")),

@@ -311,10 +311,12 @@ def main(argv: list[str] | None = None) -> int:
     holder: dict = {}
 
     def on_started(stack):
+        """Keep a handle on the started stack."""
         holder["stack"] = stack
         started.set()
 
     def target():
+        """Run the stack in this thread; keep its exit code and summary."""
         try:
             holder["code"], holder["summary"] = run_stack(opts, stop, progress=False,
                                                           on_started=on_started)

@@ -72,6 +72,7 @@ def worker(role: str, budget: int, start_at: float, seconds: float, batch: int) 
         unit = 1
     else:  # capture / sink stand-ins: resize + JPEG encode
         def step():
+            """One unit of OpenCV work (resize + JPEG encode)."""
             small = cv2.resize(frame, (640, 360))
             cv2.imencode(".jpg", small)
             cv2.imencode(".jpg", frame)

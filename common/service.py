@@ -125,7 +125,9 @@ class HTTPServer:
         extra = dict(routes or {})
 
         class Handler(BaseHTTPRequestHandler):
+            """Routes GET requests to /metrics, /healthz, /readyz and the extra routes."""
             def log_message(self, fmt, *args):  # keep access logs out of stderr
+                """Send access logs to the debug log instead of stderr."""
                 log.debug("http: " + fmt, *args)
 
             def _reply(self, code: int, ctype: str, body: bytes) -> None:
@@ -136,6 +138,7 @@ class HTTPServer:
                 self.wfile.write(body)
 
             def do_GET(self):  # noqa: N802 (http.server API)
+                """Serve one GET request; a client that goes away is logged at debug level."""
                 path = self.path.split("?", 1)[0]
                 try:
                     if path == "/metrics":
@@ -206,6 +209,7 @@ def exit_process(code: int) -> None:
 def install_signal_handlers(stop: threading.Event) -> None:
     """Make SIGINT and SIGTERM set ``stop`` (nothing else happens in the handler)."""
     def handler(signum, frame):
+        """Signal handler: only sets the stop event."""
         stop.set()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, handler)

@@ -57,6 +57,7 @@ def config_options(config_cls: type[BaseSettings]):
     defaults stay in charge unless the user overrides them.
     """
     def decorate(func):
+        """Add the generated options to the click command ``func``."""
         for name, field in reversed(list(config_cls.model_fields.items())):
             ctype, multiple = _click_type(field.annotation)
             default = field.default if field.default_factory is None else field.default_factory()
@@ -95,6 +96,7 @@ def _service_command(name: str, config_ref: str, entry_ref: str):
                                   f"{config_cls.__doc__ or ''}")
     @config_options(config_cls)
     def command(**options):
+        """Build the config from the given options and run the service; exits with its code."""
         from common.service import exit_process
         cfg = build_config(config_cls, options)
         # os._exit after main cleaned up: skips TensorFlow's 2-3 s interpreter teardown
@@ -113,19 +115,24 @@ def _lazy(name: str, ref: str, help_text: str):
     The module is imported only when the subcommand runs or its help is shown.
     """
     class Lazy(click.Command):
+        """A click command that imports its real implementation only when used."""
         def _real(self) -> click.Command:
             return load(ref)
 
         def get_params(self, ctx):
+            """Parameters of the real command."""
             return self._real().get_params(ctx)
 
         def get_help(self, ctx):
+            """Help text of the real command."""
             return self._real().get_help(ctx)
 
         def invoke(self, ctx):
+            """Run the real command."""
             return self._real().invoke(ctx)
 
         def make_context(self, info_name, args, parent=None, **extra):
+            """Parse arguments with the real command."""
             return self._real().make_context(info_name, args, parent=parent, **extra)
 
     main.add_command(Lazy(name, help=help_text))

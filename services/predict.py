@@ -125,6 +125,7 @@ def command(paths, model, detector_backend, confidence, threads, batch, pad):
         raise SystemExit(1)
 
     def emit(record: dict) -> None:
+        """Write one face record as a JSON line to stdout."""
         sys.stdout.write(json.dumps(record) + "\n")
         sys.stdout.flush()
 

@@ -34,6 +34,8 @@ from pathlib import Path
 
 import click
 
+from common.service import install_signal_handlers
+
 log = logging.getLogger("agegender.run")
 
 #: Start order: downstream binders first, capture last (after the others are ready).
@@ -475,10 +477,12 @@ def format_summary(s: dict) -> str:
     lat = s.get("latency_s") or {}
 
     def ms(key):
+        """Latency percentile ``key`` in milliseconds, or '-' when unknown."""
         v = lat.get(key)
         return "-" if v is None else f"{v * 1000:.0f} ms"
 
     def counts(d):
+        """``{label: count}`` as 'label n, ...' or 'none'."""
         return ", ".join(f"{k} {v:g}" for k, v in sorted(d.items())) or "none"
 
     lines = [
@@ -658,12 +662,7 @@ def command(sources, out_dir, realtime, no_realtime, loop, model, detector_backe
                         max_restarts=max_restarts, hwm=hwm,
                         service_args=_parse_service_args(service_args), log_level=log_level)
     stop = threading.Event()
-
-    def on_signal(signum, frame):
-        stop.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    install_signal_handlers(stop)
     code, summary = run_stack(opts, stop, progress=progress)
     click.echo(format_summary(summary))
     if summary_json is not None:

@@ -48,6 +48,7 @@ def metrics(age_true: np.ndarray, gender_true: np.ndarray, out: dict) -> dict:
     width = (out["age_hi"] - out["age_lo"]) if has_interval else None
 
     def sub(mask):
+        """Metrics of the faces selected by the boolean ``mask``."""
         return _group(err[mask], correct[mask], covered[mask] if covered is not None else None,
                       width[mask] if width is not None else None)
 
@@ -110,12 +111,20 @@ def evaluate(model: AgeGenderModel, dataset: str, split: str = "all", limit: int
     return report
 
 
+def _fmt(v, pct: bool = False, missing: str = "-", pct_sep: str = "") -> str:
+    if v is None:
+        return missing
+    return f"{100 * v:.1f}{pct_sep}%" if pct else f"{v:.2f}"
+
+
+def _rows(r: dict, overall: str) -> list:
+    return [(overall, r["overall"])] + list(r["per_band"].items()) + \
+        list(r["per_gender"].items())
+
+
 def format_report(r: dict) -> str:
     """Human-readable table of an :func:`evaluate` report."""
-    def fmt(v, pct=False):
-        if v is None:
-            return "-"
-        return f"{100 * v:.1f}%" if pct else f"{v:.2f}"
+    fmt = _fmt
 
     lines = [f"model {r['model']} on {r['dataset']} (split {r['split']}): "
              f"{r['evaluated']} faces evaluated, {r['no_face_dropped']} image(s) with no "
@@ -123,9 +132,7 @@ def format_report(r: dict) -> str:
              f"{r['skipped_names']} malformed name(s) skipped",
              f"{'group':<10}{'n':>7}{'age MAE':>10}{'gender acc':>12}{'interval cov':>14}"
              f"{'width':>8}"]
-    rows = [("overall", r["overall"])] + list(r["per_band"].items()) + \
-        list(r["per_gender"].items())
-    for name, g in rows:
+    for name, g in _rows(r, "overall"):
         lines.append(f"{name:<10}{g['n']:>7}{fmt(g['age_mae']):>10}"
                      f"{fmt(g['gender_accuracy'], True):>12}"
                      f"{fmt(g['interval_coverage'], True):>14}{fmt(g['interval_width']):>8}")
@@ -139,15 +146,12 @@ def format_report(r: dict) -> str:
 def markdown_report(r: dict) -> str:
     """Markdown table of an :func:`evaluate` report (for model cards)."""
     def fmt(v, pct=False):
-        if v is None:
-            return "–"
-        return f"{100 * v:.1f} %" if pct else f"{v:.2f}"
+        """A metric as text for the markdown table ('–' when missing)."""
+        return _fmt(v, pct, missing="–", pct_sep=" ")
 
     lines = ["| group | n | age MAE (years) | gender accuracy | interval coverage | "
              "interval width (years) |", "|---|---:|---:|---:|---:|---:|"]
-    rows = [("**overall**", r["overall"])] + list(r["per_band"].items()) + \
-        list(r["per_gender"].items())
-    for name, g in rows:
+    for name, g in _rows(r, "**overall**"):
         lines.append(f"| {name} | {g['n']} | {fmt(g['age_mae'])} | "
                      f"{fmt(g['gender_accuracy'], True)} | "
                      f"{fmt(g['interval_coverage'], True)} | {fmt(g['interval_width'])} |")

@@ -69,6 +69,7 @@ def make_augmenter(spec: InputSpec, strength: float = 1.0, low_res: bool = True)
     ], name="augment")
 
     def augment(x):
+        """Augment a ``(N, H, W, C)`` float batch (random per image)."""
         x = inner(x, training=True)
         if low_res:
             f = tf.random.uniform([], 0.4, 0.75)
@@ -134,6 +135,7 @@ def make_dataset(arrays: Arrays, model: str, batch_size: int, training: bool,
     bins = tf.constant(COMPACT_AGE_BINS, tf.float32)
 
     def targets(x, age, gender, w):
+        """Map one batch to ``(inputs, targets, sample weights)`` for Keras."""
         x = tf.cast(x, tf.float32)
         if augment is not None:
             x = augment(x)
@@ -185,13 +187,16 @@ class TimeLimit:
 
     @staticmethod
     def make(minutes: float | None):
+        """Build the callback."""
         import keras
 
         class _TimeLimit(keras.callbacks.Callback):
             def on_train_begin(self, logs=None):
+                """Start the wall-time clock."""
                 self.t0 = time.monotonic()
 
             def on_epoch_end(self, epoch, logs=None):
+                """Check the time budget / log the learning rate."""
                 if minutes and time.monotonic() - self.t0 > minutes * 60.0:
                     log.info("time budget of %.1f min reached after epoch %d", minutes,
                              epoch + 1)
@@ -208,13 +213,16 @@ class CosineSchedule:
 
     @staticmethod
     def make(lr: float, epochs: int, minutes: float | None):
+        """Build the callback."""
         import keras
 
         class _Cosine(keras.callbacks.Callback):
             def on_train_begin(self, logs=None):
+                """Start the wall-time clock."""
                 self.t0 = time.monotonic()
 
             def on_epoch_begin(self, epoch, logs=None):
+                """Set this epoch's learning rate (warm-up, then cosine decay)."""
                 if epoch == 0:
                     value = 0.3 * lr
                 else:
@@ -225,6 +233,7 @@ class CosineSchedule:
                 self.model.optimizer.learning_rate.assign(value)
 
             def on_epoch_end(self, epoch, logs=None):
+                """Check the time budget / log the learning rate."""
                 if logs is not None:
                     logs["learning_rate"] = float(self.model.optimizer.learning_rate.numpy())
 
@@ -337,6 +346,7 @@ def calibrate_interval(model_dir: Path, val: Arrays, coverage: float = INTERVAL_
         probs, bins = out["age_probs"], model.bins
 
         def cov(scale):
+            """Share of ages inside the interval scaled by ``scale``."""
             lo, hi = age_interval(probs, bins, coverage, scale)
             return float(np.mean((age >= lo) & (age <= hi)))
 
@@ -381,6 +391,7 @@ def store_weights_float16(path: Path) -> None:
                 fo.attrs[k] = v
 
             def copy(name, obj):
+                """Copy one HDF5 group or dataset, floats as float16."""
                 if isinstance(obj, h5py.Group):
                     g = fo.require_group(name)
                     for k, v in obj.attrs.items():

@@ -67,6 +67,7 @@ def _load_model(cfg: ClassifierConfig, stop: threading.Event):
     box: dict = {}
 
     def work():
+        """Load and warm up the model (imports TensorFlow) off the main thread."""
         try:
             from services.classifier.model import load_model  # imports TensorFlow
             model = load_model(cfg.model, threads=cfg.threads)
@@ -120,12 +121,14 @@ def main(cfg: ClassifierConfig, *, stop: threading.Event | None = None,
 
         def send(msg: wire.Message, frames: list) -> None:
             # Files get backpressure (no loss); live frames are dropped when downstream is full.
+            """Send a result: backpressure for file frames, lossy for live frames."""
             tx.send(frames, "result", block=not msg.header.get("live", False))
             t0 = received_at.pop(id(msg), None)
             if t0 is not None:
                 rt.metrics.stage_seconds.labels("classifier").observe(time.monotonic() - t0)
 
         def flush() -> None:
+            """Classify every queued frame's crops and send their results in order."""
             msgs = pending.take()
             rt.metrics.queue_depth.labels("classifier").set(0)
             if not msgs:
