@@ -18,6 +18,7 @@ from __future__ import annotations
 import collections
 import ctypes
 import dataclasses
+import http.client
 import json
 import logging
 import os
@@ -191,13 +192,18 @@ class Child:
         return f"http://127.0.0.1:{self.http_port}{path}"
 
     def get(self, path: str, timeout: float = 1.0) -> tuple[int, str]:
-        """``(status, body)`` of an HTTP GET; ``(0, "")`` when unreachable."""
+        """``(status, body)`` of an HTTP GET; ``(0, "")`` when unreachable.
+
+        A service killed mid-response (``http.client.IncompleteRead``, a reset
+        connection) also reads as unreachable, so a scrape never takes the
+        orchestrator down with it.
+        """
         try:
             with urllib.request.urlopen(self.url(path), timeout=timeout) as r:
                 return r.status, r.read().decode("utf-8", "replace")
         except urllib.error.HTTPError as exc:
             return exc.code, ""
-        except (OSError, ValueError):
+        except (OSError, ValueError, http.client.HTTPException):
             return 0, ""
 
     def scrape(self) -> str:

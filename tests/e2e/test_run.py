@@ -150,3 +150,34 @@ def test_crash_looping_service_is_given_up_on(tmp_path, model_name):
     assert re.search(r"restarts\s+detector 2", (tmp_path / "stdout.txt").read_text())
     # and no process is left behind
     assert alive(children) == []
+
+
+def test_scrape_of_a_service_dying_mid_response_reads_as_unreachable(tmp_path, port):
+    """A service killed while answering /metrics (body shorter than its
+    Content-Length) must not raise into the orchestrator's loop: it reads as
+    unreachable and the last good scrape is kept."""
+    import socket
+
+    from services.run import Child
+
+    srv = socket.create_server(("127.0.0.1", port))
+
+    def answer_truncated():
+        conn, _ = srv.accept()
+        with conn:
+            conn.recv(4096)
+            conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 10462\r\n\r\npartial")
+
+    t = threading.Thread(target=answer_truncated, daemon=True)
+    t.start()
+    child = Child("detector", [], port, tmp_path / "detector.log")
+    child.last_metrics = "kept 1\n"
+    try:
+        assert child.get("/metrics") == (0, "")
+        t.join(5)
+        srv_thread = threading.Thread(target=answer_truncated, daemon=True)
+        srv_thread.start()
+        assert child.scrape() == "kept 1\n"
+        srv_thread.join(5)
+    finally:
+        srv.close()
