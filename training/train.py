@@ -240,6 +240,48 @@ class CosineSchedule:
         return _Cosine()
 
 
+class WeightAverage:
+    """Keras callback factory: stochastic weight averaging (Izmailov et al., "Averaging
+    Weights Leads to Wider Optima and Better Generalization", UAI 2018).
+
+    From the first epoch whose learning rate is at most ``start_fraction`` of the peak
+    ``lr`` (the second half of the cosine schedule), the weights at each epoch end are
+    added to a running mean. :func:`train` then compares the mean (BatchNorm statistics
+    recalibrated, as the paper prescribes) with the best checkpoint on the validation
+    split and exports the better one. The callback's ``count`` says how many epochs were
+    averaged and ``mean`` holds the averaged weights (``None`` before the first). A
+    resumed run averages only the epochs after the resume.
+    """
+
+    @staticmethod
+    def make(lr: float, start_fraction: float = 0.5):
+        """Build the callback."""
+        import keras
+
+        class _Average(keras.callbacks.Callback):
+            count = 0
+            mean: list | None = None
+
+            peaked = False
+
+            def on_epoch_end(self, epoch, logs=None):
+                """Fold this epoch's weights into the mean once the LR has peaked and
+                come down to ``start_fraction * lr`` (the warm-up epoch is skipped)."""
+                low = float(self.model.optimizer.learning_rate.numpy()) <= start_fraction * lr
+                self.peaked = self.peaked or not low
+                if not (self.peaked and low):
+                    return
+                weights = self.model.get_weights()
+                self.count += 1
+                if self.mean is None:
+                    self.mean = [w.astype(np.float64) for w in weights]
+                else:
+                    for m, w in zip(self.mean, weights):
+                        m += (w - m) / self.count
+
+        return _Average()
+
+
 def plot_history(csv_path: Path, png_path: Path, title: str) -> None:
     """Training curve PNG (loss, age MAE and gender accuracy per epoch, train and val)."""
     import csv
@@ -300,6 +342,29 @@ def recalibrate_batchnorm(net, x: np.ndarray, batches: int = 150, batch_size: in
         layer.momentum = m
     log.info("BatchNorm statistics recalibrated on %d clean training crops",
              batches * batch_size)
+
+
+def _pick_average(net, averager, x_train: np.ndarray, ds_val) -> str:
+    """Set ``net`` to the better of its current weights (the best checkpoint, BatchNorm
+    recalibrated) and ``averager``'s mean (recalibrated too), by validation loss.
+
+    Returns:
+        which weights ``net`` now holds, for ``meta.json``.
+    """
+    best = net.get_weights()
+    best_val = net.evaluate(ds_val, verbose=0, return_dict=True)
+    net.set_weights([m.astype(w.dtype) for m, w in zip(averager.mean, best)])
+    recalibrate_batchnorm(net, x_train)
+    avg_val = net.evaluate(ds_val, verbose=0, return_dict=True)
+    log.info("validation: best checkpoint %s; mean of the last %d epochs %s",
+             {k: round(float(v), 4) for k, v in best_val.items()}, averager.count,
+             {k: round(float(v), 4) for k, v in avg_val.items()})
+    if avg_val["loss"] <= best_val["loss"]:
+        return f"mean of the last {averager.count} epochs (SWA), val_loss " \
+               f"{avg_val['loss']:.4f} vs best checkpoint {best_val['loss']:.4f}"
+    net.set_weights(best)
+    return f"best checkpoint, val_loss {best_val['loss']:.4f} (SWA mean of " \
+           f"{averager.count} epochs: {avg_val['loss']:.4f})"
 
 
 def finalize_compact(model_dir: str | os.PathLike, dataset: str,
@@ -519,14 +584,20 @@ def train(model: str, dataset: str, out_dir: str | os.PathLike, run_dir: str | o
                                                            patience=12))
     else:
         callbacks.append(CosineSchedule.make(lr, epochs, max_minutes))
+    averager = WeightAverage.make(lr)
+    if model == "compact":
+        callbacks.append(averager)
     verbose = (1 if sys.stderr.isatty() else 2) if progress is None else (1 if progress else 2)
     hist = net.fit(ds_train, validation_data=ds_val, epochs=epochs, callbacks=callbacks,
                    verbose=verbose)
     if (run_dir / "best.keras").is_file():
         best = keras.models.load_model(run_dir / "best.keras", compile=False)
         net.set_weights(best.get_weights())
+    weights_from = "best checkpoint (val_loss)"
     if model == "compact":
         recalibrate_batchnorm(net, train_a.x)
+        if averager.count >= 2:
+            weights_from = _pick_average(net, averager, train_a.x, ds_val)
     seconds = time.monotonic() - t_start
     rows = (run_dir / "history.csv").read_text().strip().splitlines()
     info = {"name": name or model, "dataset": dataset,
@@ -535,6 +606,7 @@ def train(model: str, dataset: str, out_dir: str | os.PathLike, run_dir: str | o
             "epochs_run": max(0, len(rows) - 1), "batch_size": batch_size, "lr": lr,
             "augment": augment, "balance": balance,
             "batchnorm_recalibrated": model == "compact",
+            "weights": weights_from,
             "seconds_this_run": round(seconds, 1),
             "hardware": f"{platform.processor() or platform.machine()}, "
                         f"{os.cpu_count()} CPU cores, TF threads {threads or 'default'}, "

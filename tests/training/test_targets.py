@@ -38,3 +38,24 @@ def test_augmenter_keeps_shape_and_range():
     y = aug(x).numpy()
     assert y.shape == (8, 64, 64, 3) and y.min() >= 0 and y.max() <= 255
     assert not np.allclose(y, x.numpy())
+
+
+def test_weight_average_skips_warm_up_and_averages_the_low_lr_epochs():
+    import keras
+
+    from training.train import WeightAverage
+
+    # given a one-weight model and an averager for peak LR 1.0 (start at half of it)
+    net = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False)])
+    net.compile(optimizer=keras.optimizers.SGD(1.0), loss="mse")
+    avg = WeightAverage.make(lr=1.0)
+    avg.set_model(net)
+    # when epochs end with these learning rates and weights (warm-up, peak, decay)
+    for epoch, (rate, w) in enumerate([(0.3, 100.0), (1.0, 50.0), (0.6, 40.0),
+                                       (0.5, 2.0), (0.2, 4.0), (0.01, 6.0)]):
+        net.optimizer.learning_rate.assign(rate)
+        net.set_weights([np.array([[w]], np.float32)])
+        avg.on_epoch_end(epoch)
+    # then only the epochs after the peak with LR <= 0.5 are in the mean
+    assert avg.count == 3
+    np.testing.assert_allclose(avg.mean[0], [[4.0]])
