@@ -29,6 +29,11 @@ class SinkConfig(ServiceConfig):
                                "rendering or files.")
     expected_streams: int = Field(0, ge=0, le=1024, description="Exit after end of stream "
                                   "on this many streams; 0 runs until stopped.")
+    eos_grace_s: float = Field(5.0, ge=0.0, le=600.0, description="After a stream's eos, "
+                               "wait up to this many seconds (since its last result) for "
+                               "results still in flight through other detector or "
+                               "classifier workers; the stream ends early once as many "
+                               "results as frames sent arrived. 0 ends it at the eos.")
     http_port: int = Field(9104, ge=0, le=65535, description="HTTP port; 0 disables it.")
     video_fps: float = Field(0.0, ge=0.0, le=240.0, description="Frame rate written into "
                              "the annotated MP4 (frames/s); 0 = the frame header's 'fps' "

@@ -256,3 +256,58 @@ def test_video_outputs_cap_streams_and_survive_a_file_that_cannot_open(tmp_path)
     # then the unopenable and the over-the-cap streams are skipped, the others recorded
     assert results["a"] is True and results["b"] is False
     assert sum(results.values()) == render.MAX_VIDEO_STREAMS
+
+
+def test_stream_ends_waits_for_frames_the_eos_overtook_then_for_the_grace_period():
+    from services.sink.main import StreamEnds
+
+    now = [100.0]
+    ends = StreamEnds(grace_s=5.0, clock=lambda: now[0])
+    # given an eos after 3 frames that arrives before any result of that stream
+    assert ends.eos("cam", 3) == []
+    # when the 3 results come in, the stream ends at the third
+    assert ends.result("cam") == [] and ends.result("cam") == []
+    assert ends.result("cam") == ["cam"]
+    # given another stream whose eos says 4 frames but only 1 result ever comes
+    assert ends.eos("door", 4) == [] and ends.result("door") == []
+    now[0] += 4.9
+    assert ends.expire() == []          # the grace period counts from the last result
+    now[0] += 0.2
+    assert ends.expire() == ["door"]
+    # and an eos without a frame count (or a repeated eos) ends or stays ended at once
+    assert ends.eos("legacy", None) == ["legacy"] and ends.eos("cam", 3) == []
+    assert ends.ended == ["cam", "door", "legacy"]
+
+
+def test_eos_overtaking_results_of_another_worker_loses_no_frame(tmp_path):
+    # given a sink expecting 1 stream, fed by two "classifier workers" (two PUSH sockets)
+    ep = f"ipc://{tmp_path}/results"
+    port = free_port()
+    cfg = SinkConfig(input=f"bind:{ep}", out_dir=tmp_path / "out", video=False,
+                     http_port=port, http_host="127.0.0.1", expected_streams=1, eos_grace_s=5)
+    t = threading.Thread(target=main, args=(cfg,), kwargs={"registry": CollectorRegistry()},
+                         daemon=True)
+    t.start()
+    ctx = zmq.Context()
+    fast, slow = ctx.socket(zmq.PUSH), ctx.socket(zmq.PUSH)
+    for s in (fast, slow):
+        s.setsockopt(zmq.LINGER, 0)
+        s.connect(ep)
+    wait_ready(port)
+    # when worker 1 delivers even frames and the eos (frames=6) before worker 2's odd ones
+    for seq in (0, 2, 4):
+        fast.send_multipart(result_message("cam", seq, 1))
+    fast.send_multipart(wire.encode({"kind": "eos", "stream": "cam", "seq": 6, "frames": 6,
+                                     "t_capture_ns": time.time_ns()}))
+    time.sleep(0.5)
+    assert t.is_alive()  # still waiting for the frames in flight
+    for seq in (1, 3, 5):
+        slow.send_multipart(result_message("cam", seq, 1))
+    t.join(5)
+    fast.close(0)
+    slow.close(0)
+    ctx.term()
+    # then the sink ends as soon as the last frame arrived, with all 6 events written
+    assert not t.is_alive()
+    events = [json.loads(x) for x in (tmp_path / "out" / "events.jsonl").read_text().splitlines()]
+    assert sorted(e["seq"] for e in events) == list(range(6))
