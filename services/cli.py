@@ -145,6 +145,8 @@ _lazy("predict", "services.predict:command",
 _lazy("train", "training.cli:train_command", "Train an age/gender model (seed or compact).")
 _lazy("evaluate", "training.cli:evaluate_command",
       "Evaluate a model on a UTKFace-named folder: MAE, accuracy, per-band, latency.")
+_lazy("export", "training.cli:export_command",
+      "Export a model folder to ONNX (checked against Keras) or a TF SavedModel.")
 _lazy("prepare", "training.cli:prepare_command",
       "Prepare a dataset: detect and crop faces, split 80/10/10, cache arrays.")
 

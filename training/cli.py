@@ -86,17 +86,20 @@ def train_command(model, dataset, out, name, run_dir, epochs, batch_size, lr, pa
 @click.option("--latency/--no-latency", default=True, show_default=True,
               help="Measure latency per crop at batch 1 and 32.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--runtime", type=click.Choice(["auto", "onnx", "keras"]), default="auto",
+              show_default=True, help="ONNX Runtime or Keras (auto: ONNX when exported).")
 @_device
 @_threads
 @click.option("-v", "--verbose", is_flag=True)
-def evaluate_command(model, dataset, split, limit, latency, as_json, device, threads, verbose):
+def evaluate_command(model, dataset, split, limit, latency, as_json, runtime, device, threads,
+                     verbose):
     """Age MAE, gender accuracy, per age band / gender, interval coverage, latency."""
     _logging(verbose)
     from services.classifier.model import load_model
     from training.evaluate import evaluate, format_report
 
     try:
-        m = load_model(model, threads=threads, device=device)
+        m = load_model(model, threads=threads, device=device, runtime=runtime)
         report = evaluate(m, dataset, split=split, limit=limit, with_latency=latency,
                           progress=sys.stderr.isatty())
     except (FileNotFoundError, ValueError) as exc:
@@ -133,3 +136,29 @@ def prepare_command(datasets, models, limit, verbose):
                             "skipped_names": loaded.skipped_names,
                             **{k: len(v) for k, v in parts.items()}})
     click.echo(json.dumps(summary, indent=2))
+
+
+@click.command("export")
+@click.option("--model", "model", default="compact", show_default=True,
+              help="Model name under models/ or a model folder.")
+@click.option("--format", "fmt", type=click.Choice(["onnx", "saved_model"]), default="onnx",
+              show_default=True, help="onnx: <head>.onnx in the model folder, listed in "
+              "meta.json after a check against Keras; saved_model: one SavedModel per "
+              "network under --out.")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="SavedModel target folder [default: <model folder>/saved_model].")
+@click.option("-v", "--verbose", is_flag=True)
+def export_command(model, fmt, out, verbose):
+    """Export a model to ONNX (used by the classifier's ONNX Runtime path) or SavedModel."""
+    _logging(verbose)
+    from services.classifier.model import resolve_model_dir
+    from training.export import export_onnx, export_saved_model
+
+    try:
+        if fmt == "onnx":
+            click.echo(json.dumps(export_onnx(model), indent=2))
+        else:
+            target = out or resolve_model_dir(model) / "saved_model"
+            click.echo("\n".join(str(p) for p in export_saved_model(model, target)))
+    except (FileNotFoundError, ValueError, ImportError) as exc:
+        raise click.ClickException(str(exc)) from None

@@ -87,7 +87,8 @@ def evaluate(model: AgeGenderModel, dataset: str, split: str = "all", limit: int
         with_latency: also measure latency per crop.
 
     Returns:
-        ``{"model", "dataset", "split", "images", "skipped_names", "no_face",
+        ``{"model", "runtime" ("onnx" or "keras"), "dataset", "split", "images",
+        "skipped_names", "no_face",
         "evaluated", **metrics, "latency": {...}}``.
     """
     if split not in ("all", *SPLITS):
@@ -101,7 +102,8 @@ def evaluate(model: AgeGenderModel, dataset: str, split: str = "all", limit: int
         log.warning("model %s was trained on %s: split %r includes its training images",
                     model.name, dataset, split)
     out = model.predict_arrays(arrays.x)
-    report = {"model": model.name, "dataset": dataset, "split": split,
+    report = {"model": model.name, "runtime": model.runtime, "dataset": dataset,
+              "split": split,
               "images_with_label": len(arrays) + (loaded.no_face if split == "all" else 0),
               "skipped_names": loaded.skipped_names,
               "no_face_dropped": loaded.no_face, "evaluated": len(arrays)}
@@ -126,7 +128,8 @@ def format_report(r: dict) -> str:
     """Human-readable table of an :func:`evaluate` report."""
     fmt = _fmt
 
-    lines = [f"model {r['model']} on {r['dataset']} (split {r['split']}): "
+    lines = [f"model {r['model']} ({r.get('runtime', 'keras')}) on {r['dataset']} "
+             f"(split {r['split']}): "
              f"{r['evaluated']} faces evaluated, {r['no_face_dropped']} image(s) with no "
              f"detected face{' in the whole folder' if r['split'] != 'all' else ''}, "
              f"{r['skipped_names']} malformed name(s) skipped",

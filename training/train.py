@@ -367,22 +367,16 @@ def _pick_average(net, averager, x_train: np.ndarray, ds_val) -> str:
            f"{averager.count} epochs: {avg_val['loss']:.4f})"
 
 
-def finalize_compact(model_dir: str | os.PathLike, dataset: str,
-                     threads: int | None = None) -> dict:
-    """Recalibrate BatchNorm of an exported compact model on its clean training split,
-    save it, and recalibrate its age interval on the validation split."""
-    import keras
+def _export_onnx(out_dir: Path, x_val: np.ndarray) -> dict | None:
+    """ONNX export of a freshly trained model, checked on validation crops; a failure
+    is logged (the Keras model stays usable) and gives ``None``."""
+    from training.export import export_onnx
 
-    configure_tensorflow(threads)
-    model_dir = Path(model_dir)
-    parts = split_arrays(load_dataset(dataset, COMPACT_SPEC, progress=False).arrays)
-    net = keras.models.load_model(model_dir / "net.keras", compile=False)
-    recalibrate_batchnorm(net, parts["train"].x)
-    net.save(model_dir / "net.keras")
-    meta = json.loads((model_dir / "meta.json").read_text())
-    meta.setdefault("training", {})["batchnorm_recalibrated"] = True
-    (model_dir / "meta.json").write_text(json.dumps(meta, indent=2))
-    return calibrate_interval(model_dir, parts["val"], threads=threads)
+    try:
+        return export_onnx(out_dir, x_val)
+    except (ImportError, ValueError) as exc:
+        log.error("no ONNX export of %s: %s", out_dir, exc)
+        return None
 
 
 def calibrate_interval(model_dir: Path, val: Arrays, coverage: float = INTERVAL_COVERAGE,
@@ -620,6 +614,8 @@ def train(model: str, dataset: str, out_dir: str | os.PathLike, run_dir: str | o
     except (OSError, KeyError, ValueError) as exc:
         log.warning("no training curve: %s", exc)
     info["interval"] = interval
+    if model == "compact":
+        info["onnx"] = _export_onnx(out_dir, val_a.x)
     info["last_epoch_logs"] = {k: float(v[-1]) for k, v in hist.history.items()}
     log.info("exported %s to %s in %.0f s", model, out_dir, seconds)
     return info

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -19,6 +21,10 @@ class ClassifierConfig(ServiceConfig):
                         "endpoint (PUSH).")
     model: str = Field("compact", description="Model name under models/ ('compact', "
                        "'seed') or a path to a model directory.")
+    runtime: Literal["auto", "onnx", "keras"] = Field(
+        "auto", description="Inference runtime: 'onnx' (ONNX Runtime, CPU, no TensorFlow "
+        "import), 'keras' (TensorFlow, CPU or GPU); 'auto' takes ONNX when the model folder "
+        "has an ONNX export.")
     max_batch: int = Field(32, ge=1, le=1024, description="Largest batch of crops per "
                            "inference call.")
     max_wait_ms: float = Field(10.0, ge=0.0, le=1000.0, description="Longest wait for more "

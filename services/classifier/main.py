@@ -67,10 +67,10 @@ def _load_model(cfg: ClassifierConfig, stop: threading.Event):
     box: dict = {}
 
     def work():
-        """Load and warm up the model (imports TensorFlow) off the main thread."""
+        """Load and warm up the model (imports its runtime) off the main thread."""
         try:
-            from services.classifier.model import load_model  # imports TensorFlow
-            model = load_model(cfg.model, threads=cfg.threads)
+            from services.classifier.model import load_model  # imports the runtime
+            model = load_model(cfg.model, threads=cfg.threads, runtime=cfg.runtime)
             model.warmup(cfg.max_batch)
             box["model"] = model
         except BaseException as exc:  # handed to the main thread and re-raised there

@@ -1,7 +1,11 @@
 """Age/gender models as the classifier uses them, with their own preprocessing.
 
 A model lives in a folder ``models/<name>/`` with ``meta.json`` and Keras files (``.keras``,
-standard layers only). :func:`load_model` reads it; :meth:`AgeGenderModel.predict` takes
+standard layers only), plus, when exported (:mod:`training.export`), the same networks as
+ONNX files listed in ``meta["onnx"]["files"]``. :func:`load_model` reads it and runs the
+networks with one of two runtimes: ONNX Runtime (CPU; no TensorFlow import, about a sixth
+of the memory) or Keras on TensorFlow (any device). The default, ``"auto"``, takes ONNX
+Runtime when the folder has ONNX files and ``device`` is not ``"gpu"``; :meth:`AgeGenderModel.predict` takes
 the face crops exactly as the detector cut them (:meth:`Detection.crop`, ``(h, w, 3)``
 uint8 BGR) and returns one dict per crop.
 
@@ -47,6 +51,9 @@ MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 
 #: Largest batch handed to the network in one call by :meth:`AgeGenderModel.predict`.
 CHUNK = 256
+
+#: ``runtime`` values of :func:`load_model`.
+RUNTIMES = ("auto", "onnx", "keras")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,24 +200,76 @@ def resolve_model_dir(name_or_path: str) -> Path:
     return path
 
 
+def choose_runtime(directory: Path, meta: dict, runtime: str = "auto",
+                   device: str = "auto") -> str:
+    """The runtime a model folder will run on: ``"onnx"`` or ``"keras"``.
+
+    ``"auto"`` picks ONNX Runtime when ``meta["onnx"]["files"]`` exist in ``directory``,
+    ``onnxruntime`` imports and ``device`` is not ``"gpu"``; otherwise Keras.
+
+    Raises:
+        ValueError: unknown ``runtime``, or ``"onnx"`` asked for a folder without ONNX
+            files, a missing ``onnxruntime`` or ``device="gpu"``.
+    """
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+    if runtime == "keras":
+        return "keras"
+    files = (meta.get("onnx") or {}).get("files") or {}
+    why = None
+    if not files or not all((directory / f).is_file() for f in files.values()):
+        why = f"{directory} has no ONNX export (agegender export)"
+    elif device == "gpu":
+        why = "the ONNX runtime here runs on the CPU only; use runtime 'keras' for a GPU"
+    else:
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError as exc:
+            why = f"onnxruntime is not installed ({exc})"
+    if why is None:
+        return "onnx"
+    if runtime == "onnx":
+        raise ValueError(f"runtime 'onnx' unavailable: {why}")
+    log.debug("runtime keras: %s", why)
+    return "keras"
+
+
+def _onnx_session(path: Path, threads: int | None):
+    """An ONNX Runtime CPU session for ``path`` with ``threads`` intra-op threads."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = int(threads or 0)  # 0: ONNX Runtime's default
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
 class AgeGenderModel:
     """A loaded age/gender model (see the module docstring for the two kinds).
 
     Args:
-        directory: the model folder (``meta.json`` + Keras files).
-        threads: TensorFlow intra-op thread budget (``None``: TF default).
+        directory: the model folder (``meta.json`` + Keras files, ONNX files if exported).
+        threads: intra-op thread budget of the runtime (``None``: its default).
         device: ``"auto"``, ``"cpu"`` or ``"gpu"``.
+        runtime: ``"auto"``, ``"onnx"`` or ``"keras"`` (see :func:`choose_runtime`).
 
     Attributes:
         name: model name (``meta["name"]``).
         meta: the parsed ``meta.json``.
         spec: network input size.
-        trace_count: number of graph traces so far; stays constant across batch sizes
-            after :meth:`warmup` (the graph has a ``[None, H, W, C]`` input signature).
+        runtime: ``"onnx"`` or ``"keras"``, the one in use.
+        trace_count: number of TensorFlow graph traces so far (Keras runtime; always 0 on
+            ONNX Runtime, which has no tracing); stays constant across batch sizes after
+            :meth:`warmup` (the graph has a ``[None, H, W, C]`` input signature).
+
+    Raises:
+        ValueError: unknown model kind, or see :func:`choose_runtime`.
     """
 
     def __init__(self, directory: str | os.PathLike, threads: int | None = None,
-                 device: str = "auto"):
+                 device: str = "auto", runtime: str = "auto"):
         self.directory = Path(directory)
         self.meta = json.loads((self.directory / "meta.json").read_text())
         self.name = str(self.meta.get("name", self.directory.name))
@@ -222,16 +281,17 @@ class AgeGenderModel:
         self.tta_flip = bool(self.meta.get("tta_flip", False))
         self.trace_count = 0
         self._lock = threading.Lock()
+        self.bins = np.asarray(self.meta["age_bins"], np.float64) \
+            if self.kind == "compact" else None
+        self.runtime = choose_runtime(self.directory, self.meta, runtime, device)
+        if self.runtime == "onnx":
+            self._sessions = {head: _onnx_session(self.directory / f, threads)
+                              for head, f in self.meta["onnx"]["files"].items()}
+            return
         tf = configure_tensorflow(threads, device)
         self._tf = tf
-        files = self.meta["files"]
-        load = lambda f: tf.keras.models.load_model(self.directory / f, compile=False)  # noqa: E731
-        if self.kind == "compact":
-            self._nets = {"net": load(files["net"])}
-            self.bins = np.asarray(self.meta["age_bins"], np.float64)
-        else:
-            self._nets = {"age": load(files["age"]), "gender": load(files["gender"])}
-            self.bins = None
+        self._nets = {head: tf.keras.models.load_model(self.directory / f, compile=False)
+                      for head, f in self.meta["files"].items()}
         self._fn = tf.function(self._forward, input_signature=[
             tf.TensorSpec([None, *self.spec.shape], tf.float32)], reduce_retracing=True)
 
@@ -250,6 +310,20 @@ class AgeGenderModel:
         gender = self._nets["gender"](x, training=False)
         return age, gender
 
+    def _run_onnx(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """ONNX Runtime counterpart of :meth:`_forward` (same outputs, numpy in and out)."""
+        def run(head, pixels):
+            sess = self._sessions[head]
+            return sess.run(None, {sess.get_inputs()[0].name: pixels})
+
+        if self.kind == "compact":
+            age, gender = run("net", x)
+            if self.tta_flip:
+                age_f, gender_f = run("net", np.ascontiguousarray(x[:, :, ::-1]))
+                age, gender = (age + age_f) / 2.0, (gender + gender_f) / 2.0
+            return age, gender
+        return run("age", x)[0], run("gender", x)[0]
+
     def raw(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Network outputs for preprocessed input.
 
@@ -262,11 +336,14 @@ class AgeGenderModel:
         """
         outs_a, outs_g = [], []
         for i in range(0, len(batch), CHUNK):
-            x = self._tf.convert_to_tensor(np.asarray(batch[i:i + CHUNK], np.float32))
+            x = np.ascontiguousarray(batch[i:i + CHUNK], np.float32)
             with self._lock:
-                a, g = self._fn(x)
-            outs_a.append(a.numpy())
-            outs_g.append(g.numpy())
+                if self.runtime == "onnx":
+                    a, g = self._run_onnx(x)
+                else:
+                    a, g = (t.numpy() for t in self._fn(self._tf.convert_to_tensor(x)))
+            outs_a.append(a)
+            outs_g.append(g)
         return np.concatenate(outs_a), np.concatenate(outs_g)
 
     def predict_arrays(self, batch: np.ndarray) -> dict[str, np.ndarray]:
@@ -342,23 +419,26 @@ class AgeGenderModel:
         """Trace the graph once and run batch sizes 1 and ``max_batch`` (no retrace later)."""
         for n in sorted({1, max(1, min(int(max_batch), CHUNK))}):
             self.raw(np.zeros((n, *self.spec.shape), np.float32))
-        log.info("model %s warmed up (%d trace(s))", self.name, self.trace_count)
+        log.info("model %s warmed up on %s (%d trace(s))", self.name, self.runtime,
+                 self.trace_count)
 
 
 def load_model(name_or_path: str = "compact", threads: int | None = None,
-               device: str = "auto") -> AgeGenderModel:
+               device: str = "auto", runtime: str = "auto") -> AgeGenderModel:
     """Load a shipped model by name (``"compact"``, ``"seed"``) or a model folder path.
 
     Args:
         name_or_path: a folder under ``models/`` or a path to a folder with ``meta.json``.
-        threads: TensorFlow intra-op thread budget (``None``: TF default).
+        threads: intra-op thread budget of the runtime (``None``: its default).
         device: ``"auto"`` (GPU when present), ``"cpu"`` or ``"gpu"``.
+        runtime: ``"auto"``, ``"onnx"`` or ``"keras"`` (see :func:`choose_runtime`).
 
     Raises:
         FileNotFoundError: no such model folder.
-        ValueError: unknown model kind in ``meta.json``.
+        ValueError: unknown model kind in ``meta.json``; runtime unavailable.
     """
-    return AgeGenderModel(resolve_model_dir(name_or_path), threads=threads, device=device)
+    return AgeGenderModel(resolve_model_dir(name_or_path), threads=threads, device=device,
+                          runtime=runtime)
 
 
 def band_of(age: float) -> str:

@@ -11,11 +11,19 @@ from services.classifier.model import (MODELS_DIR, InputSpec, age_interval, band
                                        load_model, resize_crop)
 
 SHIPPED = [p.parent.name for p in sorted(MODELS_DIR.glob("*/meta.json"))]
+#: (model, runtime) pairs: every shipped model on Keras, and on ONNX Runtime when exported.
+RUNS = [(name, "keras") for name in SHIPPED] + [
+    (name, "onnx") for name in SHIPPED
+    if json.loads((MODELS_DIR / name / "meta.json").read_text()).get("onnx")]
 
 
-@pytest.fixture(scope="module", params=SHIPPED or ["compact"])
+@pytest.fixture(scope="module", params=RUNS or [("compact", "auto")],
+                ids=lambda r: "-".join(r))
 def model(request):
-    return load_model(request.param, threads=1)
+    name, runtime = request.param
+    m = load_model(name, threads=1, runtime=runtime)
+    assert m.runtime == runtime or runtime == "auto"
+    return m
 
 
 def crops(n, seed=0):
@@ -42,6 +50,8 @@ def test_predict_contract(model):
 
 
 def test_no_retrace_across_batch_sizes(model):
+    if model.runtime != "keras":
+        pytest.skip("tracing is a TensorFlow concept; ONNX Runtime has no graph to retrace")
     # given a warmed-up model
     model.warmup(32)
     traces = model.trace_count
@@ -91,6 +101,47 @@ def test_age_interval_widens_with_scale_and_holds_the_mean():
 def test_band_of():
     assert [band_of(a) for a in (0, 9.9, 10, 69, 70, 116)] == \
         ["0-9", "0-9", "10-19", "60-69", "70+", "70+"]
+
+
+@pytest.mark.parametrize("name", [n for n, r in RUNS if r == "onnx"])
+def test_onnx_runtime_matches_keras_and_loads_no_tensorflow(name, tmp_path):
+    # given the shipped model's ONNX export, loaded in a fresh interpreter
+    import subprocess
+    import sys
+    code = ("import sys, numpy as np; from services.classifier.model import load_model; "
+            f"m = load_model({name!r}, threads=1, runtime='onnx'); "
+            "x = np.random.default_rng(3).integers(0, 256, (9, *m.spec.shape)); "
+            "a, g = m.raw(x); np.save(sys.argv[1], np.concatenate([a, g], 1)); "
+            "print('tensorflow' in sys.modules)")
+    out_path = tmp_path / "onnx.npy"
+    proc = subprocess.run([sys.executable, "-c", code, str(out_path)], capture_output=True,
+                          text=True, timeout=120, cwd=MODELS_DIR.parent)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    # then TensorFlow was never imported on that path
+    assert proc.stdout.strip() == "False"
+    # and the outputs equal the Keras model's on the same pixels
+    onnx_out = np.load(out_path)
+    keras_model = load_model(name, threads=1, runtime="keras")
+    x = np.random.default_rng(3).integers(0, 256, (9, *keras_model.spec.shape))
+    a, g = keras_model.raw(x)
+    np.testing.assert_allclose(onnx_out, np.concatenate([a, g], 1), atol=1e-4)
+
+
+def test_runtime_choice_errors_are_clear(tmp_path):
+    from services.classifier.model import choose_runtime
+    with pytest.raises(ValueError, match="runtime must be one of"):
+        load_model(SHIPPED[0] if SHIPPED else "compact", runtime="tensorrt")
+    # a folder without an ONNX export: auto falls back to Keras, onnx is refused
+    meta = {"kind": "compact", "files": {"net": "net.keras"}}
+    assert choose_runtime(tmp_path, meta, "auto") == "keras"
+    with pytest.raises(ValueError, match="no ONNX export"):
+        choose_runtime(tmp_path, meta, "onnx")
+    # listed but missing on disk counts as no export; a GPU request keeps Keras
+    meta["onnx"] = {"files": {"net": "net.onnx"}}
+    assert choose_runtime(tmp_path, meta, "auto") == "keras"
+    (tmp_path / "net.onnx").write_bytes(b"x")
+    assert choose_runtime(tmp_path, meta, "auto", device="gpu") == "keras"
+    assert choose_runtime(tmp_path, meta, "auto") == "onnx"
 
 
 def test_unknown_model_is_a_clear_error():

@@ -28,7 +28,7 @@ def real_model():
     if not (ROOT / "models" / "compact" / "meta.json").is_file():
         pytest.skip("models/compact is not shipped yet")
     from services.classifier.model import load_model
-    return load_model("compact", threads=1)
+    return load_model("compact", threads=1, runtime="keras")  # tracing is TensorFlow's
 
 
 class Recording:

@@ -51,6 +51,25 @@ def test_train_one_epoch_then_evaluate(family, face_folder, cache_env, tmp_path)
     model = load_model(str(out), threads=1)
     preds = model.predict([np.zeros((50, 40, 3), np.uint8)])
     assert preds[0]["gender"] in ("male", "female") and preds[0]["age"] >= 0
+    # and compact comes with a checked ONNX export that the default runtime picks
+    assert model.runtime == ("onnx" if family == "compact" else "keras")
+    if family == "compact":
+        assert meta["onnx"]["files"] == {"net": "net.onnx"}
+        assert meta["onnx"]["max_abs_diff"] < 1e-4
+        keras_preds = load_model(str(out), threads=1, runtime="keras").predict(
+            [np.zeros((50, 40, 3), np.uint8)])
+        assert abs(keras_preds[0]["age"] - preds[0]["age"]) < 0.01
+
+    # when the seed is exported through the CLI as well
+    if family == "seed":
+        from training.cli import export_command
+        result = CliRunner().invoke(export_command, ["--model", str(out)])
+        assert result.exit_code == 0, result.output
+        assert load_model(str(out), threads=1).runtime == "onnx"
+        result = CliRunner().invoke(export_command, ["--model", str(out), "--format",
+                                                     "saved_model", "--out", str(tmp_path / "sm")])
+        assert result.exit_code == 0, result.output
+        assert (tmp_path / "sm" / "age" / "saved_model.pb").is_file()
 
     # when evaluated through the CLI on the folder
     from training.cli import evaluate_command
