@@ -46,11 +46,17 @@ def spec_for(model: str) -> InputSpec:
 
 # ------------------------------------------------------------------------ augmentation
 
-def make_augmenter(spec: InputSpec, strength: float = 1.0, low_res: bool = True):
+def make_augmenter(spec: InputSpec, strength: float = 1.0, low_res: bool = True,
+                   head_roll: bool = True):
     """Batch augmentation as a Keras model (random per image, only when training):
     horizontal flip, rotation (+-10 deg), zoom (+-10 %), shift (+-8 %), brightness
-    (+-20 %), contrast (+-30 %), and, if ``low_res``, for a third of the batches a
-    down-and-up resize to 40-75 % of the size (video faces are small and blurry).
+    (+-20 %), contrast (+-30 %), for colour input a saturation jitter (Keras factor
+    0.3-0.7; 0.5 leaves it unchanged) and 10 % gray
+    images; if ``head_roll``, a third of the batches get a further rotation of up to
+    +-35 deg (UTKFace chips are aligned upright, heads in video roll: up to about 40 deg in
+    ``head-pose-face-detection-female-and-male.mp4``); if ``low_res``, a third of the
+    batches get a down-and-up resize to 40-75 % of the size (video faces are small and
+    blurry).
 
     Input and output: ``(N, H, W, C)`` float32 0..255.
     """
@@ -59,6 +65,8 @@ def make_augmenter(spec: InputSpec, strength: float = 1.0, low_res: bool = True)
     from keras import layers
 
     s = strength
+    colour = [layers.RandomSaturation((0.5 - 0.2 * s, 0.5 + 0.2 * s), value_range=(0.0, 255.0)),
+              layers.RandomGrayscale(0.1 * s)] if spec.channels == 3 else []
     inner = keras.Sequential([
         layers.RandomFlip("horizontal"),
         layers.RandomRotation(10.0 / 360.0 * s, fill_mode="reflect"),
@@ -66,11 +74,16 @@ def make_augmenter(spec: InputSpec, strength: float = 1.0, low_res: bool = True)
         layers.RandomTranslation(0.08 * s, 0.08 * s, fill_mode="reflect"),
         layers.RandomBrightness(0.2 * s, value_range=(0.0, 255.0)),
         layers.RandomContrast(0.3 * s, value_range=(0.0, 255.0)),
+        *colour,
     ], name="augment")
+    roll = layers.RandomRotation(35.0 / 360.0 * s, fill_mode="reflect")
 
     def augment(x):
         """Augment a ``(N, H, W, C)`` float batch (random per image)."""
         x = inner(x, training=True)
+        if head_roll:
+            x = tf.cond(tf.random.uniform([]) < 1.0 / 3.0,
+                        lambda: roll(x, training=True), lambda: x)
         if low_res:
             f = tf.random.uniform([], 0.4, 0.75)
             small = tf.cast(tf.cast([spec.height, spec.width], tf.float32) * f, tf.int32)
@@ -562,7 +575,7 @@ def train(model: str, dataset: str, out_dir: str | os.PathLike, run_dir: str | o
     if init_weights:
         net.set_weights(keras.models.load_model(init_weights, compile=False).get_weights())
         log.info("initialised from %s", init_weights)
-    aug = make_augmenter(spec) if augment else None
+    aug = make_augmenter(spec, head_roll=(model == "compact")) if augment else None
     ds_train = make_dataset(train_a, model, batch_size, True, aug, balance)
     ds_val = make_dataset(val_a, model, batch_size, False)
     callbacks = [

@@ -7,7 +7,7 @@ import numpy as np
 from training.architectures import COMPACT_AGE_BINS
 from training.data import Arrays
 from training.train import balance_weights, make_augmenter, make_dataset
-from training.architectures import COMPACT_SPEC
+from training.architectures import COMPACT_SPEC, SEED_SPEC
 
 
 def test_balance_weights_favour_rare_ages():
@@ -38,6 +38,8 @@ def test_augmenter_keeps_shape_and_range():
     y = aug(x).numpy()
     assert y.shape == (8, 64, 64, 3) and y.min() >= 0 and y.max() <= 255
     assert not np.allclose(y, x.numpy())
+    gray = make_augmenter(SEED_SPEC)(tf.random.uniform((4, 80, 60, 1), 0, 255)).numpy()
+    assert gray.shape == (4, 80, 60, 1) and gray.min() >= 0 and gray.max() <= 255
 
 
 def test_weight_average_skips_warm_up_and_averages_the_low_lr_epochs():
