@@ -2,8 +2,8 @@
 video check.
 
 ``python -m training.model_card --model compact`` runs ``evaluate`` on this project's test
-split and the demo-clip gender check, saves ``eval_test.json`` / ``video_check.json`` next
-to the weights and renders the card.
+split and the gender check on every clip of ``ground_truth.json`` with known genders, saves
+``eval_test.json`` / ``video_check.json`` next to the weights and renders the card.
 """
 
 from __future__ import annotations
@@ -69,13 +69,15 @@ WEAKNESSES = {
 
 
 def render(model_dir: Path, report: dict, video: dict | None) -> str:
-    """The model card markdown for ``model_dir`` (``meta.json`` + reports)."""
+    """The model card markdown for ``model_dir`` (``meta.json`` + reports; ``video`` maps
+    clip names to :func:`training.video_check.check_clip` results plus ``"expect"``)."""
     meta = json.loads((model_dir / "meta.json").read_text())
     kind = meta["kind"]
     t = meta.get("training", {})
     iv = meta.get("interval", {})
+    onnx = meta.get("onnx") or {}
     files = ", ".join(f"`{f}` ({(model_dir / f).stat().st_size / 1e6:.1f} MB)"
-                      for f in meta["files"].values())
+                      for f in [*meta["files"].values(), *(onnx.get("files") or {}).values()])
     spec = meta["input"]
     minutes = t.get("seconds_this_run", 0) / 60.0
     lines = [
@@ -87,12 +89,17 @@ def render(model_dir: Path, report: dict, video: dict | None) -> str:
         f"{spec['channels']} ({spec.get('color', '')}), pixels 0..255, preprocessing "
         "`services/classifier/model.py:resize_crop` (shared by training and serving).",
         "",
+        *([f"The classifier runs the ONNX export on ONNX Runtime (`agegender export`; its "
+           f"outputs differ from Keras by at most {onnx['max_abs_diff']:.1e} on "
+           f"{onnx['checked_on']} inputs, opset {onnx['opset']}); Keras remains "
+           "the runtime for GPUs.", ""] if onnx else []),
         "## Data and split",
         "",
         f"* Dataset: UTKFace, `{t.get('dataset', '?')}` (21,351 aligned and cropped faces of "
         "the project's development portion; 3 malformed names skipped).",
         "* Faces re-detected with the pipeline's SSD detector (`SSDDetector`, pipeline "
-        "defaults); the highest-confidence box is the crop; "
+        "defaults plus a 50 % border around each close-up, `training.cache.DETECT_PAD`); "
+        "the highest-confidence box is the crop; "
         f"{t.get('no_face_dropped', '?')} image(s) with no detected face dropped.",
         "* Split: 80/10/10 by SHA-1 of the file name (`training.datasets.split_of`); "
         f"{t.get('train_images', '?')} training and {t.get('val_images', '?')} validation "
@@ -106,6 +113,9 @@ def render(model_dir: Path, report: dict, video: dict | None) -> str:
         f"{'on' if t.get('augment') else 'off'}, age re-weighting "
         f"{'on' if t.get('balance') else 'off'}) on {t.get('hardware', '?')}, "
         f"TensorFlow {t.get('tensorflow', '?')}, shared with other jobs (niced).",
+        *([f"* Exported weights: {t['weights']}."] if t.get("weights") else []),
+        *([f"* Started from `{Path(t['init_weights']).name}` of an earlier run (see "
+           "\"Known weaknesses\" for its history)."] if t.get("init_weights") else []),
         "* Training curve: `curve.png`. Reproduce: see `docs/models.md`.",
         "",
         "## Evaluation on this project's test split",
@@ -123,18 +133,25 @@ def render(model_dir: Path, report: dict, video: dict | None) -> str:
     ]
     if video:
         lines += [
-            "## Demo clip",
+            "## Video clips with known genders",
             "",
-            f"`python -m training.video_check --model {meta['name']} --clip "
-            "../shared/videos/face-demographics-walking-and-pause.mp4`: of "
-            f"{video['frames_with_n_faces']} frames with 3 detected faces (of "
-            f"{video['frames']}), **{video['frames_all_correct']} "
-            f"({100 * (video['fraction_correct'] or 0):.0f} %)** read female, male, female "
-            f"left to right; per-position accuracy {video['per_position_accuracy']}, mean "
-            f"age per position {video['mean_age_per_position']} (the people are adults; "
-            "true ages unknown).",
+            f"`python -m training.video_check --model {meta['name']} --clip CLIP --expect "
+            "G1,G2,..`: every frame's SSD crops sorted left to right and compared with the "
+            "genders in `../shared/videos/ground_truth.json` (the people are adults; true "
+            "ages unknown).",
             "",
+            "| clip | frames with all faces found | frames all correct | per-person accuracy "
+            "(left to right) | mean age per person |",
+            "|---|---:|---:|---|---|",
         ]
+        for clip, v in video.items():
+            per = ", ".join(f"{g} {100 * a:.0f} %" for g, a in
+                            zip(v.get("expect", []), v["per_position_accuracy"]))
+            lines.append(
+                f"| `{clip}` | {v['frames_with_n_faces']} / {v['frames']} | "
+                f"**{v['frames_all_correct']} ({100 * (v['fraction_correct'] or 0):.0f} %)** | "
+                f"{per} | {v['mean_age_per_position']} |")
+        lines.append("")
     lines += [
         "## Known weaknesses",
         "",
@@ -154,10 +171,11 @@ def render(model_dir: Path, report: dict, video: dict | None) -> str:
 @click.command()
 @click.option("--model", default="compact", show_default=True)
 @click.option("--dataset", default=None, help="Default: the dataset the model was trained on.")
-@click.option("--clip", default=None, help="Demo clip for the gender-order check.")
+@click.option("--clip-dir", default=None, help="Folder with the clips and ground_truth.json "
+              "[default: ../shared/videos]; every clip with known genders is checked.")
 @click.option("--threads", type=int, default=None)
-def main(model, dataset, clip, threads):
-    """Evaluate on the test split, check the demo clip and write MODEL_CARD.md."""
+def main(model, dataset, clip_dir, threads):
+    """Evaluate on the test split, check the clips with known genders, write MODEL_CARD.md."""
     from services.classifier.model import load_model
     from training.cli import ROOT
     from training.evaluate import evaluate
@@ -167,11 +185,16 @@ def main(model, dataset, clip, threads):
     dataset = dataset or m.meta["training"]["dataset"]
     report = evaluate(m, dataset, split="test", progress=False)
     (m.directory / "eval_test.json").write_text(json.dumps(report, indent=2))
-    clip = clip or str(ROOT.parent / "shared" / "videos"
-                       / "face-demographics-walking-and-pause.mp4")
-    video = None
-    if Path(clip).is_file():
-        video = check_clip(m, clip, ["female", "male", "female"])
+    videos = Path(clip_dir) if clip_dir else ROOT.parent / "shared" / "videos"
+    video = {}
+    truth = videos / "ground_truth.json"
+    if truth.is_file():
+        for name, facts in json.loads(truth.read_text()).items():
+            people = facts.get("people_left_to_right") if isinstance(facts, dict) else None
+            if people and (videos / name).is_file():
+                expect = [p["gender"] for p in people]
+                video[name] = {"expect": expect,
+                               **check_clip(m, str(videos / name), expect)}
         (m.directory / "video_check.json").write_text(json.dumps(video, indent=2))
     (m.directory / "MODEL_CARD.md").write_text(render(m.directory, report, video))
     click.echo(json.dumps({"report": report["overall"], "video": video}, indent=2))
