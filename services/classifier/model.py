@@ -3,11 +3,11 @@
 A model lives in a folder ``models/<name>/`` with ``meta.json`` and Keras files (``.keras``,
 standard layers only), plus, when exported (:mod:`training.export`), the same networks as
 ONNX files listed in ``meta["onnx"]["files"]``. :func:`load_model` reads it and runs the
-networks with one of two runtimes: ONNX Runtime (CPU; no TensorFlow import, about a sixth
-of the memory) or Keras on TensorFlow (any device). The default, ``"auto"``, takes ONNX
-Runtime when the folder has ONNX files and ``device`` is not ``"gpu"``; :meth:`AgeGenderModel.predict` takes
-the face crops exactly as the detector cut them (:meth:`Detection.crop`, ``(h, w, 3)``
-uint8 BGR) and returns one dict per crop.
+networks with one of two runtimes: ONNX Runtime (CPU; no TensorFlow import) or Keras on
+TensorFlow (any device). The default, ``"auto"``, takes ONNX Runtime when the folder has
+ONNX files and ``device`` is not ``"gpu"`` (:func:`choose_runtime`).
+:meth:`AgeGenderModel.predict` takes the face crops exactly as the detector cut them
+(:meth:`Detection.crop`, ``(h, w, 3)`` uint8 BGR) and returns one dict per crop.
 
 Preprocessing (:func:`resize_crop`) is shared with training (``training/``), so the
 network sees the same pixels at training and at run time: the crop is resized to the

@@ -10,7 +10,12 @@ events.jsonl (one JSON object per frame, one line each, flushed per line)::
                 "age": float (years),
                 "age_range": [low, high] (years) or null when the model gives none,
                 "gender": "female" | "male",
-                "gender_confidence": float (0..1)}]}
+                "gender_confidence": float (0..1),
+                "track": int (face track id, per stream, from 1) or null}]}
+
+Age, age range and gender are averaged over the face's track (the sink's
+``track_window`` last frames, :mod:`services.sink.tracking`); ``track_window`` 1 gives the
+classifier's per-frame values.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import numpy as np
 #: Keys of each events.jsonl object, in order.
 EVENT_KEYS = ("stream", "seq", "t_capture", "latency_s", "width", "height", "faces")
 #: Keys of each face in an event, in order.
-FACE_KEYS = ("box", "confidence", "age", "age_range", "gender", "gender_confidence")
+FACE_KEYS = ("box", "confidence", "age", "age_range", "gender", "gender_confidence", "track")
 
 
 def event_record(header: dict, latency_s: float) -> dict:
@@ -47,6 +52,7 @@ def event_record(header: dict, latency_s: float) -> dict:
             "gender": f.get("gender"),
             "gender_confidence": None if f.get("gender_confidence") is None
             else float(f["gender_confidence"]),
+            "track": None if f.get("track") is None else int(f["track"]),
         })
     return {"stream": header["stream"], "seq": int(header["seq"]),
             "t_capture": header["t_capture_ns"] / 1e9, "latency_s": float(latency_s),

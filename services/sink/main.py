@@ -2,7 +2,8 @@
 
 The receive path does only what must be timed or must not be lost: it measures each
 frame's end-to-end latency (receive time minus ``t_capture_ns``) into
-``agegender_e2e_latency_seconds``, writes the events.jsonl line (see
+``agegender_e2e_latency_seconds``, assigns face tracks and smooths age and gender over
+them (:mod:`services.sink.tracking`), writes the events.jsonl line (see
 :mod:`services.sink.events`) and hands the frame to the :class:`~services.sink.render.Renderer`
 thread, which draws, encodes and shows it. The service exits after end of stream on
 ``expected_streams`` streams (0: runs until stopped).
@@ -22,6 +23,7 @@ from services.sink.config import SinkConfig
 from services.sink.events import JsonLines, SinkStats, event_record, trace_record, \
     write_json_atomic
 from services.sink.render import MJPEGHub, Renderer, VideoOutputs
+from services.sink.tracking import FaceTracker
 
 log = logging.getLogger("sink")
 
@@ -147,6 +149,7 @@ def main(cfg: SinkConfig, *, stop: threading.Event | None = None, registry=None)
         rx = rt.receiver(cfg.input, kinds=("result", "eos"))
         rt.health.set_ready()
         ends = StreamEnds(cfg.eos_grace_s)
+        tracker = FaceTracker(cfg.track_window, cfg.track_iou, cfg.track_max_gap_s)
         finished = False
         next_status = 0.0
         log.info("sink ready: out_dir=%s, live view %s, expected streams %s",
@@ -165,6 +168,8 @@ def main(cfg: SinkConfig, *, stop: threading.Event | None = None, registry=None)
                     sm.eos.inc()
                     newly_ended += ends.eos(msg.stream, msg.header.get("frames"))
                 stats.ended.extend(newly_ended)
+                for stream in newly_ended:
+                    tracker.end(stream)
                 if cfg.expected_streams and len(ends.ended) >= cfg.expected_streams:
                     finished = True
                     break
@@ -176,7 +181,9 @@ def main(cfg: SinkConfig, *, stop: threading.Event | None = None, registry=None)
                 t_ns = time.time_ns()
                 latency = (t_ns - msg.header["t_capture_ns"]) / 1e9
                 t0 = time.monotonic()
-                n_faces = len(msg.header.get("faces", []))
+                msg.header["faces"] = tracker.update(msg.stream, msg.header["t_capture_ns"] / 1e9,
+                                                     msg.header.get("faces", []))
+                n_faces = len(msg.header["faces"])
                 sm.e2e.observe(max(latency, 0.0))
                 sm.frames.inc()
                 sm.faces.inc(n_faces)
