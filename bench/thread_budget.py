@@ -6,7 +6,9 @@ while four services share the machine (issue 5, point 10).
 For each configuration it starts four real worker processes at the same moment, like the
 four services of ``agegender run``:
 
-* ``classifier``: the shipped age/gender model (``load_model("compact")``) classifying
+* ``classifier``: the shipped age/gender model on Keras/TensorFlow
+  (``load_model("compact", runtime="keras")``: the TensorFlow thread pools and tracing are
+  what this benchmark looks at; the CPU default is ONNX Runtime) classifying
   batches of ``--batch`` face crops (120x120 BGR) in a loop -> crops/s;
 * ``detector``: the real SSD face detector on a 1280x720 frame in a loop -> frames/s;
 * ``capture`` and ``sink`` stand-ins: OpenCV work they really do (resize + JPEG encode of
@@ -53,7 +55,7 @@ def worker(role: str, budget: int, start_at: float, seconds: float, batch: int) 
     out: dict = {"role": role}
     if role == "classifier":
         from services.classifier.model import load_model
-        model = load_model("compact", threads=budget or None)
+        model = load_model("compact", threads=budget or None, runtime="keras")
         model.warmup(batch)
         after_warmup = model.trace_count
         for n in range(1, batch + 1):
