@@ -149,6 +149,7 @@ def main(cfg: SinkConfig, *, stop: threading.Event | None = None, registry=None)
         rx = rt.receiver(cfg.input, kinds=("result", "eos"))
         rt.health.set_ready()
         ends = StreamEnds(cfg.eos_grace_s)
+        stats.ended = ends.ended  # one list: the status file shows what StreamEnds decided
         tracker = FaceTracker(cfg.track_window, cfg.track_iou, cfg.track_max_gap_s)
         finished = False
         next_status = 0.0
@@ -167,7 +168,6 @@ def main(cfg: SinkConfig, *, stop: threading.Event | None = None, registry=None)
                 if msg is not None and msg.kind == "eos":
                     sm.eos.inc()
                     newly_ended += ends.eos(msg.stream, msg.header.get("frames"))
-                stats.ended.extend(newly_ended)
                 for stream in newly_ended:
                     tracker.end(stream)
                 if cfg.expected_streams and len(ends.ended) >= cfg.expected_streams:
@@ -181,14 +181,16 @@ def main(cfg: SinkConfig, *, stop: threading.Event | None = None, registry=None)
                 t_ns = time.time_ns()
                 latency = (t_ns - msg.header["t_capture_ns"]) / 1e9
                 t0 = time.monotonic()
-                msg.header["faces"] = tracker.update(msg.stream, msg.header["t_capture_ns"] / 1e9,
-                                                     msg.header.get("faces", []))
-                n_faces = len(msg.header["faces"])
+                faces = tracker.update(msg.stream, msg.header["t_capture_ns"] / 1e9,
+                                       msg.header.get("faces", []))
+                msg.header["faces"] = faces  # smoothed: events and video show the same
+                n_faces = len(faces)
                 sm.e2e.observe(max(latency, 0.0))
                 sm.frames.inc()
                 sm.faces.inc(n_faces)
                 stats.add(msg.stream, latency, n_faces)
-                stats.ended.extend(ends.result(msg.stream))
+                for stream in ends.result(msg.stream):
+                    tracker.end(stream)
                 if events is not None:
                     events.write(event_record(msg.header, latency))
                 if trace is not None:
