@@ -51,9 +51,9 @@ def make_augmenter(spec: InputSpec, strength: float = 1.0, low_res: bool = True,
     """Batch augmentation as a Keras model (random per image, only when training):
     horizontal flip, rotation (+-10 deg), zoom (+-10 %), shift (+-8 %), brightness
     (+-20 %), contrast (+-30 %), for colour input a saturation jitter (Keras factor
-    0.3-0.7; 0.5 leaves it unchanged) and 10 % gray
-    images; if ``head_roll``, a third of the batches get a further rotation of up to
-    +-35 deg (UTKFace chips are aligned upright, heads in video roll: up to about 40 deg in
+    0.3-0.7; 0.5 leaves it unchanged) and 10 % gray images; if ``head_roll``, a third of
+    the batches get a further rotation of up to +-35 deg (UTKFace chips are aligned
+    upright, heads in video roll: up to about 40 deg in
     ``head-pose-face-detection-female-and-male.mp4``); if ``low_res``, a third of the
     batches get a down-and-up resize to 40-75 % of the size (video faces are small and
     blurry).
@@ -274,7 +274,6 @@ class WeightAverage:
         class _Average(keras.callbacks.Callback):
             count = 0
             mean: list | None = None
-
             peaked = False
 
             def on_epoch_end(self, epoch, logs=None):
