@@ -45,6 +45,10 @@ class SinkMetrics:
                              registry=registry)
         self.eos = Counter("agegender_sink_streams_ended_total",
                            "End-of-stream messages received.", registry=registry)
+        self.tracks = Counter("agegender_sink_face_tracks_total",
+                              "Face tracks started (about the number of people seen; a "
+                              "face lost for longer than track_max_gap_s counts again).",
+                              registry=registry)
 
 
 class StreamEnds:
@@ -150,7 +154,8 @@ def main(cfg: SinkConfig, *, stop: threading.Event | None = None, registry=None)
         rt.health.set_ready()
         ends = StreamEnds(cfg.eos_grace_s)
         stats.ended = ends.ended  # one list: the status file shows what StreamEnds decided
-        tracker = FaceTracker(cfg.track_window, cfg.track_iou, cfg.track_max_gap_s)
+        tracker = FaceTracker(cfg.track_window, cfg.track_iou, cfg.track_max_gap_s,
+                              on_new_track=lambda _stream: sm.tracks.inc())
         finished = False
         next_status = 0.0
         log.info("sink ready: out_dir=%s, live view %s, expected streams %s",

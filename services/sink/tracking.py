@@ -53,9 +53,12 @@ class FaceTracker:
         window: frames averaged per track (1: per-frame values, tracks still assigned).
         iou_min: least IoU for a detection to continue a track.
         max_gap_s: a track unseen for longer than this (capture time, seconds) ends.
+        on_new_track: called with the stream name whenever a track starts (metrics).
     """
 
-    def __init__(self, window: int = 15, iou_min: float = 0.3, max_gap_s: float = 1.0):
+    def __init__(self, window: int = 15, iou_min: float = 0.3, max_gap_s: float = 1.0,
+                 on_new_track=None):
+        self.on_new_track = on_new_track
         self.window = window
         self.iou_min = iou_min
         self.max_gap_s = max_gap_s
@@ -111,6 +114,8 @@ class FaceTracker:
 
     def _new_track(self, stream: str, face: dict) -> Track:
         self._next_id[stream] = self._next_id.get(stream, 0) + 1
+        if self.on_new_track is not None:
+            self.on_new_track(stream)
         n = self.window
         return Track(self._next_id[stream], list(face["box"]), 0.0, deque(maxlen=n),
                      deque(maxlen=n), deque(maxlen=n), deque(maxlen=n))

@@ -176,6 +176,8 @@ def test_metrics_only_writes_no_files_but_measures_latency(tmp_path):
     # then it exits, counted 3 latencies, and wrote nothing
     assert not t.is_alive()
     assert reg.get_sample_value("agegender_e2e_latency_seconds_count") == 3
+    # and the one face standing still in all 3 frames is one track
+    assert reg.get_sample_value("agegender_sink_face_tracks_total") == 1
     assert not (tmp_path / "out").exists()
 
 

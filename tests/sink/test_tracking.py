@@ -48,7 +48,8 @@ def test_window_one_passes_per_frame_values_and_new_faces_get_new_tracks():
 
 
 def test_tracks_end_after_a_gap_streams_are_separate_and_late_frames_pass_unsmoothed():
-    tracker = FaceTracker(window=10, max_gap_s=1.0)
+    started = []
+    tracker = FaceTracker(window=10, max_gap_s=1.0, on_new_track=started.append)
     tracker.update("cam", 10.0, [face(20)])
     # the same place 1.5 s later is a new track; another stream counts from 1
     assert tracker.update("cam", 11.5, [face(20)])[0]["track"] == 2
@@ -59,3 +60,4 @@ def test_tracks_end_after_a_gap_streams_are_separate_and_late_frames_pass_unsmoo
     # after the end of a stream its ids start again
     tracker.end("cam")
     assert tracker.update("cam", 20.0, [face(20)])[0]["track"] == 1
+    assert started == ["cam", "cam", "door", "cam"]
