@@ -9,6 +9,8 @@ List fields are given in the environment as JSON (``'["a", "b"]'``).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -34,5 +36,9 @@ class ServiceConfig(BaseSettings):
     max_frame_age_s: float = Field(2.0, ge=0.0, le=3600.0, description="Live frames older "
                                    "than this at receive (now - t_capture) are dropped as "
                                    "'stale'; 0 disables. File frames are never dropped for age.")
+    metrics_file: Path | None = Field(None, description="At exit, write the final "
+                                      "Prometheus metrics (text format) here, so counts "
+                                      "of a short run are not lost with the process; "
+                                      "'agegender run' reads them for its summary.")
     heartbeat_timeout_s: float = Field(10.0, gt=0, le=600, description="/healthz fails when "
                                        "the main loop has not ticked for this long (seconds).")

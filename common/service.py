@@ -291,6 +291,7 @@ class ServiceRuntime:
 
     def __exit__(self, *exc) -> None:
         self.health.set_ready(False, "stopped")
+        self._write_metrics_file()
         try:
             for s in self._sockets:
                 s.close()
@@ -299,6 +300,20 @@ class ServiceRuntime:
         finally:
             if self.http is not None:
                 self.http.close()
+
+
+    def _write_metrics_file(self) -> None:
+        """Final metrics to ``cfg.metrics_file`` (atomic replace), if configured."""
+        path = getattr(self.cfg, "metrics_file", None)
+        if path is None:
+            return
+        tmp = f"{path}.tmp"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(generate_latest(self.metrics.registry))
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.error("cannot write the final metrics to %s: %s", path, exc)
 
 
 def terminate_context(ctx, timeout_s: float = 1.0) -> bool:

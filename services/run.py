@@ -22,6 +22,7 @@ import http.client
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -47,6 +48,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: Exit codes of ``agegender run``.
 EXIT_OK, EXIT_START_FAILED, EXIT_GAVE_UP = 0, 1, 3
+#: Exit code of a service (and of ``agegender run``) that refused its configuration or
+#: input: a source that cannot be opened, a model or detector that cannot be loaded.
+#: Restarting cannot help, so the watchdog stops the stack instead.
+EXIT_CONFIG = 2
 
 
 @dataclasses.dataclass
@@ -164,6 +169,7 @@ class Child:
         self.total_restarts = 0
         self.finished = False  # exited 0 on purpose (capture at end of files, sink done)
         self.last_metrics = ""
+        self.metrics_file = log_path.with_suffix(".prom")  # written by the service at exit
 
     def start(self) -> None:
         """Spawn the process in its own session, output appended to its log file."""
@@ -207,7 +213,14 @@ class Child:
             return 0, ""
 
     def scrape(self) -> str:
-        """Fetch ``/metrics`` (kept as :attr:`last_metrics` when it succeeds)."""
+        """Fetch ``/metrics`` (kept as :attr:`last_metrics` when it succeeds); once the
+        process has exited, read the final metrics it wrote to :attr:`metrics_file`."""
+        if self.proc is not None and not self.running():
+            try:
+                self.last_metrics = self.metrics_file.read_text()
+            except OSError:
+                pass  # killed before it could write them: keep the last scrape
+            return self.last_metrics
         code, body = self.get("/metrics")
         if code == 200:
             self.last_metrics = body
@@ -285,7 +298,8 @@ class Stack:
             args["sink"] += ["--trace-path", str(Path(opts.trace_path).resolve())]
         self.children = {
             s: Child(s, common + ["--http-port", str(ports[s]), "--threads",
-                                  str(opts.threads.get(s, 1))]
+                                  str(opts.threads.get(s, 1)), "--metrics-file",
+                                  str(self.run_dir / "logs" / f"{s}.prom")]
                      + args[s] + list(opts.service_args.get(s, [])),
                      ports[s], self.run_dir / "logs" / f"{s}.log",
                      # a restarted sink appends instead of replacing what it wrote
@@ -296,6 +310,7 @@ class Stack:
                  ports["capture"], ports["detector"], ports["classifier"], ports["sink"],
                  self.metrics_port)
         self.gave_up: str | None = None
+        self.refused: dict | None = None  # {"service", "error"} after an EXIT_CONFIG
         self._metrics_server = None
         self._init_metrics()
 
@@ -353,7 +368,8 @@ class Stack:
         """Check every child once; restart the ones that died (capped).
 
         Returns:
-            ``False`` when a service crashed too often (the stack must stop).
+            ``False`` when a service crashed too often or refused its configuration
+            (exit code :data:`EXIT_CONFIG`): the stack must stop.
         """
         for s, child in self.children.items():
             if child.proc is None or child.finished or child.running():
@@ -366,6 +382,15 @@ class Stack:
                 continue
             if self.stop.is_set():
                 continue
+            if rc == EXIT_CONFIG:
+                errors = [ln for ln in child.log_tail(40).splitlines()
+                          if " ERROR " in ln or ln.startswith("Error:")]  # log / click
+                error = re.sub(r"^.*? ERROR \S+ \S+: ", "", (errors or [child.log_tail(1)])[-1])
+                self.refused = {"service": s, "error": error}
+                log.error("%s refused its configuration or input (exit code %d; restarting "
+                          "cannot help): stopping the stack. Last log lines (%s):\n%s", s, rc,
+                          child.log_path, child.log_tail())
+                return False
             now = time.monotonic()
             while child.restarts and now - child.restarts[0] > self.opts.restart_window_s:
                 child.restarts.popleft()
@@ -394,9 +419,9 @@ class Stack:
             return {}
 
     def scrape_all(self) -> None:
-        """Fetch ``/metrics`` of every running service (kept per child)."""
+        """Fetch the metrics of every started service (kept per child)."""
         for child in self.children.values():
-            if child.running():
+            if child.proc is not None:
                 child.scrape()
 
     def finished(self) -> bool:
@@ -458,11 +483,17 @@ class Stack:
             "latency_s": st.get("latency_s", {}), "streams": st.get("streams", {}),
             "drops": drops, "malformed": malformed,
             "restarts": {s: c.total_restarts for s, c in self.children.items()},
-            "gave_up": self.gave_up,
-            "outputs": ({"video": str(Path(self.opts.out_dir).resolve() / "annotated.mp4"),
-                         "events": str(Path(self.opts.out_dir).resolve() / "events.jsonl")}
-                        if self.opts.out_dir is not None else {}),
+            "gave_up": self.gave_up, "refused": self.refused,
+            "outputs": self._outputs(),
         }
+
+    def _outputs(self) -> list[str]:
+        """The annotated videos and events file the sink actually wrote (absolute paths)."""
+        if self.opts.out_dir is None:
+            return []
+        out = Path(self.opts.out_dir).resolve()
+        return [str(p) for p in [*sorted(out.glob("annotated*.mp4")), out / "events.jsonl"]
+                if p.is_file()]
 
 
 def parse_metrics(text: str):
@@ -503,8 +534,12 @@ def format_summary(s: dict) -> str:
     ]
     if s.get("gave_up"):
         lines.append(f"  GAVE UP on   {s['gave_up']} (crashed too often)")
+    if s["frames"] == 0 and not s.get("refused"):
+        lines.append("  WARNING      no frame reached the sink (see drops above)")
+    if s.get("refused"):
+        lines.append(f"  FAILED       {s['refused']['service']}: {s['refused']['error']}")
     if s.get("outputs"):
-        lines.append(f"  outputs      {s['outputs']['video']}, {s['outputs']['events']}")
+        lines.append(f"  outputs      {', '.join(s['outputs'])}")
     return "\n".join(lines)
 
 
@@ -528,7 +563,7 @@ def run_stack(opts: StackOptions, stop: threading.Event | None = None,
     bar = None
     try:
         if not stack.start():
-            code = EXIT_GAVE_UP if stack.gave_up else (
+            code = EXIT_CONFIG if stack.refused else EXIT_GAVE_UP if stack.gave_up else (
                 EXIT_OK if stack.stop.is_set() else EXIT_START_FAILED)
         else:
             if on_started is not None:
@@ -541,7 +576,7 @@ def run_stack(opts: StackOptions, stop: threading.Event | None = None,
             last_frames, last_change = -1, time.monotonic()
             while not stack.stop.is_set():
                 if not stack.watchdog():
-                    code = EXIT_GAVE_UP
+                    code = EXIT_CONFIG if stack.refused else EXIT_GAVE_UP
                     break
                 now = time.monotonic()
                 if now >= next_scrape:
@@ -568,11 +603,11 @@ def run_stack(opts: StackOptions, stop: threading.Event | None = None,
                                 "stopping", opts.drain_timeout_s)
                     break
                 stack.stop.wait(0.2)
-        stack.scrape_all()
     finally:
         if bar is not None:
             bar.close()
         stack.shutdown()
+        stack.scrape_all()  # every process has exited: their final metrics files
         summary = stack.summary(time.monotonic() - t0)
         stack.cleanup(keep_logs=code != EXIT_OK)
         if code != EXIT_OK:
@@ -652,6 +687,13 @@ def command(sources, out_dir, realtime, no_realtime, loop, model, detector_backe
     """Run the whole stack (capture -> detector -> classifier -> sink, four processes over
     ipc://) with progress and a summary. Ctrl-C stops everything within 5 s."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s run: %(message)s")
+    from pydantic import ValidationError
+
+    from services.capture.config import CaptureConfig
+    try:  # the capture service's own rules, checked before four processes start
+        CaptureConfig(sources=list(sources))
+    except ValidationError as exc:
+        raise click.BadParameter(exc.errors()[0]["msg"], param_hint="--source") from None
     if not sources:
         click.echo("No --source given: playing the built-in demo (a scene synthesized at "
                    "run time from scikit-image's public-domain astronaut photo).", err=True)

@@ -155,3 +155,14 @@ def test_display_without_a_display_warns_and_goes_on(monkeypatch, caplog):
     # then it warns clearly and runs without one
     assert r.display is False
     assert "no display found" in caplog.text
+
+
+@pytest.mark.parametrize("source", ["", "  ", "cam="])
+def test_empty_source_is_a_usage_error_not_the_demo(source):
+    from click.testing import CliRunner
+
+    from services.run import command
+    # given an empty --source (an unset shell variable) / when run
+    result = CliRunner().invoke(command, ["--source", source])
+    # then click refuses it before anything starts
+    assert result.exit_code == 2 and "empty source" in result.output

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from common.config import ServiceConfig
@@ -20,6 +20,17 @@ class CaptureConfig(ServiceConfig):
                                "/dev/videoN. NAME is the stream name (default: file stem, "
                                "or camN). Empty: the built-in demo scene.")
     output: str = Field("bind:tcp://*:5555", description="Frame output endpoint (PUSH).")
+
+    @field_validator("sources")
+    @classmethod
+    def _no_empty_source(cls, sources: list[str]) -> list[str]:
+        """An empty string is a mistake (an unset shell variable), not the demo."""
+        for s in sources:
+            if not s.strip() or not s.partition("=")[2].strip() and "=" in s:
+                raise ValueError(f"empty source {s!r}: give a file, folder, URL or camera, "
+                                 "or no source at all for the demo")
+        return sources
+
     realtime: bool = Field(True, description="Pace files at their native frame rate; false "
                            "sends as fast as downstream accepts (backpressure, no drops).")
     loop: bool = Field(False, description="Restart files and folders at their end.")

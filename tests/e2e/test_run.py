@@ -125,15 +125,12 @@ def test_killed_detector_is_restarted_and_the_stream_resumes(tmp_path, model_nam
     assert not psutil.pid_exists(old_pid) or psutil.Process(old_pid).status() == "zombie"
 
 
-def test_crash_looping_service_is_given_up_on(tmp_path, model_name):
-    # given a detector that crashes at every start (an invalid option)
-    args = ["run", "--source", str(clip_path("face-demographics-walking-and-pause.mp4")),
-            "--http-base-port", "0", "--no-progress", "--model", model_name,
-            "--max-restarts", "2", "--service-arg", "detector=--input-size=99999"]
+def run_to_end(args, tmp_path, timeout=120):
+    """Run the CLI until it exits; ``(rc, stdout, stderr, every child pid seen)``."""
     proc = start_cli(args, tmp_path)
     children = []
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + timeout
         while proc.poll() is None and time.monotonic() < deadline:
             children += [c for c in descendants(proc.pid) if c not in children]
             time.sleep(0.1)
@@ -142,13 +139,45 @@ def test_crash_looping_service_is_given_up_on(tmp_path, model_name):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+    return (rc, (tmp_path / "stdout.txt").read_text(), (tmp_path / "stderr.txt").read_text(),
+            children)
+
+
+def test_crash_looping_service_is_given_up_on(tmp_path, model_name):
+    # given a detector that crashes at every start (its input cannot be bound)
+    args = ["run", "--source", str(clip_path("face-demographics-walking-and-pause.mp4")),
+            "--http-base-port", "0", "--no-progress", "--model", model_name,
+            "--max-restarts", "2",
+            "--service-arg", f"detector=--input=bind:ipc://{tmp_path}/no/such/dir/x"]
+    rc, stdout, stderr, children = run_to_end(args, tmp_path)
     # then it gives up after 2 restarts with a clear message and a non-zero exit code
-    stderr = (tmp_path / "stderr.txt").read_text()
     assert rc == 3, stderr[-2000:]
     assert "detector died" in stderr and "giving up" in stderr
-    assert "input_size" in stderr  # the crashing service's own error is shown
-    assert re.search(r"restarts\s+detector 2", (tmp_path / "stdout.txt").read_text())
+    assert "no/such/dir" in stderr  # the crashing service's own error is shown
+    assert re.search(r"restarts\s+detector 2", stdout)
     # and no process is left behind
+    assert alive(children) == []
+
+
+@pytest.mark.parametrize("what,service_args,message", [
+    ("missing file", [], "cannot open source"),
+    ("invalid detector option", ["--service-arg", "detector=--input-size=99999"], "input_size"),
+])
+def test_refused_configuration_stops_at_once_without_restarts(tmp_path, model_name, what,
+                                                               service_args, message):
+    # given a source that cannot be opened, or a service option out of bounds
+    source = tmp_path / "absent.mp4" if what == "missing file" else \
+        clip_path("face-demographics-walking-and-pause.mp4")
+    args = ["run", "--source", str(source), "--http-base-port", "0", "--no-progress",
+            "--model", model_name, "--out", str(tmp_path / "out"), *service_args]
+    rc, stdout, stderr, children = run_to_end(args, tmp_path)
+    # then the run exits 2 with the service's own error, without restarting it
+    assert rc == 2, stderr[-2000:]
+    assert "refused its configuration" in stderr and " died " not in stderr
+    assert "FAILED" in stdout and message in stdout + stderr
+    assert not re.search(r"restarts\s+\w+ \d", stdout)
+    # and the summary names no output that was never written; nothing is left running
+    assert "annotated.mp4" not in stdout
     assert alive(children) == []
 
 
@@ -181,3 +210,20 @@ def test_scrape_of_a_service_dying_mid_response_reads_as_unreachable(tmp_path, p
         srv_thread.join(5)
     finally:
         srv.close()
+
+
+def test_folder_of_unreadable_images_reports_its_drops(tmp_path, model_name):
+    # given a folder whose only "images" are text files
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"img{i}.jpg").write_text("not an image")
+    args = ["run", "--source", str(folder), "--http-base-port", "0", "--no-progress",
+            "--model", model_name]
+    rc, stdout, stderr, children = run_to_end(args, tmp_path)
+    # then the run ends normally and its summary counts the 3 drops (from the capture's
+    # final metrics file: the process is gone by the time the summary is made)
+    assert rc == 0, stderr[-2000:]
+    assert re.search(r"drops\s+capture/bad_image 3", stdout), stdout
+    assert "no frame reached the sink" in stdout
+    assert alive(children) == []
