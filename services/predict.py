@@ -50,16 +50,25 @@ class Predictor:
         model: model name or folder (``load_model``).
         detector_backend: ``ssd`` or ``haar``.
         confidence: minimum SSD detection confidence (0..1).
-        threads: thread budget (OpenCV, TensorFlow).
+        threads: thread budget (OpenCV, ONNX Runtime or TensorFlow).
         batch: crops per model call.
         emit: called with each face record.
         pad: SSD border around each image, fraction of its longer side (``SSDDetector``).
+        runtime: ``auto``, ``onnx`` or ``keras`` (``load_model``).
+
+    Raises:
+        FileNotFoundError: no such model.
+        ValueError: the runtime is unavailable for it, or a bad detector setting.
     """
 
     def __init__(self, model: str, detector_backend: str, confidence: float, threads: int,
-                 batch: int, emit, pad: float = 0.5):
+                 batch: int, emit, pad: float = 0.5, runtime: str = "auto"):
+        from services.classifier.model import choose_runtime, resolve_model_dir
         from services.detector.backends import make_detector
+        folder = resolve_model_dir(model)  # fail now, not at the first face
+        choose_runtime(folder, json.loads((folder / "meta.json").read_text()), runtime)
         self.model_name = model
+        self.runtime = runtime
         self.threads = threads
         self.batch = batch
         self.emit = emit
@@ -87,7 +96,8 @@ class Predictor:
             return
         if self._model is None:
             from services.classifier.model import load_model
-            self._model = load_model(self.model_name, threads=self.threads)
+            self._model = load_model(self.model_name, threads=self.threads,
+                                     runtime=self.runtime)
         items, self._pending = self._pending, []
         for i in range(0, len(items), self.batch):
             chunk = items[i:i + self.batch]
@@ -105,18 +115,21 @@ class Predictor:
 @click.option("--confidence", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.5,
               show_default=True, help="Minimum face detection confidence (SSD).")
 @click.option("--threads", type=click.IntRange(1, 64), default=2, show_default=True,
-              help="Thread budget (OpenCV, TensorFlow).")
+              help="Thread budget (OpenCV, ONNX Runtime or TensorFlow).")
+@click.option("--runtime", type=click.Choice(["auto", "onnx", "keras"]), default="auto",
+              show_default=True, help="Model runtime (auto: ONNX Runtime when the model "
+              "has an ONNX export, else Keras).")
 @click.option("--batch", type=click.IntRange(1, 1024), default=32, show_default=True,
               help="Face crops per model call.")
 @click.option("--pad", type=click.FloatRange(0.0, 2.0), default=0.5, show_default=True,
               help="Black border added around each image before SSD detection, as a "
                    "fraction of its longer side: close-ups (a face filling the photo) need "
                    "it; use 0 for wide photos with small faces.")
-def command(paths, model, detector_backend, confidence, threads, batch, pad):
+def command(paths, model, detector_backend, confidence, threads, batch, pad, runtime):
     """Age and gender of every face in image files or folders: one JSON object per face
     per line on stdout; problems go to stderr and the batch goes on."""
     from common.service import set_thread_budget
-    set_thread_budget(threads)  # before TensorFlow is imported
+    set_thread_budget(threads)  # before any runtime is imported
     from services.capture.images import BadImage, read_image
 
     files = expand(list(paths))
@@ -130,7 +143,8 @@ def command(paths, model, detector_backend, confidence, threads, batch, pad):
         sys.stdout.flush()
 
     try:
-        predictor = Predictor(model, detector_backend, confidence, threads, batch, emit, pad)
+        predictor = Predictor(model, detector_backend, confidence, threads, batch, emit, pad,
+                              runtime)
     except (FileNotFoundError, ValueError) as exc:
         click.echo(f"error: {exc}", err=True)
         raise SystemExit(2)

@@ -83,6 +83,16 @@ def test_predict_fails_only_when_nothing_can_be_read(tmp_path):
     assert r.stdout == ""
 
 
+def test_predict_refuses_an_unavailable_runtime_before_reading_images(tmp_path):
+    # given the seed model, which ships no ONNX export
+    (tmp_path / "x.png").write_bytes(b"garbage")
+    # when predict is asked to run it on ONNX Runtime
+    r = run_predict(["--model", "seed", "--runtime", "onnx", str(tmp_path / "x.png")])
+    # then it stops at once with a usage-class error naming the reason
+    assert r.returncode == 2 and "no ONNX export" in r.stderr
+    assert "garbage" not in r.stderr and r.stdout == ""
+
+
 def test_run_help_lists_the_options():
     result = CliRunner().invoke(main, ["run", "--help"])
     assert result.exit_code == 0

@@ -154,6 +154,9 @@ def export_command(model, fmt, out, verbose):
     from services.classifier.model import resolve_model_dir
     from training.export import export_onnx, export_saved_model
 
+    if fmt == "onnx" and out is not None:
+        raise click.UsageError("--out is for --format saved_model; the ONNX export goes "
+                               "into the model folder, next to the Keras file it checks")
     try:
         if fmt == "onnx":
             click.echo(json.dumps(export_onnx(model), indent=2))

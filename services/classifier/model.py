@@ -195,7 +195,7 @@ def resolve_model_dir(name_or_path: str) -> Path:
     if not (path / "meta.json").is_file():
         raise FileNotFoundError(f"no model {name_or_path!r}: expected a folder with meta.json "
                                 f"(models/<name>/ or a path); shipped: "
-                                f"{sorted(p.name for p in MODELS_DIR.glob('*/meta.json'))}"
+                                f"{sorted(p.parent.name for p in MODELS_DIR.glob('*/meta.json'))}"
                                 if MODELS_DIR.is_dir() else f"no model {name_or_path!r}")
     return path
 

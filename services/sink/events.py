@@ -13,7 +13,7 @@ events.jsonl (one JSON object per frame, one line each, flushed per line)::
                 "gender_confidence": float (0..1),
                 "track": int (face track id, per stream, from 1) or null}]}
 
-Age, age range and gender are averaged over the face's track (the sink's
+Age, age range and gender are medians over the face's track (the sink's
 ``track_window`` last frames, :mod:`services.sink.tracking`); ``track_window`` 1 gives the
 classifier's per-frame values.
 """

@@ -8,9 +8,12 @@ systems do (for example Savant's age/gender sample smooths per track).
 Association is greedy by intersection over union (IoU) of bounding boxes between a
 stream's live tracks and the new frame's detections, highest IoU first, at least
 ``iou_min``. A detection left over starts a new track; a track unseen for ``max_gap_s``
-seconds of capture time ends. Estimates are averaged over the track's last ``window``
-frames: the probability of ``female`` (``gender_confidence`` turned into P(female)), the
-age and the age interval's bounds.
+seconds of capture time ends. Estimates are smoothed over the track's last ``window``
+frames with the median: of the probability of ``female`` (``gender_confidence`` turned into
+P(female)), of the age and of each bound of the age interval. The median, unlike the mean,
+lets one confident misreading be outvoted by the following frames (the median of P(female)
+is at least 0.5 exactly when at least half of the frames read female), and keeps
+``low <= age <= high`` because it preserves order.
 """
 
 from __future__ import annotations
@@ -50,7 +53,8 @@ class FaceTracker:
     """Track ids and smoothed age/gender for the faces of ``result`` frames.
 
     Args:
-        window: frames averaged per track (1: per-frame values, tracks still assigned).
+        window: frames smoothed over per track (1: per-frame values, tracks still
+            assigned).
         iou_min: least IoU for a detection to continue a track.
         max_gap_s: a track unseen for longer than this (capture time, seconds) ends.
         on_new_track: called with the stream name whenever a track starts (metrics).
@@ -79,7 +83,7 @@ class FaceTracker:
             New face dicts, same order, with ``track`` (int, per stream, from 1; ``None``
             for a frame older than one already seen of its stream, which is passed on
             unsmoothed) and ``age``, ``age_range``, ``gender``, ``gender_confidence``
-            averaged over the track's last ``window`` frames.
+            smoothed (median) over the track's last ``window`` frames.
         """
         if t_capture_s < self._last_t.get(stream, float("-inf")):
             return [dict(f, track=None) for f in faces]
@@ -127,15 +131,16 @@ class FaceTracker:
         gender, conf = face.get("gender"), face.get("gender_confidence")
         if gender in ("female", "male") and conf is not None:
             track.p_female.append(conf if gender == "female" else 1.0 - conf)
-            p = float(np.mean(track.p_female))
+            p = float(np.median(track.p_female))
             out["gender"] = "female" if p >= 0.5 else "male"
             out["gender_confidence"] = round(max(p, 1.0 - p), 4)
         if face.get("age") is not None:
             track.age.append(float(face["age"]))
-            out["age"] = round(float(np.mean(track.age)), 2)
+            out["age"] = round(float(np.median(track.age)), 2)
         rng = face.get("age_range")
         if rng is not None:
             track.lo.append(rng[0])
             track.hi.append(rng[1])
-            out["age_range"] = [int(round(np.mean(track.lo))), int(round(np.mean(track.hi)))]
+            out["age_range"] = [int(np.floor(np.median(track.lo))),
+                                int(np.ceil(np.median(track.hi)))]
         return out
