@@ -3,7 +3,7 @@
 The receive path does only what must be timed or must not be lost: it measures each
 frame's end-to-end latency (receive time minus ``t_capture_ns``) into
 ``agegender_e2e_latency_seconds``, assigns face tracks and smooths age and gender over
-them (median) (:mod:`services.sink.tracking`), writes the events.jsonl line (see
+them (median, :mod:`services.sink.tracking`), writes the events.jsonl line (see
 :mod:`services.sink.events`) and hands the frame to the :class:`~services.sink.render.Renderer`
 thread, which draws, encodes and shows it. The service exits after end of stream on
 ``expected_streams`` streams (0: runs until stopped).
