@@ -23,12 +23,12 @@ class CaptureConfig(ServiceConfig):
 
     @field_validator("sources")
     @classmethod
-    def _no_empty_source(cls, sources: list[str]) -> list[str]:
-        """An empty string is a mistake (an unset shell variable), not the demo."""
-        for s in sources:
-            if not s.strip() or not s.partition("=")[2].strip() and "=" in s:
-                raise ValueError(f"empty source {s!r}: give a file, folder, URL or camera, "
-                                 "or no source at all for the demo")
+    def _parse_sources(cls, sources: list[str]) -> list[str]:
+        """Each source must parse (:func:`services.capture.sources.parse_spec`): an empty
+        string is a mistake (an unset shell variable), not the demo."""
+        from services.capture.sources import parse_spec
+        for i, spec in enumerate(sources):
+            parse_spec(spec, i)
         return sources
 
     realtime: bool = Field(True, description="Pace files at their native frame rate; false "

@@ -154,21 +154,22 @@ def parse_spec(spec: str, index: int = 0) -> tuple[str, str]:
 
     ``NAME`` is taken only when the text before the first ``=`` is a plain name
     (letters, digits, ``_.-``; no ``/`` or ``:``), so URLs with query strings stay whole.
-    Default names: ``demo`` for the demo, the file or folder name without suffix, ``camN``
+    Default names: ``demo`` for ``"demo"``, the file or folder name without suffix, ``camN``
     for cameras and network URLs (``N`` = ``index`` for URLs, the device number for
     cameras).
 
     Raises:
         ValueError: the URI part is empty.
     """
-    spec = spec.strip()
+    given, spec = spec, spec.strip()
     name = ""
     head, sep, rest = spec.partition("=")
     if sep and _NAME_RE.match(head):
         name, spec = head, rest.strip()
-    uri = spec or "demo"
+    uri = spec
     if not uri:
-        raise ValueError("empty source")
+        raise ValueError(f"empty source {given!r}: give a file, folder, URL or camera, or no "
+                         "source at all for the demo")
     if not name:
         kind = source_kind(uri)
         if kind == "demo":

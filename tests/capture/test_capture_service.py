@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 
 import cv2
 import numpy as np
@@ -227,12 +228,22 @@ def test_cli_process_sends_file_and_exits_0_and_stops_on_sigterm(clip):
             proc.wait()
     assert sum(m.kind == "frame" for m in msgs) == 41
     # given a looping run with nobody downstream / when SIGTERM / then it exits within 2 s
+    http_port = free_port()
     proc = subprocess.Popen([exe, "capture", "--sources", str(clip(CLIP)), "--loop", "true",
                              "--output", f"bind:tcp://127.0.0.1:{free_port()}",
-                             "--http-port", "0"], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                             "--http-port", str(http_port), "--http-host", "127.0.0.1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        time.sleep(3.0)
+        # running once its HTTP server answers (signal handlers are installed before it)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/healthz",
+                                            timeout=1):
+                    break
+            except OSError:
+                time.sleep(0.1)
+        time.sleep(0.5)
         assert proc.poll() is None
         t0 = time.monotonic()
         proc.send_signal(signal.SIGTERM)

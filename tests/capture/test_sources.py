@@ -36,7 +36,6 @@ def _drain(source, limit=10_000):
 
 @pytest.mark.parametrize("spec,expected", [
     ("demo", ("demo", "demo")),
-    ("", ("demo", "demo")),
     ("/data/clips/lobby cam.mp4", ("lobby_cam", "/data/clips/lobby cam.mp4")),
     ("door=/data/clips/x.mp4", ("door", "/data/clips/x.mp4")),
     ("rtsp://user:pw@10.0.0.5/live?ch=1&sub=0", ("cam3", "rtsp://user:pw@10.0.0.5/live?ch=1&sub=0")),
@@ -47,6 +46,12 @@ def _drain(source, limit=10_000):
 def test_parse_spec_names_streams(spec, expected):
     # given a source string / when parsed (as the 4th source) / then name and URI split right
     assert parse_spec(spec, index=3) == expected
+
+
+@pytest.mark.parametrize("spec", ["", "  ", "door="])
+def test_parse_spec_refuses_an_empty_source(spec):
+    with pytest.raises(ValueError, match="empty source"):
+        parse_spec(spec)
 
 
 def test_source_kind_classifies_uris(tmp_path):
