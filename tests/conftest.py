@@ -53,6 +53,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_http(port: int, path: str = "/healthz", timeout_s: float = 60.0) -> None:
+    """Wait until ``http://127.0.0.1:port{path}`` answers 200 (a service process is up:
+    its signal handlers are installed before its HTTP server starts).
+
+    Raises:
+        AssertionError: not within ``timeout_s``.
+    """
+    import time
+    import urllib.request
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"nothing answered 200 on :{port}{path} within {timeout_s} s")
+
+
 @pytest.fixture
 def port():
     """A free TCP port on 127.0.0.1."""

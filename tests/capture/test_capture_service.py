@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 
 import cv2
 import numpy as np
@@ -21,7 +20,7 @@ from common import wire
 from services.capture.config import CaptureConfig
 from services.capture.main import main as capture_main
 from services.detector.main import newest_live
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_http
 
 CLIP = "face-demographics-walking-and-pause.mp4"
 
@@ -234,15 +233,7 @@ def test_cli_process_sends_file_and_exits_0_and_stops_on_sigterm(clip):
                              "--http-port", str(http_port), "--http-host", "127.0.0.1"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        # running once its HTTP server answers (signal handlers are installed before it)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/healthz",
-                                            timeout=1):
-                    break
-            except OSError:
-                time.sleep(0.1)
+        wait_http(http_port)  # running: signal handlers installed
         time.sleep(0.5)
         assert proc.poll() is None
         t0 = time.monotonic()

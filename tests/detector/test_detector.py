@@ -21,7 +21,7 @@ from services.detector.backends import Detection, SSDDetector, clip_box, make_de
 from services.detector.config import DetectorConfig
 from services.detector.main import (BadFrame, detect_faces, main as detector_main,
                                     newest_live, process_frame)
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_http
 
 WALKING = "face-demographics-walking-and-pause.mp4"
 
@@ -293,12 +293,15 @@ def test_detector_service_drops_older_live_frames_when_behind(clip):
 def test_detector_cli_process_stops_within_2s_without_peers():
     # given `agegender detector` as a process whose peers never connect
     exe = os.path.join(os.path.dirname(sys.executable), "agegender")
+    http_port = free_port()
     proc = subprocess.Popen([exe, "detector", "--input",
                              f"connect:tcp://127.0.0.1:{free_port()}", "--output",
-                             f"connect:tcp://127.0.0.1:{free_port()}", "--http-port", "0"],
+                             f"connect:tcp://127.0.0.1:{free_port()}", "--http-port",
+                             str(http_port), "--http-host", "127.0.0.1"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        time.sleep(4.0)                            # model loaded, loop running
+        wait_http(http_port, "/readyz")            # model loaded
+        time.sleep(1.0)                            # loop running
         assert proc.poll() is None
         t0 = time.monotonic()
         proc.send_signal(signal.SIGTERM)
