@@ -99,6 +99,11 @@ def dashboard() -> dict:
         panel(15, "Process restarts (agegender run, 1 h)",
               [("sum by (service) (increase(agegender_process_restarts_total[1h]))",
                 "{{service}}")], 12, 48, kind="stat"),
+        panel(16, "People seen (face tracks started)",
+              [("sum(increase(agegender_sink_face_tracks_total[5m]))", "per 5 min"),
+               ("sum(increase(agegender_sink_face_tracks_total[1h]))", "per hour")],
+              0, 56, description="Tracks started at the sink: about the number of people "
+              "seen (a face lost for longer than track_max_gap_s counts again)."),
     ]
     return {
         "uid": "agegender-pipeline",
