@@ -45,10 +45,15 @@ WEAKNESSES = {
 * UTKFace faces are aligned, frontal, mostly well lit portraits; surveillance video
   (small, blurry, turned or tilted faces) is harder. A low-resolution augmentation helps but
   does not close the gap: per-frame predictions fluctuate, smooth them per track.
-* Training history: a first 30-epoch run (50 min) used crops from the SSD without a
-  border, which on UTKFace close-ups returns the lower-right quadrant of the face (found
-  afterwards, see `docs/models.md`); this model starts from those weights and was then
-  trained on whole-face crops (SSD with `pad=0.5`) for the time given under "Training".
+* Training history (three runs, each starting from the previous one's best weights):
+  30 epochs (50 min) on crops from the SSD without a border, which on UTKFace close-ups
+  returns the lower-right quadrant of the face (found afterwards, see `docs/models.md`);
+  21 min on whole-face crops (SSD with `pad=0.5`); then the run under "Training", with
+  head-roll and colour augmentation and weight averaging. About 2 CPU-hours in all.
+* Gender on video is much weaker than on the test split: see "Video clips with known
+  genders" above. Heads that roll strongly, older women with short hair and glasses, and
+  small blurry faces are read wrongly for many frames in a row, so the sink's per-track
+  median cannot repair them.
 * Video faces are small (35-45 px on the demo clip) and their SSD boxes are narrower
   (w/h ~0.65) than on UTKFace chips (~0.84); check "Demo clip" above.
 * Gender is a binary label as annotated in UTKFace; it is an appearance estimate, not an
@@ -59,12 +64,11 @@ WEAKNESSES = {
   adults, so its errors outside 20-50 are large by design; compare it with `compact` on the
   20-29 .. 40-49 bands.
 * Large (2.4 M parameters per network, most in the Dense(64) after Flatten) and slow on CPU;
-  trained for a short time budget only (see "Training"), far from convergence.
-* Same dataset biases as `compact` (UTKFace demographics, frontal aligned faces).
-* **Trained on the wrong crops**: its training and test crops came from the SSD without a
-  border, which on UTKFace close-ups returns the lower-right quadrant of the face (found
-  afterwards, see `docs/models.md`). Its numbers are kept for the record; retrain it with
-  `agegender train --model seed` (the cache now crops whole faces) before comparing.""",
+  trained from scratch for the short budget under "Training" on one CPU thread shared with
+  another job, far from convergence (the thesis trained until early stopping with patience
+  50 on a GPU).
+* Same dataset biases as `compact` (UTKFace demographics, frontal aligned faces); no
+  roll augmentation, so tilted heads are harder still.""",
 }
 
 
