@@ -116,7 +116,7 @@ def render(model_dir: Path, report: dict, video: dict | None) -> str:
         f"(batch {t.get('batch_size')}, Adam {t.get('lr')}, augmentation "
         f"{'on' if t.get('augment') else 'off'}, age re-weighting "
         f"{'on' if t.get('balance') else 'off'}) on {t.get('hardware', '?')}, "
-        f"TensorFlow {t.get('tensorflow', '?')}, shared with other jobs (niced).",
+        f"TensorFlow {t.get('tensorflow', '?')}, on a machine shared with other jobs.",
         *([f"* Exported weights: {t['weights']}."] if t.get("weights") else []),
         *([f"* Started from `{Path(t['init_weights']).name}` of an earlier run (see "
            "\"Known weaknesses\" for its history)."] if t.get("init_weights") else []),
