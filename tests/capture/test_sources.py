@@ -170,9 +170,9 @@ def test_folder_loops_when_asked(tmp_path):
 
 
 def test_demo_source_is_a_short_scene_with_a_face(caplog):
-    # given no source (the demo) / when opened and read
+    # given the demo source (what capture plays when no source is configured)
     with caplog.at_level(logging.INFO, logger="services.capture.sources"):
-        src = open_source("", SourceOptions())
+        src = open_source("demo", SourceOptions())
     assert isinstance(src, DemoSource) and src.name == "demo" and src.fps == 15
     assert any("DEMO" in r.getMessage() for r in caplog.records)   # says it is the demo
     frames = _drain(src)
