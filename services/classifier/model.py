@@ -313,6 +313,7 @@ class AgeGenderModel:
     def _run_onnx(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """ONNX Runtime counterpart of :meth:`_forward` (same outputs, numpy in and out)."""
         def run(head, pixels):
+            """Outputs of network ``head`` for ``(N, H, W, C)`` float32 pixels."""
             sess = self._sessions[head]
             return sess.run(None, {sess.get_inputs()[0].name: pixels})
 
