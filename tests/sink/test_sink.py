@@ -18,7 +18,7 @@ from services.sink.config import SinkConfig
 from services.sink.events import EVENT_KEYS, FACE_KEYS
 from services.sink.main import main
 from services.sink.render import face_label
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_http
 
 
 def result_message(stream, seq, n_faces, width=160, height=120, age_range=True, fps=12.0):
@@ -73,14 +73,7 @@ def get(url, timeout=3):
 
 
 def wait_ready(port):
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            if get(f"http://127.0.0.1:{port}/readyz")[0] == 200:
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError("sink never became ready")
+    wait_http(port, "/readyz", 10)
 
 
 def test_two_streams_give_events_videos_and_exit_after_both_end(sink_run):
