@@ -179,6 +179,7 @@ class Child:
         with open(self.log_path, "ab") as logf:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "services.cli", self.name, *self.args,
+                 "--metrics-file", str(self.metrics_file),
                  *(self.restart_args if self.total_restarts else [])],
                 stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                 start_new_session=True, preexec_fn=_die_with_parent)
@@ -298,8 +299,7 @@ class Stack:
             args["sink"] += ["--trace-path", str(Path(opts.trace_path).resolve())]
         self.children = {
             s: Child(s, common + ["--http-port", str(ports[s]), "--threads",
-                                  str(opts.threads.get(s, 1)), "--metrics-file",
-                                  str(self.run_dir / "logs" / f"{s}.prom")]
+                                  str(opts.threads.get(s, 1))]
                      + args[s] + list(opts.service_args.get(s, [])),
                      ports[s], self.run_dir / "logs" / f"{s}.log",
                      # a restarted sink appends instead of replacing what it wrote
@@ -410,6 +410,12 @@ class Stack:
             child.start()
             self.up.labels(s).set(1)
         return True
+
+    def failure_code(self) -> int:
+        """Exit code for what made the watchdog stop the stack: :data:`EXIT_CONFIG` (a
+        service refused its configuration), :data:`EXIT_GAVE_UP` (crashed too often), or
+        0 when neither happened."""
+        return EXIT_CONFIG if self.refused else EXIT_GAVE_UP if self.gave_up else EXIT_OK
 
     def status(self) -> dict:
         """The sink's newest status (frames, faces, fps, latency); ``{}`` before any."""
@@ -563,7 +569,7 @@ def run_stack(opts: StackOptions, stop: threading.Event | None = None,
     bar = None
     try:
         if not stack.start():
-            code = EXIT_CONFIG if stack.refused else EXIT_GAVE_UP if stack.gave_up else (
+            code = stack.failure_code() or (
                 EXIT_OK if stack.stop.is_set() else EXIT_START_FAILED)
         else:
             if on_started is not None:
@@ -576,7 +582,7 @@ def run_stack(opts: StackOptions, stop: threading.Event | None = None,
             last_frames, last_change = -1, time.monotonic()
             while not stack.stop.is_set():
                 if not stack.watchdog():
-                    code = EXIT_CONFIG if stack.refused else EXIT_GAVE_UP
+                    code = stack.failure_code()
                     break
                 now = time.monotonic()
                 if now >= next_scrape:

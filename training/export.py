@@ -63,12 +63,12 @@ def export_onnx(model: str | os.PathLike, x: np.ndarray | None = None,
 
     Raises:
         ValueError: an exported network differs from its Keras original by more than
-            ``tolerance`` (nothing is written to ``meta.json``).
+            ``tolerance`` (the model folder is left as it was).
         ImportError: ``tf2onnx``, ``onnx`` or ``onnxruntime`` missing.
     """
     import onnx
 
-    from services.classifier.model import _onnx_session
+    from services.classifier.model import onnx_session
 
     directory = resolve_model_dir(str(model))
     meta_path = directory / "meta.json"
@@ -83,7 +83,7 @@ def export_onnx(model: str | os.PathLike, x: np.ndarray | None = None,
             net.export(str(tmp_path), format="onnx", verbose=False)
             ref = net(x, training=False)
             ref = ref if isinstance(ref, (list, tuple)) else [ref]
-            sess = _onnx_session(tmp_path, threads=None)
+            sess = onnx_session(tmp_path, threads=None)
             got = sess.run(None, {sess.get_inputs()[0].name: x})
             diff = max(float(np.max(np.abs(np.asarray(r) - g))) for r, g in zip(ref, got))
             if diff > tolerance:
@@ -92,8 +92,9 @@ def export_onnx(model: str | os.PathLike, x: np.ndarray | None = None,
             worst = max(worst, diff)
             opset = max(i.version for i in onnx.load(str(tmp_path)).opset_import
                         if i.domain in ("", "ai.onnx"))
-            shutil.move(str(tmp_path), directory / f"{head}.onnx")
             files[head] = f"{head}.onnx"
+        for head, name in files.items():  # every network passed: only now replace files
+            shutil.move(str(Path(tmp) / name), directory / name)
     meta["onnx"] = {"files": files, "max_abs_diff": float(f"{worst:.3g}"),
                     "checked_on": int(len(x)), "opset": int(opset)}
     meta_path.write_text(json.dumps(meta, indent=2))

@@ -234,7 +234,7 @@ def choose_runtime(directory: Path, meta: dict, runtime: str = "auto",
     return "keras"
 
 
-def _onnx_session(path: Path, threads: int | None):
+def onnx_session(path: Path, threads: int | None):
     """An ONNX Runtime CPU session for ``path`` with ``threads`` intra-op threads."""
     import onnxruntime as ort
 
@@ -285,7 +285,7 @@ class AgeGenderModel:
             if self.kind == "compact" else None
         self.runtime = choose_runtime(self.directory, self.meta, runtime, device)
         if self.runtime == "onnx":
-            self._sessions = {head: _onnx_session(self.directory / f, threads)
+            self._sessions = {head: onnx_session(self.directory / f, threads)
                               for head, f in self.meta["onnx"]["files"].items()}
             return
         tf = configure_tensorflow(threads, device)
