@@ -55,6 +55,7 @@ class Predictor:
         emit: called with each face record.
         pad: SSD border around each image, fraction of its longer side (``SSDDetector``).
         runtime: ``auto``, ``onnx`` or ``keras`` (``load_model``).
+        align: turn rolled heads upright first (``load_model(align="roll")``).
 
     Raises:
         FileNotFoundError: no such model.
@@ -62,13 +63,15 @@ class Predictor:
     """
 
     def __init__(self, model: str, detector_backend: str, confidence: float, threads: int,
-                 batch: int, emit, pad: float = 0.5, runtime: str = "auto"):
+                 batch: int, emit, pad: float = 0.5, runtime: str = "auto",
+                 align: bool = True):
         from services.classifier.model import choose_runtime, resolve_model_dir
         from services.detector.backends import make_detector
         folder = resolve_model_dir(model)  # fail now, not at the first face
         choose_runtime(folder, json.loads((folder / "meta.json").read_text()), runtime)
         self.model_name = model
         self.runtime = runtime
+        self.align = "roll" if align else None
         self.threads = threads
         self.batch = batch
         self.emit = emit
@@ -97,7 +100,7 @@ class Predictor:
         if self._model is None:
             from services.classifier.model import load_model
             self._model = load_model(self.model_name, threads=self.threads,
-                                     runtime=self.runtime)
+                                     runtime=self.runtime, align=self.align)
         items, self._pending = self._pending, []
         for i in range(0, len(items), self.batch):
             chunk = items[i:i + self.batch]
@@ -125,7 +128,9 @@ class Predictor:
               help="Black border added around each image before SSD detection, as a "
                    "fraction of its longer side: close-ups (a face filling the photo) need "
                    "it; use 0 for wide photos with small faces.")
-def command(paths, model, detector_backend, confidence, threads, batch, pad, runtime):
+@click.option("--align/--no-align", default=True, show_default=True,
+              help="Turn rolled heads upright before classification (models/roll).")
+def command(paths, model, detector_backend, confidence, threads, batch, pad, runtime, align):
     """Age and gender of every face in image files or folders: one JSON object per face
     per line on stdout; problems go to stderr and the batch goes on."""
     from common.service import set_thread_budget
@@ -144,7 +149,7 @@ def command(paths, model, detector_backend, confidence, threads, batch, pad, run
 
     try:
         predictor = Predictor(model, detector_backend, confidence, threads, batch, emit, pad,
-                              runtime)
+                              runtime, align)
     except (FileNotFoundError, ValueError) as exc:
         click.echo(f"error: {exc}", err=True)
         raise SystemExit(2)

@@ -27,8 +27,9 @@ def _logging(verbose: bool) -> None:
 
 
 @click.command("train")
-@click.option("--model", "model", type=click.Choice(["seed", "compact"]), default="compact",
-              show_default=True, help="Model family to train.")
+@click.option("--model", "model", type=click.Choice(["seed", "compact", "roll"]),
+              default="compact", show_default=True,
+              help="Model family to train (roll: the head-roll estimator used for alignment).")
 @click.option("--dataset", default=DEFAULT_DATASET, show_default=True,
               help="utkface=FOLDER (UTKFace-named images), imdb=imdb.mat or wiki=wiki.mat.")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
@@ -39,8 +40,8 @@ def _logging(verbose: bool) -> None:
 @click.option("--epochs", type=click.IntRange(1, 10000), default=60, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=None,
               help="[default: 128 seed, 64 compact]")
-@click.option("--lr", type=click.FloatRange(1e-7, 1.0), default=1e-3, show_default=True,
-              help="Adam learning rate.")
+@click.option("--lr", type=click.FloatRange(1e-7, 1.0), default=None,
+              help="Adam learning rate [default: 2e-3 roll, 1e-3 others].")
 @click.option("--patience", type=click.IntRange(1, 10000), default=None,
               help="Early-stopping patience, epochs [default: 50 seed, 10 compact].")
 @click.option("--max-minutes", type=click.FloatRange(0.1, None), default=None,
@@ -66,6 +67,14 @@ def train_command(model, dataset, out, name, run_dir, epochs, batch_size, lr, pa
 
     name = name or model
     out = out or str(ROOT / "models" / name)
+    if model == "roll":
+        from training.roll import train_roll
+
+        info = train_roll(dataset, out, epochs=epochs, batch_size=batch_size or 128,
+                          lr=lr or 2e-3, max_minutes=max_minutes, threads=threads, limit=limit)
+        click.echo(json.dumps(info, indent=2))
+        return
+    lr = lr or 1e-3
     run_dir = run_dir or str(cache_dir() / "runs" / name)
     info = train(model, dataset, out, run_dir, epochs=epochs, batch_size=batch_size, lr=lr,
                  patience=patience, max_minutes=max_minutes, device=device, threads=threads,
@@ -88,18 +97,21 @@ def train_command(model, dataset, out, name, run_dir, epochs, batch_size, lr, pa
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--runtime", type=click.Choice(["auto", "onnx", "keras"]), default="auto",
               show_default=True, help="ONNX Runtime or Keras (auto: ONNX when exported).")
+@click.option("--align/--no-align", default=True, show_default=True,
+              help="Turn rolled heads upright first (models/roll), as the pipeline does.")
 @_device
 @_threads
 @click.option("-v", "--verbose", is_flag=True)
-def evaluate_command(model, dataset, split, limit, latency, as_json, runtime, device, threads,
-                     verbose):
+def evaluate_command(model, dataset, split, limit, latency, as_json, runtime, align, device,
+                     threads, verbose):
     """Age MAE, gender accuracy, per age band / gender, interval coverage, latency."""
     _logging(verbose)
     from services.classifier.model import load_model
     from training.evaluate import evaluate, format_report
 
     try:
-        m = load_model(model, threads=threads, device=device, runtime=runtime)
+        m = load_model(model, threads=threads, device=device, runtime=runtime,
+                       align="roll" if align else None)
         report = evaluate(m, dataset, split=split, limit=limit, with_latency=latency,
                           progress=sys.stderr.isatty())
     except (FileNotFoundError, ValueError) as exc:

@@ -71,11 +71,13 @@ def check_clip(model, clip: str, expect: list[str], detector=None) -> dict:
 @click.option("--expect", default="female,male,female", show_default=True,
               help="Genders left to right, comma separated.")
 @click.option("--threads", type=int, default=None)
-def main(model, clip, expect, threads):
+@click.option("--align/--no-align", default=True, show_default=True,
+              help="Turn rolled heads upright first (models/roll), as the pipeline does.")
+def main(model, clip, expect, threads, align):
     """Print the gender-order check as JSON."""
     from services.classifier.model import load_model
 
-    m = load_model(model, threads=threads)
+    m = load_model(model, threads=threads, align="roll" if align else None)
     click.echo(json.dumps({"model": m.name, "clip": clip,
                            **check_clip(m, clip, [e.strip() for e in expect.split(",")])},
                           indent=2))

@@ -70,7 +70,8 @@ def _load_model(cfg: ClassifierConfig, stop: threading.Event):
         """Load and warm up the model (imports its runtime) off the main thread."""
         try:
             from services.classifier.model import load_model  # imports the runtime
-            model = load_model(cfg.model, threads=cfg.threads, runtime=cfg.runtime)
+            model = load_model(cfg.model, threads=cfg.threads, runtime=cfg.runtime,
+                               align=cfg.align or None)
             model.warmup(cfg.max_batch)
             box["model"] = model
         except BaseException as exc:  # handed to the main thread and re-raised there

@@ -254,12 +254,15 @@ class AgeGenderModel:
         threads: intra-op thread budget of the runtime (``None``: its default).
         device: ``"auto"``, ``"cpu"`` or ``"gpu"``.
         runtime: ``"auto"``, ``"onnx"`` or ``"keras"`` (see :func:`choose_runtime`).
+        aligner: a :class:`services.classifier.align.RollEstimator` that turns rolled
+            heads upright in :meth:`predict` (``None``: crops are used as cut).
 
     Attributes:
         name: model name (``meta["name"]``).
         meta: the parsed ``meta.json``.
         spec: network input size.
         runtime: ``"onnx"`` or ``"keras"``, the one in use.
+        aligner: the roll estimator or ``None``.
         trace_count: number of TensorFlow graph traces so far (Keras runtime; always 0 on
             ONNX Runtime, which has no tracing); stays constant across batch sizes after
             :meth:`warmup` (the graph has a ``[None, H, W, C]`` input signature).
@@ -269,8 +272,9 @@ class AgeGenderModel:
     """
 
     def __init__(self, directory: str | os.PathLike, threads: int | None = None,
-                 device: str = "auto", runtime: str = "auto"):
+                 device: str = "auto", runtime: str = "auto", aligner=None):
         self.directory = Path(directory)
+        self.aligner = aligner
         self.meta = json.loads((self.directory / "meta.json").read_text())
         self.name = str(self.meta.get("name", self.directory.name))
         self.kind = self.meta["kind"]
@@ -383,6 +387,8 @@ class AgeGenderModel:
     def predict(self, crops: list[np.ndarray]) -> list[dict]:
         """Age and gender of each face crop.
 
+        Crops are turned upright first when the model has an :attr:`aligner`.
+
         Args:
             crops: face crops, each ``(h, w, 3)`` uint8 BGR exactly as the detector box cut
                 it (any size).
@@ -404,6 +410,9 @@ class AgeGenderModel:
                 batch[i] = resize_crop(crop, self.spec)
             except ValueError as exc:
                 raise ValueError(f"crop {i}: {exc}") from None
+        if self.aligner is not None:
+            crops, _ = self.aligner.upright(crops)
+            batch = np.stack([resize_crop(c, self.spec) for c in crops])
         out = self.predict_arrays(batch)
         results = []
         for i in range(len(crops)):
@@ -425,7 +434,8 @@ class AgeGenderModel:
 
 
 def load_model(name_or_path: str = "compact", threads: int | None = None,
-               device: str = "auto", runtime: str = "auto") -> AgeGenderModel:
+               device: str = "auto", runtime: str = "auto",
+               align: str | None = "roll") -> AgeGenderModel:
     """Load a shipped model by name (``"compact"``, ``"seed"``) or a model folder path.
 
     Args:
@@ -433,13 +443,22 @@ def load_model(name_or_path: str = "compact", threads: int | None = None,
         threads: intra-op thread budget of the runtime (``None``: its default).
         device: ``"auto"`` (GPU when present), ``"cpu"`` or ``"gpu"``.
         runtime: ``"auto"``, ``"onnx"`` or ``"keras"`` (see :func:`choose_runtime`).
+        align: roll estimator (name under ``models/`` or folder) that turns rolled heads
+            upright before classification (:mod:`services.classifier.align`); ``None``:
+            no alignment.
 
     Raises:
-        FileNotFoundError: no such model folder.
+        FileNotFoundError: no such model or roll estimator folder.
         ValueError: unknown model kind in ``meta.json``; runtime unavailable.
     """
-    return AgeGenderModel(resolve_model_dir(name_or_path), threads=threads, device=device,
-                          runtime=runtime)
+    directory = resolve_model_dir(name_or_path)
+    aligner = None
+    if align:
+        from services.classifier.align import load_roll_estimator
+
+        aligner = load_roll_estimator(align, threads=threads, runtime=runtime, device=device)
+    return AgeGenderModel(directory, threads=threads, device=device, runtime=runtime,
+                          aligner=aligner)
 
 
 def band_of(age: float) -> str:

@@ -93,3 +93,23 @@ def test_evaluate_missing_folder_is_a_clear_error(tmp_path, cache_env):
         "--model", "compact", "--dataset", f"utkface={tmp_path / 'absent'}", "--no-latency"])
     assert result.exit_code != 0
     assert "not found" in result.output
+
+
+def test_train_roll_estimator_one_epoch(face_folder, cache_env, tmp_path):
+    from services.classifier.align import load_roll_estimator
+    from training.cli import train_command
+
+    out = tmp_path / "roll"
+    # given a tiny folder / when the roll estimator is trained for one epoch via the CLI
+    result = CliRunner().invoke(train_command, [
+        "--model", "roll", "--dataset", f"utkface={face_folder}", "--out", str(out),
+        "--epochs", "1", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    # then a roll model folder with its validation error, threshold and a checked ONNX export
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["kind"] == "roll" and meta["min_degrees"] >= 5
+    assert meta["validation"]["rolled_faces"] > 0 and meta["onnx"]["max_abs_diff"] < 1e-4
+    estimator = load_roll_estimator(str(out), threads=1)
+    assert estimator.runtime == "onnx"
+    angles = estimator.angles(np.zeros((3, 64, 64, 3), np.uint8))
+    assert angles.shape == (3,) and np.all(np.abs(angles) <= meta["max_degrees"])
