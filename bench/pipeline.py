@@ -166,7 +166,7 @@ def run_serial(source: str, model: str, threads: int, max_frames: int = 0) -> di
         if not ok or (max_frames and len(lat) >= max_frames):
             break
         for det in detector.detect(frame):
-            clf.predict([det.crop(frame)])  # one face at a time, as the seed did
+            clf.predict([det.crop(frame, clf.crop_aspect)])  # one face at a time, as the seed did
             faces += 1
         lat.append(time.perf_counter() - t0)
         if len(lat) % 10 == 0:

@@ -82,13 +82,14 @@ class Predictor:
         self._pending: list[tuple[Path, object, object]] = []
 
     def add(self, path: Path, image) -> int:
-        """Detect faces in a ``(H, W, 3) uint8`` BGR image and queue their crops.
+        """Detect faces in a ``(H, W, 3) uint8`` BGR image and queue them (the crops are
+        cut at :meth:`flush`, with the model's ``crop_aspect``).
 
         Returns:
             Number of faces found.
         """
         dets = self.detector.detect(image)
-        self._pending += [(path, d, d.crop(image)) for d in dets]
+        self._pending += [(path, d, image) for d in dets]
         if len(self._pending) >= self.batch:
             self.flush()
         return len(dets)
@@ -104,7 +105,8 @@ class Predictor:
         items, self._pending = self._pending, []
         for i in range(0, len(items), self.batch):
             chunk = items[i:i + self.batch]
-            preds = self._model.predict([c for _, _, c in chunk])
+            aspect = self._model.crop_aspect
+            preds = self._model.predict([d.crop(image, aspect) for _, d, image in chunk])
             for (path, det, _), pred in zip(chunk, preds):
                 self.emit(face_record(path, det, pred))
 

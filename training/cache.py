@@ -72,6 +72,16 @@ def _save_boxes(path: Path, boxes: dict) -> None:
     os.replace(tmp, path)
 
 
+def median_aspect(names: list[str], folder: str | os.PathLike) -> float | None:
+    """Median width/height of the cached detector boxes of ``names`` (file names in
+    ``folder``, as :func:`detect_boxes` stored them), rounded to 3 decimals; ``None`` when
+    none has a face. Stored as ``crop_aspect`` in a model's ``meta.json``."""
+    boxes = _load_boxes(_boxes_path(folder))
+    ratios = [(b[2] - b[0]) / (b[3] - b[1]) for b in (boxes.get(n) for n in names)
+              if b is not None and b[4] > 0 and b[3] > b[1]]
+    return round(float(np.median(ratios)), 3) if ratios else None
+
+
 def read_image(path: str) -> np.ndarray | None:
     """Decode an image file to ``(H, W, 3)`` uint8 BGR, or ``None`` if it cannot be read."""
     image = cv2.imread(path, cv2.IMREAD_COLOR)

@@ -24,6 +24,7 @@ import numpy as np
 from services.classifier.model import InputSpec, age_interval, configure_tensorflow
 from training.architectures import (COMPACT_AGE_BINS, COMPACT_SPEC, SEED_SPEC, build_compact,
                                     build_seed)
+from training.cache import median_aspect
 from training.data import Arrays, load_dataset, split_arrays
 from training.datasets import GENDERS
 
@@ -485,7 +486,9 @@ def store_weights_float16(path: Path) -> None:
 
 
 def export(model: str, parts: dict, out_dir: Path, info: dict) -> None:
-    """Write fresh, uncompiled copies of the trained networks and ``meta.json``."""
+    """Write fresh, uncompiled copies of the trained networks and ``meta.json``
+    (``info["crop_aspect"]``, the median width/height of the training boxes, moves to the
+    top level of ``meta.json``)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     if model == "compact":
         net = build_compact()
@@ -505,7 +508,7 @@ def export(model: str, parts: dict, out_dir: Path, info: dict) -> None:
             "input": {"height": spec.height, "width": spec.width, "channels": spec.channels,
                       "color": "gray" if spec.channels == 1 else "bgr"},
             "files": files, "genders": list(GENDERS), "tta_flip": model == "compact",
-            "training": info}
+            "crop_aspect": info.pop("crop_aspect", None), "training": info}
     if model == "compact":
         meta["age_bins"] = [int(b) for b in COMPACT_AGE_BINS]
     (out_dir / "meta.json").write_text(json.dumps(meta, indent=2))
@@ -608,6 +611,7 @@ def train(model: str, dataset: str, out_dir: str | os.PathLike, run_dir: str | o
     rows = (run_dir / "history.csv").read_text().strip().splitlines()
     info = {"name": name or model, "dataset": dataset,
             "init_weights": str(init_weights) if init_weights else None, "train_images": len(train_a),
+            "crop_aspect": median_aspect(train_a.names, loaded.folder),
             "val_images": len(val_a), "no_face_dropped": loaded.no_face,
             "epochs_run": max(0, len(rows) - 1), "batch_size": batch_size, "lr": lr,
             "augment": augment, "balance": balance,

@@ -51,7 +51,7 @@ def check_clip(model, clip: str, expect: list[str], detector=None) -> dict:
             if len(dets) != n:
                 continue
             with_n += 1
-            preds = model.predict([d.crop(frame) for d in dets])
+            preds = model.predict([d.crop(frame, model.crop_aspect) for d in dets])
             genders = [p["gender"] for p in preds]
             all_ok += genders == list(expect)
             for i, (g, e) in enumerate(zip(genders, expect)):

@@ -17,6 +17,7 @@ from typing import Any, Callable, Protocol
 import numpy as np
 
 from common import wire
+from services.detector.backends import widen_box
 
 
 class Model(Protocol):
@@ -159,6 +160,23 @@ class PendingFrames:
         return msgs
 
 
+def face_crops(msg: wire.Message, aspect: float | None) -> list[np.ndarray]:
+    """The crops of a ``faces`` message for a model trained on ``aspect`` (width/height).
+
+    Without ``aspect`` these are the detector's crops; with it, each face box is widened
+    to ``aspect`` and cut again from the frame the message carries
+    (:func:`services.detector.backends.widen_box`), since the detector's crop holds no
+    pixels beside its box.
+    """
+    if not aspect:
+        return list(msg.crops)
+    out = []
+    for face in msg.header["faces"]:
+        x1, y1, x2, y2 = widen_box(face["box"], aspect, msg.image.shape[1])
+        out.append(msg.image[y1:y2, x1:x2])
+    return out
+
+
 def process_batch(msgs: list[wire.Message], model: Model, max_batch: int,
                   now_ns: Callable[[], int] = time.time_ns,
                   on_batch: Callable[[int, float], None] | None = None) -> list[tuple[Any, list]]:
@@ -175,7 +193,7 @@ def process_batch(msgs: list[wire.Message], model: Model, max_batch: int,
         ``[(msg, frames), ...]``: each input message with its encoded ``result`` frames, in
         the same order.
     """
-    crops = [c for m in msgs for c in m.crops]
+    crops = [c for m in msgs for c in face_crops(m, getattr(model, "crop_aspect", None))]
     preds = classify(crops, model, max_batch, on_batch) if crops else []
     t = now_ns()
     out = []

@@ -263,6 +263,9 @@ class AgeGenderModel:
         spec: network input size.
         runtime: ``"onnx"`` or ``"keras"``, the one in use.
         aligner: the roll estimator or ``None``.
+        crop_aspect: width/height the face boxes are widened to before cutting
+            (``meta["crop_aspect"]``, the median of the training crops; ``None``: boxes
+            are cut as detected); see :func:`services.detector.backends.widen_box`.
         trace_count: number of TensorFlow graph traces so far (Keras runtime; always 0 on
             ONNX Runtime, which has no tracing); stays constant across batch sizes after
             :meth:`warmup` (the graph has a ``[None, H, W, C]`` input signature).
@@ -282,6 +285,7 @@ class AgeGenderModel:
             raise ValueError(f"unknown model kind {self.kind!r} in {self.directory}")
         self.spec = InputSpec.from_meta(self.meta)
         self.genders = list(self.meta.get("genders", ["male", "female"]))
+        self.crop_aspect = self.meta.get("crop_aspect")
         self.tta_flip = bool(self.meta.get("tta_flip", False))
         self.trace_count = 0
         self._lock = threading.Lock()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import logging
+import math
 import os
 
 import cv2
@@ -34,10 +35,37 @@ class Detection:
     box: tuple[int, int, int, int]
     confidence: float
 
-    def crop(self, frame: np.ndarray) -> np.ndarray:
-        """The face region of ``frame`` (``(H, W, 3)`` uint8) as a view ``(h, w, 3)``."""
-        x1, y1, x2, y2 = self.box
+    def crop(self, frame: np.ndarray, aspect: float | None = None) -> np.ndarray:
+        """The face region of ``frame`` (``(H, W, 3)`` uint8) as a view ``(h, w, 3)``;
+        with ``aspect``, the box widened to that width/height first (:func:`widen_box`)."""
+        x1, y1, x2, y2 = widen_box(self.box, aspect, frame.shape[1])
         return frame[y1:y2, x1:x2]
+
+
+def widen_box(box, aspect: float | None, width: int) -> tuple[int, int, int, int]:
+    """``box`` widened about its centre to ``aspect`` = width/height, clipped to ``width``.
+
+    The age/gender models were trained on crops of a given median aspect ratio
+    (``meta.json`` ``crop_aspect``: 0.88 for UTKFace chips, whose SSD boxes are cut off at
+    the top and bottom of the chip); in video the SSD's boxes are narrower (0.73 on the
+    demo clip), and resizing them to the square input would widen every face. Boxes that
+    are already as wide, or ``aspect`` None/0, are returned unchanged; the height is never
+    changed, so nothing of the box is lost.
+
+    Args:
+        box: ``(x1, y1, x2, y2)`` int pixels, ``x2``/``y2`` exclusive.
+        aspect: target width/height.
+        width: frame width (pixels) to clip to.
+
+    Returns:
+        ``(x1, y1, x2, y2)`` ints.
+    """
+    x1, y1, x2, y2 = (int(v) for v in box)
+    if not aspect or aspect <= 0 or (x2 - x1) >= aspect * (y2 - y1):
+        return x1, y1, x2, y2
+    extra = aspect * (y2 - y1) - (x2 - x1)
+    return (max(0, math.floor(x1 - extra / 2.0)), y1,
+            min(int(width), math.ceil(x2 + extra / 2.0)), y2)
 
 
 def ssd_model_files() -> tuple[str, str]:

@@ -34,7 +34,7 @@ class SinkConfig(ServiceConfig):
                                "results still in flight through other detector or "
                                "classifier workers; the stream ends early once as many "
                                "results as frames sent arrived. 0 ends it at the eos.")
-    track_window: int = Field(15, ge=1, le=1000, description="Frames over which each "
+    track_window: int = Field(5, ge=1, le=1000, description="Frames over which each "
                               "face track's age and gender are smoothed (median; 1: "
                               "per-frame values; tracks are assigned either way).")
     track_iou: float = Field(0.3, gt=0.0, le=1.0, description="Least intersection over "

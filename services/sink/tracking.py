@@ -60,7 +60,7 @@ class FaceTracker:
         on_new_track: called with the stream name whenever a track starts (metrics).
     """
 
-    def __init__(self, window: int = 15, iou_min: float = 0.3, max_gap_s: float = 1.0,
+    def __init__(self, window: int = 5, iou_min: float = 0.3, max_gap_s: float = 1.0,
                  on_new_track=None):
         self.on_new_track = on_new_track
         self.window = window

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from common import wire
 from services.classifier.batching import PendingFrames, process_batch
 from tests.classifier.helpers import faces_message
@@ -51,3 +53,18 @@ def test_pending_frames_due_on_full_batch_or_wait():
     assert not q.due()
     now[0] = 0.05
     assert q.due()
+
+
+def test_model_crop_aspect_recuts_wider_crops_from_the_frame():
+    from services.classifier.batching import face_crops
+
+    # given a frame with two faces whose boxes are 9 and 10 px wide, 12 px high
+    msg = wire.decode(faces_message("s", 7, 2, width=64, height=48))
+    # when a model has no crop aspect, then the detector's crops are used as sent
+    assert [c.shape for c in face_crops(msg, None)] == [c.shape for c in msg.crops]
+    # when it was trained on crops 1.0 wide per unit of height
+    crops = face_crops(msg, 1.0)
+    # then each box is widened about its centre to 12 px (clipped at the frame's left
+    # edge for the first) and cut again from the frame; the height is unchanged
+    assert [c.shape for c in crops] == [(12, 11, 3), (12, 12, 3)]
+    np.testing.assert_array_equal(crops[1], msg.image[0:12, 9:21])

@@ -152,9 +152,6 @@ def test_unknown_model_is_a_clear_error():
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="known weakness of the shipped compact model: the right woman of "
-                   "the clip is read female on only 46 % of frames, so 16 of 35 frames are "
-                   "fully right (see models/compact/MODEL_CARD.md)", strict=False)
 def test_shipped_compact_reads_genders_left_to_right_on_the_demo_clip(clip, ground_truth):
     # given the demo clip with three people (female, male, female, left to right)
     from training.video_check import check_clip

@@ -315,3 +315,17 @@ def test_detector_cli_process_stops_within_2s_without_peers():
     # then it exits 0 within 2 s and said which DNN backend it used
     assert rc == 0 and took < 2.0, f"rc={rc}, took {took:.2f} s"
     assert "DNN backend cpu" in log or "DNN backend cuda" in log
+
+
+def test_widen_box_to_the_training_aspect():
+    from services.detector.backends import widen_box
+
+    # a 40 x 60 box (w/h 0.67) widened to 0.9: 54 px wide about the same centre
+    assert widen_box((100, 50, 140, 110), 0.9, 640) == (93, 50, 147, 110)
+    # clipped at the frame's edges, never taller, never narrower
+    assert widen_box((0, 0, 40, 60), 0.9, 45) == (0, 0, 45, 60)
+    assert widen_box((100, 50, 160, 110), 0.9, 640) == (100, 50, 160, 110)
+    assert widen_box((100, 50, 140, 110), None, 640) == (100, 50, 140, 110)
+    # and Detection.crop cuts the widened box
+    frame = np.zeros((200, 640, 3), np.uint8)
+    assert Detection((100, 50, 140, 110), 0.9).crop(frame, 0.9).shape == (60, 54, 3)

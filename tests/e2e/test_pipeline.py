@@ -66,11 +66,6 @@ def test_file_run_writes_an_annotated_video_with_every_frame(walking_run):
     assert abs(fps - 12) < 0.5  # the source's frame rate
 
 
-@pytest.mark.xfail(strict=False, reason="model quality, not the pipeline: the shipped compact "
-                   "model reads the man right on every frame and the left woman on 91 %, but "
-                   "the right woman (short light hair, glasses) only once she stands still "
-                   "(46 % of frames; male while walking in), so 15 of 41 frames are fully "
-                   "right (models/compact/MODEL_CARD.md); remove this mark once a model passes")
 def test_genders_left_to_right_are_female_male_female(walking_run, ground_truth):
     _, _, out = walking_run
     expected = [p["gender"] for p in
