@@ -50,12 +50,13 @@ WEAKNESSES = {
   returns the lower-right quadrant of the face (found afterwards, see `docs/models.md`);
   21 min on whole-face crops (SSD with `pad=0.5`); then the run under "Training", with
   head-roll and colour augmentation and weight averaging. About 2 CPU-hours in all.
-* Gender on video is much weaker than on the test split: see "Video clips with known
-  genders" above. Heads that roll strongly, older women with short hair and glasses, and
-  small blurry faces are read wrongly for many frames in a row, so the sink's per-track
-  median cannot repair them.
-* Video faces are small (35-45 px on the demo clip) and their SSD boxes are narrower
-  (w/h ~0.65) than on UTKFace chips (~0.84); check "Demo clip" above.
+* Gender on video is weaker than on the test split: see "Video clips with known genders"
+  above. Before the serving crops kept the training aspect ratio, the SSD's narrower
+  video boxes (w/h 0.73 on the demo clip against 0.88 on UTKFace chips) were stretched
+  wider than any training face, and the right woman of the demo clip (older, short light
+  hair, glasses) read female on 46 % of frames (71 % now); before alignment the rolled
+  head of the head-pose clip read female on 12 % of frames (100 % now). Small blurry faces
+  walking in (35-45 px) are still read wrongly for several frames in a row.
 * Gender is a binary label as annotated in UTKFace; it is an appearance estimate, not an
   identity. Ages are the dataset's labels (real age), biased by its demographics
   (race labels are imbalanced toward White).""",
@@ -68,7 +69,7 @@ WEAKNESSES = {
   another job, far from convergence (the thesis trained until early stopping with patience
   50 on a GPU).
 * Same dataset biases as `compact` (UTKFace demographics, frontal aligned faces); no
-  roll augmentation, so tilted heads are harder still.""",
+  roll augmentation (the classifier's roll alignment turns rolled heads upright).""",
 }
 
 
@@ -93,6 +94,13 @@ def render(model_dir: Path, report: dict, video: dict | None) -> str:
         f"{spec['channels']} ({spec.get('color', '')}), pixels 0..255, preprocessing "
         "`services/classifier/model.py:resize_crop` (shared by training and serving).",
         "",
+        *([f"Serving crops keep the training crops' shape: boxes narrower than "
+           f"`crop_aspect` {meta['crop_aspect']} (median width/height of the training "
+           "boxes) are widened to it about their centre "
+           "(`services/detector/backends.py:widen_box`), and rolled heads are turned "
+           "upright by the roll estimator (`models/roll`, `services/classifier/align.py`). "
+           "The evaluation and clip checks below include both.", ""]
+          if meta.get("crop_aspect") else []),
         *([f"The classifier runs the ONNX export on ONNX Runtime (`agegender export`; its "
            f"outputs differ from Keras by at most {onnx['max_abs_diff']:.1e} on "
            f"{onnx['checked_on']} inputs, opset {onnx['opset']}); Keras remains "
