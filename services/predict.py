@@ -69,6 +69,8 @@ class Predictor:
         from services.detector.backends import make_detector
         folder = resolve_model_dir(model)  # fail now, not at the first face
         choose_runtime(folder, json.loads((folder / "meta.json").read_text()), runtime)
+        if align:
+            resolve_model_dir("roll")
         self.model_name = model
         self.runtime = runtime
         self.align = "roll" if align else None

@@ -37,9 +37,10 @@ def _logging(verbose: bool) -> None:
 @click.option("--name", default=None, help="Model name [default: the family].")
 @click.option("--run-dir", type=click.Path(file_okay=False), default=None,
               help="Checkpoints, history, curve [default: $AGEGENDER_CACHE/runs/<name>].")
-@click.option("--epochs", type=click.IntRange(1, 10000), default=60, show_default=True)
+@click.option("--epochs", type=click.IntRange(1, 10000), default=None,
+              help="[default: 30 roll, 60 others]")
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=None,
-              help="[default: 128 seed, 64 compact]")
+              help="[default: 128 seed and roll, 64 compact]")
 @click.option("--lr", type=click.FloatRange(1e-7, 1.0), default=None,
               help="Adam learning rate [default: 2e-3 roll, 1e-3 others].")
 @click.option("--patience", type=click.IntRange(1, 10000), default=None,
@@ -70,11 +71,11 @@ def train_command(model, dataset, out, name, run_dir, epochs, batch_size, lr, pa
     if model == "roll":
         from training.roll import train_roll
 
-        info = train_roll(dataset, out, epochs=epochs, batch_size=batch_size or 128,
+        info = train_roll(dataset, out, epochs=epochs or 30, batch_size=batch_size or 128,
                           lr=lr or 2e-3, max_minutes=max_minutes, threads=threads, limit=limit)
         click.echo(json.dumps(info, indent=2))
         return
-    lr = lr or 1e-3
+    lr, epochs = lr or 1e-3, epochs or 60
     run_dir = run_dir or str(cache_dir() / "runs" / name)
     info = train(model, dataset, out, run_dir, epochs=epochs, batch_size=batch_size, lr=lr,
                  patience=patience, max_minutes=max_minutes, device=device, threads=threads,

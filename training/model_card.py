@@ -99,7 +99,9 @@ def render(model_dir: Path, report: dict, video: dict | None) -> str:
            "boxes) are widened to it about their centre "
            "(`services/detector/backends.py:widen_box`), and rolled heads are turned "
            "upright by the roll estimator (`models/roll`, `services/classifier/align.py`). "
-           "The evaluation and clip checks below include both.", ""]
+           "The clip checks below include both; the test-split evaluation uses the cached "
+           "crops (UTKFace boxes already have the training aspect) and the alignment "
+           "when the estimator's input size is the model's (compact, not seed).", ""]
           if meta.get("crop_aspect") else []),
         *([f"The classifier runs the ONNX export on ONNX Runtime (`agegender export`; its "
            f"outputs differ from Keras by at most {onnx['max_abs_diff']:.1e} on "

@@ -121,19 +121,33 @@ class RollEstimator:
             out[i] = rotate_crop(out[i], -angles[i])
         return out, angles
 
-    def upright(self, crops: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
+    def upright(self, crops: list[np.ndarray], resized: np.ndarray | None = None
+                ) -> tuple[list[np.ndarray], np.ndarray]:
         """Turn detector crops (any size, ``(h, w, 3)`` uint8 BGR) upright.
+
+        The estimator reads the roll of the crop resized to its square input, where a
+        crop ``a`` = w/h wide shows a roll ``t`` as ``atan(a * tan t)``; the angle is
+        converted back before the crop is turned in its own pixels.
+
+        Args:
+            crops: the crops.
+            resized: the same crops already resized to :attr:`spec` (saves a resize).
 
         Raises:
             ValueError: a crop is not a non-empty ``(h, w, 3)`` uint8 array.
 
         Returns:
-            ``(crops, angles (N,) degrees)``: rotated copies where the roll is at least
-            ``min_degrees``, the original arrays elsewhere.
+            ``(crops, angles (N,) degrees in each crop's pixels)``: rotated copies where
+            the roll is at least ``min_degrees``, the original arrays elsewhere.
         """
         if not crops:
             return [], np.zeros(0)
-        angles = self.angles(np.stack([resize_crop(c, self.spec) for c in crops]))
+        if resized is None:
+            resized = np.stack([resize_crop(c, self.spec) for c in crops])
+        squashed = np.radians(self.angles(resized))
+        aspect = np.array([c.shape[1] / c.shape[0] for c in crops], np.float64)
+        aspect *= self.spec.height / self.spec.width
+        angles = np.degrees(np.arctan2(np.sin(squashed), np.cos(squashed) * aspect))
         return [rotate_crop(c, -a) if abs(a) >= self.min_degrees else c
                 for c, a in zip(crops, angles)], angles
 

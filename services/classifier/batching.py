@@ -17,7 +17,7 @@ from typing import Any, Callable, Protocol
 import numpy as np
 
 from common import wire
-from services.detector.backends import widen_box
+from services.detector.backends import clip_box, widen_box
 
 
 class Model(Protocol):
@@ -163,16 +163,23 @@ class PendingFrames:
 def face_crops(msg: wire.Message, aspect: float | None) -> list[np.ndarray]:
     """The crops of a ``faces`` message for a model trained on ``aspect`` (width/height).
 
-    Without ``aspect`` these are the detector's crops; with it, each face box is widened
-    to ``aspect`` and cut again from the frame the message carries
-    (:func:`services.detector.backends.widen_box`), since the detector's crop holds no
-    pixels beside its box.
+    Without ``aspect`` these are the detector's crops; with it, each face box is rounded
+    outwards and clipped to the frame (:func:`services.detector.backends.clip_box`),
+    widened to ``aspect`` (:func:`services.detector.backends.widen_box`) and cut again from
+    the frame the message carries, since the detector's crop holds no pixels beside its
+    box. The detector's crop is kept where that is impossible: a JPEG-encoded frame
+    (``msg.image`` is None) or a box that rounds to nothing.
     """
-    if not aspect:
+    if not aspect or msg.image is None:
         return list(msg.crops)
+    height, width = msg.image.shape[:2]
     out = []
-    for face in msg.header["faces"]:
-        x1, y1, x2, y2 = widen_box(face["box"], aspect, msg.image.shape[1])
+    for face, crop in zip(msg.header["faces"], msg.crops):
+        box = clip_box(*face["box"], width, height)
+        if box is None:
+            out.append(crop)
+            continue
+        x1, y1, x2, y2 = widen_box(box, aspect, width)
         out.append(msg.image[y1:y2, x1:x2])
     return out
 

@@ -6,8 +6,10 @@ ONNX files listed in ``meta["onnx"]["files"]``. :func:`load_model` reads it and 
 networks with one of two runtimes: ONNX Runtime (CPU; no TensorFlow import) or Keras on
 TensorFlow (any device). The default, ``"auto"``, takes ONNX Runtime when the folder has
 ONNX files and ``device`` is not ``"gpu"`` (:func:`choose_runtime`).
-:meth:`AgeGenderModel.predict` takes the face crops exactly as the detector cut them
-(:meth:`Detection.crop`, ``(h, w, 3)`` uint8 BGR) and returns one dict per crop.
+:meth:`AgeGenderModel.predict` takes face crops (``(h, w, 3)`` uint8 BGR: the detector
+box, widened by the caller to the model's ``crop_aspect``, see
+:func:`services.detector.backends.widen_box`), turns rolled heads upright when the model
+has a roll estimator (:mod:`services.classifier.align`) and returns one dict per crop.
 
 Preprocessing (:func:`resize_crop`) is shared with training (``training/``), so the
 network sees the same pixels at training and at run time: the crop is resized to the
@@ -183,6 +185,12 @@ def configure_tensorflow(threads: int | None = None, device: str = "auto"):
     return tf
 
 
+def shipped_models() -> list[str]:
+    """Names of the age/gender models under ``models/`` (not the roll estimator)."""
+    return sorted(p.parent.name for p in MODELS_DIR.glob("*/meta.json")
+                  if json.loads(p.read_text()).get("kind") != "roll")
+
+
 def resolve_model_dir(name_or_path: str) -> Path:
     """``models/<name>`` for a bare name, else the given folder.
 
@@ -195,7 +203,7 @@ def resolve_model_dir(name_or_path: str) -> Path:
     if not (path / "meta.json").is_file():
         raise FileNotFoundError(f"no model {name_or_path!r}: expected a folder with meta.json "
                                 f"(models/<name>/ or a path); shipped: "
-                                f"{sorted(p.parent.name for p in MODELS_DIR.glob('*/meta.json'))}"
+                                f"{shipped_models()}"
                                 if MODELS_DIR.is_dir() else f"no model {name_or_path!r}")
     return path
 
@@ -399,8 +407,9 @@ class AgeGenderModel:
         Crops are turned upright first when the model has an :attr:`aligner`.
 
         Args:
-            crops: face crops, each ``(h, w, 3)`` uint8 BGR exactly as the detector box cut
-                it (any size).
+            crops: face crops, each ``(h, w, 3)`` uint8 BGR (any size), cut from the
+                detector box widened to :attr:`crop_aspect`
+                (``Detection.crop(frame, model.crop_aspect)``).
 
         Returns:
             One dict per crop, same order: ``{"age": float years, "age_range": [lo, hi]
@@ -420,8 +429,11 @@ class AgeGenderModel:
             except ValueError as exc:
                 raise ValueError(f"crop {i}: {exc}") from None
         if self.aligner is not None:
-            crops, _ = self.aligner.upright(crops)
-            batch = np.stack([resize_crop(c, self.spec) for c in crops])
+            same = self.aligner.spec == self.spec
+            turned, _ = self.aligner.upright(crops, batch if same else None)
+            for i, (crop, up) in enumerate(zip(crops, turned)):
+                if up is not crop:
+                    batch[i] = resize_crop(up, self.spec)
         out = self.predict_arrays(batch)
         results = []
         for i in range(len(crops)):
@@ -435,9 +447,12 @@ class AgeGenderModel:
         return results
 
     def warmup(self, max_batch: int) -> None:
-        """Trace the graph once and run batch sizes 1 and ``max_batch`` (no retrace later)."""
+        """Trace the graph once and run batch sizes 1 and ``max_batch`` (no retrace later);
+        the roll estimator, if any, runs the same sizes."""
         for n in sorted({1, max(1, min(int(max_batch), CHUNK))}):
             self.raw(np.zeros((n, *self.spec.shape), np.float32))
+            if self.aligner is not None:
+                self.aligner.angles(np.zeros((n, *self.aligner.spec.shape), np.float32))
         log.info("model %s warmed up on %s (%d trace(s))", self.name, self.runtime,
                  self.trace_count)
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
+import cv2
 import numpy as np
+import pytest
 
 from common import wire
 from services.classifier.batching import PendingFrames, process_batch
@@ -68,3 +72,36 @@ def test_model_crop_aspect_recuts_wider_crops_from_the_frame():
     # edge for the first) and cut again from the frame; the height is unchanged
     assert [c.shape for c in crops] == [(12, 11, 3), (12, 12, 3)]
     np.testing.assert_array_equal(crops[1], msg.image[0:12, 9:21])
+
+
+def test_process_batch_uses_the_model_crop_aspect(stand_in_model):
+    # given a frame (background value 7) with a face 10 px wide, 12 px high, filled with 101
+    msg = wire.decode(faces_message("s", 7, 2, width=64, height=48))
+    # when the model was trained on crops as wide as high
+    stand_in_model.crop_aspect = 1.0
+    (_, frames), = process_batch([msg], stand_in_model, max_batch=4)
+    face = wire.decode(frames).header["faces"][1]
+    # then it saw the box widened to 12 px: 10 face columns and 2 of background
+    assert face["age"] == pytest.approx((10 * 101 + 2 * 7) / 12 / 4.0)
+
+
+def test_face_crops_keep_the_detector_crop_when_the_frame_cannot_be_cut():
+    from services.classifier.batching import face_crops
+
+    image = np.full((48, 64, 3), 80, np.uint8)
+    ok, jpg = cv2.imencode(".jpg", image)
+    header = wire.frame_header("s", 1, time.time_ns(), 64, 48, encoding="jpeg",
+                               t_detector_ns=time.time_ns())
+    # given a JPEG frame (not decoded by the classifier) and a box with fractional pixels
+    header.update(kind="faces", faces=[{"box": [0, 0, 10, 12], "confidence": 0.9},
+                                       {"box": [2.5, 0.2, 9.5, 0.9], "confidence": 0.9}],
+                  crops=[[12, 10], [1, 7]])
+    msg = wire.decode(wire.encode(header, [jpg.tobytes(), image[0:12, 0:10], image[0:1, 2:9]]))
+    assert msg.image is None
+    # then the detector's crops are used as sent
+    assert [c.shape for c in face_crops(msg, 1.0)] == [(12, 10, 3), (1, 7, 3)]
+    # and on a raw frame the boxes are cut again: the first widened to 12 px about its
+    # centre but clipped at the left edge, the fractional one rounded outwards, not empty
+    header.update(encoding="bgr8")
+    msg = wire.decode(wire.encode(header, [image, image[0:12, 0:10], image[0:1, 2:9]]))
+    assert [c.shape for c in face_crops(msg, 1.0)] == [(12, 11, 3), (1, 8, 3)]

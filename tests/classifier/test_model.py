@@ -8,11 +8,10 @@ import numpy as np
 import pytest
 
 from services.classifier.model import (MODELS_DIR, InputSpec, age_interval, band_of,
-                                       load_model, resize_crop)
+                                       load_model, resize_crop, shipped_models)
 
 #: Shipped age/gender models (models/roll is the roll estimator, tested in test_align.py).
-SHIPPED = [p.parent.name for p in sorted(MODELS_DIR.glob("*/meta.json"))
-           if json.loads(p.read_text())["kind"] != "roll"]
+SHIPPED = shipped_models()
 #: (model, runtime) pairs: every shipped model on Keras, and on ONNX Runtime when exported.
 RUNS = [(name, "keras") for name in SHIPPED] + [
     (name, "onnx") for name in SHIPPED
