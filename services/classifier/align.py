@@ -159,5 +159,10 @@ def load_roll_estimator(name_or_path: str = DEFAULT_ROLL_MODEL, threads: int | N
     Raises:
         FileNotFoundError: no such folder.
     """
-    return RollEstimator(resolve_model_dir(name_or_path), threads=threads, runtime=runtime,
-                         device=device)
+    try:
+        directory = resolve_model_dir(name_or_path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no roll estimator {name_or_path!r}: expected models/<name>/ "
+                                f"or a folder with meta.json (shipped: "
+                                f"'{DEFAULT_ROLL_MODEL}'; empty align setting: none)") from None
+    return RollEstimator(directory, threads=threads, runtime=runtime, device=device)

@@ -100,7 +100,7 @@ def test_align_setting_of_load_model_and_classifier_config(monkeypatch):
 
     assert load_model("compact", threads=1).aligner is not None
     assert load_model("compact", threads=1, align=None).aligner is None
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match="no roll estimator 'no-such-estimator'"):
         load_model("compact", threads=1, align="no-such-estimator")
     monkeypatch.setenv("AGEGENDER_CLASSIFIER_ALIGN", "")
     assert ClassifierConfig().align == ""
