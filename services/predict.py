@@ -65,15 +65,16 @@ class Predictor:
     def __init__(self, model: str, detector_backend: str, confidence: float, threads: int,
                  batch: int, emit, pad: float = 0.5, runtime: str = "auto",
                  align: bool = True):
+        from services.classifier.align import DEFAULT_ROLL_MODEL
         from services.classifier.model import choose_runtime, resolve_model_dir
         from services.detector.backends import make_detector
         folder = resolve_model_dir(model)  # fail now, not at the first face
         choose_runtime(folder, json.loads((folder / "meta.json").read_text()), runtime)
-        if align:
-            resolve_model_dir("roll")
+        self.align = DEFAULT_ROLL_MODEL if align else None
+        if self.align:
+            resolve_model_dir(self.align)  # likewise for the roll estimator
         self.model_name = model
         self.runtime = runtime
-        self.align = "roll" if align else None
         self.threads = threads
         self.batch = batch
         self.emit = emit

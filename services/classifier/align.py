@@ -115,11 +115,10 @@ class RollEstimator:
             ``(aligned batch (same shape and dtype), angles (N,) degrees)``; crops whose
             roll is under ``min_degrees`` are returned unchanged.
         """
-        angles = self.angles(batch)
-        out = np.array(batch, copy=True)
-        for i in np.flatnonzero(np.abs(angles) >= self.min_degrees):
-            out[i] = rotate_crop(out[i], -angles[i])
-        return out, angles
+        if len(batch) == 0:
+            return np.array(batch, copy=True), np.zeros(0)
+        turned, angles = self.upright(list(batch), batch)
+        return np.stack(turned), angles
 
     def upright(self, crops: list[np.ndarray], resized: np.ndarray | None = None
                 ) -> tuple[list[np.ndarray], np.ndarray]:
