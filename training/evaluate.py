@@ -4,12 +4,13 @@ latency per crop at batch 1 and 32."""
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 
 import numpy as np
 
-from services.classifier.model import AgeGenderModel, band_of
+from common.models import AgeGenderModel
 from training.data import load_dataset, split_arrays
 from training.datasets import GENDERS, SPLITS
 
@@ -17,6 +18,12 @@ log = logging.getLogger(__name__)
 
 #: Age bands of the report (true age).
 BANDS = ("0-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60-69", "70+")
+
+
+def band_of(age: float) -> str:
+    """Ten-year age band label of :data:`BANDS`: ``"0-9"``, ``"10-19"``, ..., ``"70+"``."""
+    b = int(math.floor(max(age, 0) / 10))
+    return "70+" if b >= 7 else f"{10 * b}-{10 * b + 9}"
 
 
 def _group(err, correct, covered, width) -> dict:

@@ -190,8 +190,8 @@ def render(model_dir: Path, report: dict, video: dict | None) -> str:
 @click.option("--threads", type=int, default=None)
 def main(model, dataset, clip_dir, threads):
     """Evaluate on the test split, check the clips with known genders, write MODEL_CARD.md."""
-    from services.classifier.model import load_model
-    from training.cli import ROOT
+    from common.models import load_model
+    from training.defaults import SHARED
     from training.evaluate import evaluate
     from training.video_check import check_clip
 
@@ -199,7 +199,7 @@ def main(model, dataset, clip_dir, threads):
     dataset = dataset or m.meta["training"]["dataset"]
     report = evaluate(m, dataset, split="test", progress=False)
     (m.directory / "eval_test.json").write_text(json.dumps(report, indent=2))
-    videos = Path(clip_dir) if clip_dir else ROOT.parent / "shared" / "videos"
+    videos = Path(clip_dir) if clip_dir else SHARED / "videos"
     video = {}
     truth = videos / "ground_truth.json"
     if truth.is_file():
