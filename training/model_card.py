@@ -92,13 +92,13 @@ def render(model_dir: Path, report: dict, video: dict | None) -> str:
         "",
         f"Files: {files}, `meta.json`. Input: {spec['height']}x{spec['width']}x"
         f"{spec['channels']} ({spec.get('color', '')}), pixels 0..255, preprocessing "
-        "`services/classifier/model.py:resize_crop` (shared by training and serving).",
+        "`common/models/preprocess.py:resize_crop` (shared by training and serving).",
         "",
         *([f"Serving crops keep the training crops' shape: boxes narrower than "
            f"`crop_aspect` {meta['crop_aspect']} (median width/height of the training "
            "boxes) are widened to it about their centre "
-           "(`services/detector/backends.py:widen_box`), and rolled heads are turned "
-           "upright by the roll estimator (`models/roll`, `services/classifier/align.py`). "
+           "(`common/geometry.py:widen_box`), and rolled heads are turned "
+           "upright by the roll estimator (`models/roll`, `common/models/align.py`). "
            "The clip checks below include both; the test-split evaluation uses the cached "
            "crops (UTKFace boxes already have the training aspect) and the alignment "
            "when the estimator's input size is the model's (compact, not seed).", ""]
