@@ -138,7 +138,11 @@ def main(cfg: ClassifierConfig, *, stop: threading.Event | None = None,
 
         while not rt.stop.is_set():
             rt.health.beat()
-            wait_s = pending.wait_left() if len(pending) else cfg.recv_timeout_ms / 1000.0
+            # never wait longer than recv_timeout_ms, so a stop is seen in time even while
+            # a batch is filling
+            wait_s = cfg.recv_timeout_ms / 1000.0
+            if len(pending):
+                wait_s = min(wait_s, pending.wait_left())
             msg = rx.recv(max(0, math.ceil(wait_s * 1000)))
             if msg is not None:
                 if msg.kind == "eos":
