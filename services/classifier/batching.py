@@ -23,7 +23,7 @@ from common.geometry import clip_box, widen_box
 
 
 class Model(Protocol):
-    """The part of ``services.classifier.model.AgeGenderModel`` the batcher uses."""
+    """The part of :class:`common.models.AgeGenderModel` the batcher uses."""
 
     name: str
 

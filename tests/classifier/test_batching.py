@@ -106,3 +106,23 @@ def test_face_crops_keep_the_detector_crop_when_the_frame_cannot_be_cut():
     header.update(encoding="bgr8")
     msg = wire.decode(wire.encode(header, [image, image[0:12, 0:10], image[0:1, 2:9]]))
     assert [c.shape for c in face_crops(msg, 1.0)] == [(12, 11, 3), (1, 8, 3)]
+
+
+def test_crops_form_with_a_jpeg_frame_is_classified_and_the_jpeg_passed_on(stand_in_model):
+    # given a faces message in the crops form, as a detector with payload "crops" sends it
+    image = np.full((48, 64, 3), 80, np.uint8)
+    image[0:12, 0:12] = 120
+    ok, jpg = cv2.imencode(".jpg", image)
+    header = wire.frame_header("s", 2, time.time_ns(), 64, 48, encoding="jpeg",
+                               t_detector_ns=time.time_ns())
+    header.update(kind="faces", faces=[{"box": [0, 0, 12, 12], "confidence": 0.9}],
+                  crops=[[12, 12]])
+    msg = wire.decode(wire.encode(header, [jpg.tobytes(), image[0:12, 0:12]]))
+    # when classified with a model that has a crop aspect
+    stand_in_model.crop_aspect = 1.0
+    (_, frames), = process_batch([msg], stand_in_model, max_batch=4)
+    result = wire.decode(frames)
+    # then the model saw the detector's crop, and the result carries the JPEG unchanged
+    assert result.header["faces"][0]["age"] == pytest.approx(120 / 4.0)
+    assert result.header["encoding"] == "jpeg" and "crops" not in result.header
+    assert bytes(result.image_bytes) == jpg.tobytes()
