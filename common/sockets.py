@@ -105,7 +105,8 @@ class Sender:
             kind: message kind (metrics label).
             block: ``False`` drops the message at once when the high-water mark is reached
                 (counted as ``queue_full``); ``True`` waits for room (backpressure) until
-                sent, ``timeout_s`` passes (counted as ``send_timeout``) or stop is set.
+                sent, ``timeout_s`` passes (counted as ``send_timeout``) or stop is set
+                (the frame is discarded at shutdown, counted as ``shutdown``).
             timeout_s: limit for a blocking send (seconds); ``None`` waits until stop.
 
         Returns:
@@ -122,7 +123,10 @@ class Sender:
             if not block:
                 self.metrics.drop("queue_full")
                 return False
-            if self.stop.is_set() or (deadline is not None and time.monotonic() > deadline):
+            if self.stop.is_set():
+                self.metrics.drop("shutdown")
+                return False
+            if deadline is not None and time.monotonic() > deadline:
                 self.metrics.drop("send_timeout")
                 return False
             self.sock.poll(50, zmq.POLLOUT)

@@ -58,6 +58,12 @@ def valid_result(stream: str = "cam", seq: int = 0, width: int = 64, height: int
     return wire.encode(h, [img])
 
 
+def counted(metrics, name: str, **labels) -> float:
+    """Value of the sample ``name{labels}`` in a :class:`common.metrics.StageMetrics`'
+    registry (0 when it was never created)."""
+    return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
 def eos(stream: str = "cam", seq: int = 0) -> list:
     """An end-of-stream message."""
     return wire.encode(dict(kind="eos", stream=stream, seq=seq, t_capture_ns=time.time_ns()))

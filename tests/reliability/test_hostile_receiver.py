@@ -33,7 +33,8 @@ def _push(ctx: zmq.Context, port: int) -> zmq.Socket:
 
 
 def _malformed(metrics: StageMetrics) -> dict[str, float]:
-    return {r: metrics.malformed.labels("detector", r)._value.get() for r in wire.DROP_REASONS}
+    return {r: helpers.counted(metrics, "agegender_messages_malformed_total", stage="detector",
+                               reason=r) for r in wire.DROP_REASONS}
 
 
 def _recv_valid(rx: Receiver, timeout_s: float = 5.0) -> wire.Message | None:
@@ -171,7 +172,8 @@ def test_stale_live_frame_dropped_but_stale_file_frame_kept(port):
         got = [_recv_valid(rx).seq, _recv_valid(rx).seq]
         # then only the stale live frame is dropped, counted as 'stale'
         assert got == [2, 3]
-        assert metrics.dropped.labels("detector", "stale")._value.get() == 1
+        assert helpers.counted(metrics, "agegender_frames_dropped_total", stage="detector",
+                               reason="stale") == 1
     finally:
         tx.close(0)
         rx.close()
