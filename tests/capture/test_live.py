@@ -12,7 +12,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from common.metrics import StageMetrics
-from services.capture.sources import CaptureMetrics, LiveSource, SourceOptions, open_source
+from services.capture.live import LiveSource
+from services.capture.metrics import CaptureMetrics
+from services.capture.sources import open_source
+from services.capture.spec import SourceOptions
 
 CLIP = "face-demographics-walking-and-pause.mp4"   # 480x270, 12 fps
 FPS = 12.0

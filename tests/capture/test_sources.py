@@ -14,9 +14,12 @@ from prometheus_client import CollectorRegistry
 
 from common.metrics import StageMetrics
 from services.capture.images import BadImage, to_bgr8
-from services.capture.sources import (CaptureMetrics, DemoSource, ImageFolderSource,
-                                      LiveSource, SourceOptions, VideoFileSource, open_source,
-                                      parse_spec, source_kind)
+from services.capture.demo import DemoSource
+from services.capture.finite import ImageFolderSource, VideoFileSource
+from services.capture.live import LiveSource
+from services.capture.metrics import CaptureMetrics
+from services.capture.sources import open_source
+from services.capture.spec import SourceOptions, parse_spec, source_kind
 
 
 def _metrics():
@@ -128,7 +131,7 @@ def test_image_folder_normalises_odd_images_and_counts_broken_ones(tmp_path, cap
     (d / "readme.txt").write_text("not an image")
     cm, reg = _metrics()
     # when the folder is read as a source
-    with caplog.at_level(logging.WARNING, logger="services.capture.sources"):
+    with caplog.at_level(logging.WARNING, logger="services.capture"):
         src = open_source(str(d), SourceOptions(fps=25), cm)
         frames = _drain(src)
     # then the six decodable images arrive as (H, W, 3) uint8 BGR, in name order
@@ -171,7 +174,7 @@ def test_folder_loops_when_asked(tmp_path):
 
 def test_demo_source_is_a_short_scene_with_a_face(caplog):
     # given the demo source (what capture plays when no source is configured)
-    with caplog.at_level(logging.INFO, logger="services.capture.sources"):
+    with caplog.at_level(logging.INFO, logger="services.capture"):
         src = open_source("demo", SourceOptions())
     assert isinstance(src, DemoSource) and src.name == "demo" and src.fps == 15
     assert any("DEMO" in r.getMessage() for r in caplog.records)   # says it is the demo
