@@ -17,7 +17,7 @@ from common import wire
 from services.sink.config import SinkConfig
 from services.sink.events import EVENT_KEYS, FACE_KEYS
 from services.sink.main import main
-from services.sink.render import face_label
+from services.sink.draw import face_label
 from tests.conftest import free_port, wait_http
 
 
@@ -221,40 +221,40 @@ def test_sink_process_exits_within_2_s_of_sigterm_while_streaming(tmp_path):
 
 def test_restarted_sink_appends_events_and_keeps_the_earlier_video(tmp_path):
     from services.sink.events import JsonLines
-    from services.sink.render import VideoOutputs
+    from services.sink.video import VideoOutput
     # given outputs of a first sink run
     first = JsonLines(tmp_path / "events.jsonl")
     first.write({"seq": 0})
     first.close()
-    v = VideoOutputs(tmp_path)
-    v.write("cam", np.zeros((32, 32, 3), np.uint8))
+    v = VideoOutput(tmp_path)
+    v.write_frame("cam", np.zeros((32, 32, 3), np.uint8))
     v.close()
     # when a restarted sink (append=True) writes again
     again = JsonLines(tmp_path / "events.jsonl", append=True)
     again.write({"seq": 1})
     again.close()
-    v2 = VideoOutputs(tmp_path, append=True)
+    v2 = VideoOutput(tmp_path, append=True)
     # then the events continue the file and the video goes to a new part
     assert [json.loads(x)["seq"] for x in (tmp_path / "events.jsonl").read_text().split()] == [0, 1]
     assert v2.path_for("cam").name == "annotated.part1.mp4"
 
 
 def test_video_outputs_cap_streams_and_survive_a_file_that_cannot_open(tmp_path):
-    from services.sink import render
+    from services.sink import video
     # given a folder where the second stream's file cannot be created
     (tmp_path / "annotated_b.mp4").mkdir()
-    v = render.VideoOutputs(tmp_path)
+    v = video.VideoOutput(tmp_path)
     img = np.zeros((16, 16, 3), np.uint8)
     # when frames of many streams arrive
-    results = {s: v.write(s, img) for s in ["a", "b"] + [f"s{i}" for i in range(40)]}
+    results = {s: v.write_frame(s, img) for s in ["a", "b"] + [f"s{i}" for i in range(40)]}
     v.close()
     # then the unopenable and the over-the-cap streams are skipped, the others recorded
     assert results["a"] is True and results["b"] is False
-    assert sum(results.values()) == render.MAX_VIDEO_STREAMS
+    assert sum(results.values()) == video.MAX_VIDEO_STREAMS
 
 
 def test_stream_ends_waits_for_frames_the_eos_overtook_then_for_the_grace_period():
-    from services.sink.main import StreamEnds
+    from services.sink.streams import StreamEnds
 
     now = [100.0]
     ends = StreamEnds(grace_s=5.0, clock=lambda: now[0])
