@@ -9,7 +9,8 @@ import time
 import cv2
 import pytest
 
-from services.run import StackOptions, run_stack
+from services.orchestrator.options import StackOptions
+from services.orchestrator.runner import run_stack
 from services.sink.events import EVENT_KEYS, FACE_KEYS
 from tests.conftest import clip_path
 from tests.e2e.conftest import read_events

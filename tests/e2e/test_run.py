@@ -14,7 +14,8 @@ import urllib.request
 import psutil
 import pytest
 
-from services.run import StackOptions, run_stack
+from services.orchestrator.options import StackOptions
+from services.orchestrator.runner import run_stack
 from tests.conftest import clip_path
 from tests.e2e.conftest import alive, descendants
 
@@ -187,7 +188,7 @@ def test_scrape_of_a_service_dying_mid_response_reads_as_unreachable(tmp_path, p
     unreachable and the last good scrape is kept."""
     import socket
 
-    from services.run import Child
+    from services.orchestrator.children import Child
 
     srv = socket.create_server(("127.0.0.1", port))
 
