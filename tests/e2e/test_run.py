@@ -18,6 +18,7 @@ from services.orchestrator.options import StackOptions
 from services.orchestrator.runner import run_stack
 from tests.conftest import clip_path
 from tests.e2e.conftest import alive, descendants
+from tests.waits import wait_for
 
 pytestmark = pytest.mark.slow
 AGEGENDER = [sys.executable, "-m", "services.cli"]
@@ -30,15 +31,6 @@ def start_cli(args, tmp_path):
     proc = subprocess.Popen(AGEGENDER + args, stdout=out, stderr=err, start_new_session=True,
                             stdin=subprocess.DEVNULL)
     return proc
-
-
-def wait_for(pred, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_run_without_arguments_plays_the_demo_and_ctrl_c_leaves_nothing(tmp_path, model_name):

@@ -248,6 +248,23 @@ class Service:
             time.sleep(0.2)
         pytest.fail(f"{self.name} not ready within {timeout_s} s:\n{self.log_tail()}")
 
+    def metric(self, name: str, **labels) -> float:
+        """Current value of a metric on the process's ``/metrics`` (0 when unreachable)."""
+        try:
+            return metric(scrape(self.http_port), name, **labels)
+        except OSError:
+            return 0.0
+
+    def wait_metric(self, name: str, at_least: float, timeout_s: float = 60.0,
+                    **labels) -> None:
+        """Wait until ``name{labels}`` reaches ``at_least``; fails with the log otherwise."""
+        deadline = time.monotonic() + timeout_s
+        while self.metric(name, **labels) < at_least:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"{self.name}: {name}{labels} did not reach {at_least} within "
+                            f"{timeout_s} s:\n{self.log_tail()}")
+            time.sleep(0.2)
+
     def log_tail(self, n: int = 3000) -> str:
         """Last ``n`` characters of the process log."""
         if not self.log_path or not Path(self.log_path).exists():
