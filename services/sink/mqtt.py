@@ -219,6 +219,9 @@ class MqttPublisher:
         config: broker, topics, QoS, outbox bound.
         registry: Prometheus registry for the ``agegender_mqtt_*`` metrics (a new one when
             ``None``).
+        metrics: already registered metrics to use instead (a service that creates them
+            at zero at start, before it knows whether MQTT is on); ``registry`` is then
+            ignored.
 
     Usage::
 
@@ -230,9 +233,10 @@ class MqttPublisher:
     All public methods are thread-safe.
     """
 
-    def __init__(self, config: MqttConfig, registry: CollectorRegistry | None = None):
+    def __init__(self, config: MqttConfig, registry: CollectorRegistry | None = None,
+                 metrics: MqttMetrics | None = None):
         self.config = config
-        self.metrics = MqttMetrics(registry)
+        self.metrics = metrics if metrics is not None else MqttMetrics(registry)
         self.address = broker_address(config.url)
         self.url_shown = redact(config.url)
         self.availability_topic = f"{config.topic_prefix}/availability"

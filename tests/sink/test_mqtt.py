@@ -22,8 +22,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
-from services.sink.mqtt import (DROP_REASONS, MqttConfig, MqttPublisher, broker_address,
-                                topic_level)
+from services.sink.mqtt import (DROP_REASONS, MqttConfig, MqttMetrics, MqttPublisher,
+                                broker_address, topic_level)
 from tests.conftest import ROOT, free_port
 from tests.mosquitto import mosquitto  # noqa: F401  (registers the fixture)
 
@@ -108,9 +108,9 @@ def subscribers():
 def publishers():
     made: list[MqttPublisher] = []
 
-    def make(registry=None, **fields) -> MqttPublisher:
+    def make(registry=None, metrics=None, **fields) -> MqttPublisher:
         fields.setdefault("reconnect_max_s", 2)
-        made.append(MqttPublisher(MqttConfig(**fields), registry).start())
+        made.append(MqttPublisher(MqttConfig(**fields), registry, metrics).start())
         return made[-1]
 
     yield make
@@ -161,9 +161,13 @@ def test_person_events_arrive_as_json_on_their_topics(mosquitto, subscribers, pu
 def test_frame_events_and_prefix_and_bad_events(mosquitto, subscribers, publishers):
     broker = mosquitto()
     sub = subscribers(broker.port, "site1/#")
+    # metrics created at zero before the publisher exists (as a service does at start)
     registry = CollectorRegistry()
-    pub = publishers(registry, url=broker.url, topic_prefix="site1/people", frames=True,
-                     qos=0, retain_person=True)
+    metrics = MqttMetrics(registry)
+    assert sample(registry, "agegender_mqtt_dropped_total", reason="outbox_full") == 0
+    assert registry.get_sample_value("agegender_mqtt_connected") == 0
+    pub = publishers(metrics=metrics, url=broker.url, topic_prefix="site1/people",
+                     frames=True, qos=0, retain_person=True)
     wait_until(lambda: pub.connected, what="connected")
     # an event that is not JSON is counted and dropped, the next ones still go out
     assert pub.publish_person({"stream": "a", "x": object()}) is False
