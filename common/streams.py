@@ -120,7 +120,9 @@ def parse_spec(spec: str, index: int = 0,
 
     Default names: ``demo``; ``camN`` for cameras (N = device number) and URLs (N =
     ``index``); otherwise the file or folder name without suffix, with characters outside
-    the allowed set replaced by ``_`` (``src<index>`` when nothing is left).
+    the allowed set and spaces replaced by ``_`` (as before: ``lobby cam.mp4`` ->
+    ``lobby_cam``; a space only when the user writes it in NAME), leading ``.``/``-``
+    dropped (``src<index>`` when nothing is left).
 
     Args:
         spec: the source string as the user gave it.
@@ -156,7 +158,7 @@ def parse_spec(spec: str, index: int = 0,
             name = f"cam{index}"
         else:
             stem = Path(uri.rstrip("/")).stem
-            name = re.sub(r"[^\w.\- ]", "_", stem)[:MAX_STREAM_NAME].strip()
+            name = re.sub(r"[^\w.\-]", "_", stem)[:MAX_STREAM_NAME]
             if stream_name_problem(name):
                 name = re.sub(r"^[^\w]+", "", name)
             if not name or stream_name_problem(name):

@@ -73,7 +73,8 @@ def test_empty_source_is_an_error_not_the_demo():
     ("door=rtsp://h/x?a=b", ("door", "rtsp://h/x?a=b")),
     ("door = 0", ("door", "0")),
     ("clips/walk.mp4", ("walk", "clips/walk.mp4")),
-    ("clips/my clip (1).mp4", ("my clip _1_", "clips/my clip (1).mp4")),
+    ("clips/my clip (1).mp4", ("my_clip__1_", "clips/my clip (1).mp4")),
+    ("/data/clips/lobby cam.mp4", ("lobby_cam", "/data/clips/lobby cam.mp4")),
     ("clips/.hidden.mp4", ("hidden", "clips/.hidden.mp4")),
     ("clips/---.mp4", ("src3", "clips/---.mp4")),
     ("x=missing.mp4", ("x", "missing.mp4")),  # a name, then the file is reported missing
