@@ -30,8 +30,10 @@ class ServiceConfig(BaseSettings):
         http_port: default HTTP port of the service (0..65535).
     """
 
+    # hide_input_in_errors: a refused value (a source URL with a password) is never
+    # echoed in a validation error
     model_config = SettingsConfigDict(extra="forbid", validate_default=True,
-                                      env_prefix="AGEGENDER_")
+                                      env_prefix="AGEGENDER_", hide_input_in_errors=True)
 
     http_host: str = Field("0.0.0.0", description="Address the HTTP server (/metrics, "
                            "/healthz, /readyz) listens on.")

@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from common.health import Health
 from common.metrics import StageMetrics
+from common.redact import redact_obj
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +69,8 @@ class HTTPServer:
                         reply(self, 200, CONTENT_TYPE_LATEST, generate_latest(registry))
                     elif path in ("/healthz", "/readyz"):
                         ok = health.alive() if path == "/healthz" else health.ready()
-                        body = json.dumps({"ok": ok, "state": health.state.value,
-                                           "stage": metrics.stage}).encode()
+                        body = json.dumps(redact_obj({"ok": ok, "state": health.state.value,
+                                                      "stage": metrics.stage})).encode()
                         reply(self, 200 if ok else 503, "application/json", body)
                     elif path in extra:
                         extra[path](self)

@@ -21,6 +21,7 @@ from common.http_server import HTTPServer
 from common.metrics import StageMetrics
 from common.process import (EXIT_CONFIG, install_signal_handlers, set_thread_budget,
                             setup_logging, write_exit_reason)
+from common.redact import install_log_redaction
 from common.states import ServiceState
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,7 @@ class ServiceRuntime:
         import zmq
         setup_logging(self.cfg.log_level)
         logging.getLogger().addHandler(self._errors)
+        install_log_redaction()  # the exit reason is a log message too
         set_thread_budget(self.cfg.threads)
         if self._signals:
             install_signal_handlers(self.stop)

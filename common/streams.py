@@ -5,15 +5,16 @@ records and MQTT topics (``<prefix>/<stream>/person``), so it is checked once he
 message that says what is allowed:
 
 * 1 to :data:`MAX_STREAM_NAME` (64) characters: letters and digits (any script, as
-  ``str.isalnum``), ``_``, ``-``, ``.`` and spaces;
+  ``str.isalnum``), ``_``, ``-`` and ``.``; no spaces;
 * the first character is a letter, a digit or ``_`` (no leading ``-``: it reads as a
-  command-line option; no leading ``.``: hidden files, ``.`` and ``..``); the last is not
-  a space.
+  command-line option; no leading ``.``: hidden files, ``.`` and ``..``).
 
-Spaces are allowed (``Front Door``): they are valid in file names, Prometheus label values
-and MQTT topic levels. Everything the wire refuses (``/``, ``\\``, control characters,
-``.``/``..``, over 128 characters; :mod:`common.wire`) and what MQTT forbids in a topic
-(``+``, ``#``, ``/``, NUL) is outside this set.
+No spaces: a stream name is also a file name (``annotated_<stream>.mp4``), a label value
+and an MQTT topic level, and ``Front Door=rtsp://...`` is far more often a shell quoting
+slip than a wish; ``Front_Door`` or ``front-door`` read as well. Everything the wire
+refuses (``/``, ``\\``, control characters, ``.``/``..``, over 128 characters;
+:mod:`common.wire`) and what MQTT forbids in a topic (``+``, ``#``, ``/``, NUL) is outside
+this set.
 
 :func:`parse_spec` splits ``[NAME=]URI`` without ever showing a credential: every message
 it raises passes through :func:`common.redact.redact`.
@@ -31,8 +32,8 @@ from common.redact import redact
 #: Longest stream name (characters); the wire allows 128, file names and labels stay short.
 MAX_STREAM_NAME = 64
 #: What :func:`stream_name_problem` and the error messages say is allowed.
-ALLOWED_NAMES = (f"1-{MAX_STREAM_NAME} letters, digits, spaces, '_', '-' or '.', starting "
-                 "with a letter, digit or '_' and not ending with a space")
+ALLOWED_NAMES = (f"1-{MAX_STREAM_NAME} letters, digits, '_', '-' or '.' (no spaces), "
+                 "starting with a letter, digit or '_'")
 #: A URI with a scheme (``rtsp://``, ``http://``, ...).
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 _CAMERA = re.compile(r"/dev/video\d+")
@@ -47,15 +48,13 @@ def stream_name_problem(name: str) -> str | None:
         return "the stream name is empty"
     if len(name) > MAX_STREAM_NAME:
         return f"the stream name has {len(name)} characters (at most {MAX_STREAM_NAME})"
-    bad = sorted({c for c in name if not (c.isalnum() or c in "_-. ")})
+    bad = sorted({c for c in name if not (c.isalnum() or c in "_-.")})
     if bad:
         shown = ", ".join(repr(c) for c in bad[:5])
         return f"the stream name holds {shown}, which {'is' if len(bad) == 1 else 'are'} " \
                "not allowed"
     if not (name[0].isalnum() or name[0] == "_"):
         return f"the stream name starts with {name[0]!r}"
-    if name[-1] == " ":
-        return "the stream name ends with a space"
     return None
 
 
@@ -77,8 +76,6 @@ def source_kind(uri: str, is_dir: Callable[[str], bool] = os.path.isdir) -> str:
     """Classify a URI: ``demo``, ``rtsp`` (``rtsp://``, ``rtsps://``), ``http``
     (``http://``, ``https://``), ``camera`` (a number or ``/dev/videoN``), ``folder`` (an
     existing directory) or ``file`` (anything else).
-
-    Same rules as ``services.capture.sources.source_kind`` (which it is meant to replace).
     """
     low = uri.lower()
     if low == "demo":
@@ -113,16 +110,15 @@ def parse_spec(spec: str, index: int = 0,
        ``=``).
     3. ``NAME=URI`` where URI is clearly a source (URL, camera, ``demo``, existing path):
        NAME must be an allowed stream name, otherwise :class:`ValueError` names the rule
-       (``Front/Door=rtsp://...`` is refused; ``Front Door=rtsp://...`` is accepted).
+       (``Front Door=rtsp://...`` and ``Front/Door=rtsp://...`` are refused).
     4. ``NAME=URI`` where NAME is an allowed name: taken as such (URI may then turn out
        to be a missing file, reported under that stream's name).
     5. Anything else is a path (reported as missing when it is).
 
     Default names: ``demo``; ``camN`` for cameras (N = device number) and URLs (N =
     ``index``); otherwise the file or folder name without suffix, with characters outside
-    the allowed set and spaces replaced by ``_`` (as before: ``lobby cam.mp4`` ->
-    ``lobby_cam``; a space only when the user writes it in NAME), leading ``.``/``-``
-    dropped (``src<index>`` when nothing is left).
+    the allowed set (spaces included) replaced by ``_`` (``lobby cam.mp4`` ->
+    ``lobby_cam``), leading ``.``/``-`` dropped (``src<index>`` when nothing is left).
 
     Args:
         spec: the source string as the user gave it.

@@ -73,14 +73,17 @@ def build_config(config_cls: type[BaseSettings], options: dict):
     """Instantiate ``config_cls`` from the CLI options that were actually given.
 
     Raises:
-        click.BadParameter: the values fail validation (the message names the field).
+        click.BadParameter: the values fail validation (the message names the field and
+            shows no credential).
     """
     given = {k: (list(v) if isinstance(v, tuple) else v) for k, v in options.items()
              if v is not None and v != ()}
+    from common.redact import redact
     try:
         return config_cls(**given)
     except Exception as exc:  # pydantic.ValidationError: show it as a usage error
-        raise click.BadParameter(str(exc)) from None
+        # the configs hide input values in their errors; a message may still quote one
+        raise click.BadParameter(redact(exc)) from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

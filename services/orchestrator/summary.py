@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from common.redact import redact_obj
+
 
 def parse_metrics(text: str):
     """Yield ``(metric_name, "stage/reason", value)`` for labelled counter samples in a
@@ -41,6 +43,10 @@ def build_summary(status: dict, metrics: dict[str, str], restarts: dict[str, int
         gave_up: the service the watchdog gave up on.
         refused: ``{"service", "error"}`` of a refusal.
         outputs: files the sink wrote.
+
+    Every string in it (stream names, the refusal, paths) is passed through
+    :func:`common.redact.redact`: the summary is printed and written to
+    ``--summary-json``.
     """
     drops: dict[str, float] = {}
     malformed: dict[str, float] = {}
@@ -51,14 +57,14 @@ def build_summary(status: dict, metrics: dict[str, str], restarts: dict[str, int
             elif value and name == "agegender_messages_malformed_total":
                 malformed[key] = malformed.get(key, 0) + value
     frames = status.get("frames", 0)
-    return {
+    return redact_obj({
         "frames": frames, "faces": status.get("faces", 0),
         "faces_per_frame": (status.get("faces", 0) / frames) if frames else 0.0,
         "fps": status.get("fps", 0.0), "elapsed_s": elapsed_s,
         "latency_s": status.get("latency_s", {}), "streams": status.get("streams", {}),
         "drops": drops, "malformed": malformed, "restarts": dict(restarts),
         "gave_up": gave_up, "refused": refused, "outputs": list(outputs or []),
-    }
+    })
 
 
 def format_summary(s: dict) -> str:

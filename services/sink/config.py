@@ -5,16 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import Field
-from pydantic_settings import SettingsConfigDict
 
 from common.config import ServiceConfig
 
 
-class SinkConfig(ServiceConfig):
+class SinkConfig(ServiceConfig, service="sink", http_port=9104):
     """Outputs: annotated video, JSON Lines events, MJPEG view, window, metrics."""
-
-    model_config = SettingsConfigDict(env_prefix="AGEGENDER_SINK_", extra="forbid",
-                                      validate_default=True)
 
     input: str = Field("bind:tcp://*:5557", description="Result input endpoint (PULL).")
     out_dir: Path | None = Field(None, description="Write annotated.mp4 (one "
@@ -41,7 +37,6 @@ class SinkConfig(ServiceConfig):
                              "union of boxes in consecutive frames for the same track.")
     track_max_gap_s: float = Field(1.0, gt=0.0, le=60.0, description="A track unseen for "
                                    "longer than this (capture time, seconds) ends.")
-    http_port: int = Field(9104, ge=0, le=65535, description="HTTP port; 0 disables it.")
     video_fps: float = Field(0.0, ge=0.0, le=240.0, description="Frame rate written into "
                              "the annotated MP4 (frames/s); 0 = the frame header's 'fps' "
                              "when capture sends one, else 25.")

@@ -14,7 +14,7 @@ from common.streams import (ALLOWED_NAMES, MAX_STREAM_NAME, parse_spec, source_k
                             stream_name_problem, validate_stream_name)
 
 
-@pytest.mark.parametrize("name", ["cam0", "Front Door", "door-1.main", "_x", "Küche",
+@pytest.mark.parametrize("name", ["cam0", "Front_Door", "door-1.main", "_x", "Küche",
                                   "入口", "a" * MAX_STREAM_NAME, "9"])
 def test_allowed_names(name):
     assert stream_name_problem(name) is None
@@ -24,7 +24,7 @@ def test_allowed_names(name):
 @pytest.mark.parametrize("name, why", [
     ("", "empty"), ("a" * (MAX_STREAM_NAME + 1), "at most"), ("Front/Door", "'/'"),
     ("a\\b", "'\\\\'"), ("tab\there", "'\\t'"), (".", "starts with '.'"), ("..", "'.'"),
-    ("-x", "starts with '-'"), (" x", "starts with ' '"), ("x ", "ends with a space"),
+    ("-x", "starts with '-'"), (" x", "' '"), ("x ", "' '"), ("Front Door", "' '"),
     ("a+b", "'+'"), ("a#b", "'#'"), ("a:b", "':'"), ("a\x00b", "'\\x00'"),
 ])
 def test_refused_names_say_why_and_what_is_allowed(name, why):
@@ -44,18 +44,20 @@ def test_every_allowed_name_is_valid_on_the_wire_and_in_mqtt_topics(name):
         assert not set(name) & {"/", "+", "#", "\x00"}
 
 
-def test_issue_12_item_2_name_with_url():
-    # A space is allowed: the spec of the issue now works, its name kept
-    spec = "Front Door=rtsp://admin:Hunter2-Secret@127.0.0.1:8554/x"
-    assert parse_spec(spec, exists=lambda p: False) == (
-        "Front Door", "rtsp://admin:Hunter2-Secret@127.0.0.1:8554/x")
-    # A name that is not allowed is refused with the rule, and without the secret
+@pytest.mark.parametrize("name", ["Front Door", "Front/Door", "-door", "door:1"])
+def test_issue_12_item_2_name_with_url(name):
+    # Given the issue's spec (a name with a space) or another name that is not allowed,
+    # in front of a URL with a password
+    spec = f"{name}=rtsp://admin:Hunter2-Secret@127.0.0.1:8554/x"
+    # When it is parsed, then it is refused with the rule, and without the secret
     with pytest.raises(ValueError) as exc:
-        parse_spec("Front/Door=rtsp://admin:Hunter2-Secret@127.0.0.1:8554/x",
-                   exists=lambda p: False)
+        parse_spec(spec, exists=lambda p: False)
     msg = str(exc.value)
-    assert "invalid stream name 'Front/Door'" in msg and ALLOWED_NAMES in msg
-    assert "Hunter2" not in msg
+    assert f"invalid stream name {name!r}" in msg and ALLOWED_NAMES in msg
+    assert "Hunter2" not in msg and "admin" not in msg
+    # while an allowed name is taken as such
+    assert parse_spec(spec.replace(name, "Front_Door"), exists=lambda p: False) == (
+        "Front_Door", "rtsp://admin:Hunter2-Secret@127.0.0.1:8554/x")
 
 
 def test_empty_source_is_an_error_not_the_demo():
