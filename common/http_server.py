@@ -16,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from common.health import Health
 from common.metrics import StageMetrics
 from common.redact import redact_obj
+from common.security import HttpAuth
 
 log = logging.getLogger(__name__)
 
@@ -42,16 +43,21 @@ class HTTPServer:
     ``/healthz`` and ``/readyz`` answer ``{"ok": bool, "state": str, "stage": str}`` with
     status 200 when ok, else 503 (``state`` is a :class:`common.states.ServiceState` value).
 
+    With ``auth`` every path but the probes (unless ``auth.probes``) answers 401 with a
+    ``WWW-Authenticate`` challenge to a request without valid credentials
+    (:class:`common.security.HttpAuth`).
+
     Args:
         host: listen address.
         port: TCP port (0 picks a free one; see :attr:`port`).
         metrics: metrics whose registry ``/metrics`` exposes.
         health: liveness/readiness source.
         routes: extra ``path -> handler`` routes (e.g. the sink's MJPEG page).
+        auth: credentials required; ``None``: open.
     """
 
     def __init__(self, host: str, port: int, metrics: StageMetrics, health: Health,
-                 routes: dict[str, Route] | None = None):
+                 routes: dict[str, Route] | None = None, auth: HttpAuth | None = None):
         registry = metrics.registry
         extra = dict(routes or {})
 
@@ -65,7 +71,11 @@ class HTTPServer:
                 """Serve one GET request; a client that goes away is logged at debug level."""
                 path = self.path.split("?", 1)[0]
                 try:
-                    if path == "/metrics":
+                    if auth is not None and auth.required(path) \
+                            and not auth.allows(self.headers.get("Authorization")):
+                        reply(self, 401, "text/plain", b"authentication required\n",
+                              {"WWW-Authenticate": auth.challenge()})
+                    elif path == "/metrics":
                         reply(self, 200, CONTENT_TYPE_LATEST, generate_latest(registry))
                     elif path in ("/healthz", "/readyz"):
                         ok = health.alive() if path == "/healthz" else health.ready()
@@ -82,6 +92,7 @@ class HTTPServer:
         ThreadingHTTPServer.daemon_threads = True
         self._server = ThreadingHTTPServer((host, port), Handler)
         self.port = self._server.server_address[1]
+        self.auth = auth
         # a short poll interval keeps close() (shutdown) well under the 2 s exit budget
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.1,),
                                         name="http", daemon=True)
@@ -89,7 +100,9 @@ class HTTPServer:
     def start(self) -> "HTTPServer":
         """Start serving in a daemon thread; returns ``self``."""
         self._thread.start()
-        log.info("HTTP on port %d: /metrics /healthz /readyz", self.port)
+        log.info("HTTP on port %d: /metrics /healthz /readyz%s", self.port,
+                 "" if self.auth is None else " (credentials required%s)" % (
+                     "" if self.auth.probes else "; probes open"))
         return self
 
     def close(self) -> None:

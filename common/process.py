@@ -29,6 +29,13 @@ EXIT_CONFIG = 2
 EXIT_REASON_ENV = "AGEGENDER_EXIT_REASON_FILE"
 
 
+class Refused(Exception):
+    """A service refuses to run before its ``main`` could return :data:`EXIT_CONFIG`
+    itself (raised by :class:`common.service.ServiceRuntime` for settings that only fail
+    when used, such as a key file that does not load). Its reason was logged and written
+    to the exit-reason file already; the command line exits with :data:`EXIT_CONFIG`."""
+
+
 def setup_logging(level: str = "INFO",
                   fmt: str = "%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s"
                   ) -> None:
