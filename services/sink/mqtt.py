@@ -36,9 +36,12 @@ acknowledged by the broker; QoS 0: written to the connection),
 ``agegender_mqtt_connected`` (1 while connected), ``agegender_mqtt_outbox_messages``.
 
 **Credentials** come from the URL (``mqtt://user:pass@host``, percent-encoded) or, better,
-from ``username`` / ``password`` (environment ``AGEGENDER_MQTT_USERNAME`` /
-``AGEGENDER_MQTT_PASSWORD``); every log line shows the URL through
+from ``username`` / ``password`` (the sink's environment ``AGEGENDER_SINK_MQTT_USERNAME`` /
+``AGEGENDER_SINK_MQTT_PASSWORD``); every log line shows the URL through
 :func:`common.redact.redact`, and validation errors never echo the input.
+
+**In the sink** the publisher is the ``mqtt`` output (:mod:`services.sink.mqtt_output`),
+configured by the sink's ``mqtt_*`` settings (:class:`services.sink.config.SinkConfig`).
 """
 
 from __future__ import annotations
@@ -58,8 +61,7 @@ from urllib.parse import unquote, urlsplit
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from common.redact import redact
 
@@ -78,11 +80,12 @@ DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 ONLINE, OFFLINE = "online", "offline"
 
 
-class MqttConfig(BaseSettings):
-    """Where and how to publish (environment prefix ``AGEGENDER_MQTT_``)."""
+class MqttConfig(BaseModel):
+    """Where and how to publish. The sink reads it from its ``mqtt_*`` settings
+    (environment ``AGEGENDER_SINK_MQTT_<FIELD>``, :class:`services.sink.config.SinkConfig`)."""
 
-    model_config = SettingsConfigDict(env_prefix="AGEGENDER_MQTT_", extra="forbid",
-                                      validate_default=True, hide_input_in_errors=True)
+    model_config = ConfigDict(extra="forbid", validate_default=True,
+                              hide_input_in_errors=True)
 
     url: str = Field("mqtt://localhost:1883", description="Broker: mqtt://HOST[:PORT] "
                      "(default port 1883) or mqtts://HOST[:PORT] for TLS (8883). User and "
@@ -90,7 +93,8 @@ class MqttConfig(BaseSettings):
                      "(environment) are better.")
     username: str | None = Field(None, description="Broker user name (overrides the URL's).")
     password: SecretStr | None = Field(None, description="Broker password (overrides the "
-                                       "URL's); from AGEGENDER_MQTT_PASSWORD. Never logged.")
+                                       "URL's); from AGEGENDER_SINK_MQTT_PASSWORD. Never "
+                                       "logged.")
     topic_prefix: str = Field("agegender", min_length=1, max_length=200,
                               description="First topic levels: <prefix>/availability, "
                               "<prefix>/<stream>/person, <prefix>/<stream>/frame.")

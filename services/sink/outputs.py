@@ -1,7 +1,7 @@
 """The sink's outputs behind one small interface, each isolated from the others.
 
-An output (:class:`Output`) has ``open()``, ``write(result)`` and ``close()``; ``result``
-is a :class:`SinkResult`: the ``result`` message with its faces smoothed, its end-to-end
+An output (:class:`Output`) has ``open()``, ``write(result)``, ``write_person(event)`` and
+``close()``; ``result`` is a :class:`SinkResult`: the ``result`` message with its faces smoothed, its end-to-end
 latency and, for outputs that set ``needs_image``, the annotated frame. The sink writes
 record outputs (events.jsonl, the trace) on its receive path and image outputs (annotated
 video, MJPEG live view, desktop window) from its renderer thread.
@@ -12,7 +12,13 @@ traceback), and the other outputs and the sink go on; the failing output is trie
 with the next frame. An output that cannot work here at all (a window without a display)
 raises :class:`OutputUnavailable` from ``open()`` and is left out with a warning.
 
-To add an output (MQTT, a webhook): subclass :class:`Output`, give it a short ``name``
+**Person events** (one record per person when its track ends; issue 11) go through the
+same outputs: whoever produces them calls :meth:`OutputSet.write_person` on the record
+outputs with the event dict, and every output that cares implements
+:meth:`Output.write_person` (the MQTT output publishes it to
+``<prefix>/<stream>/person``; the others ignore it by default).
+
+To add an output (a webhook, ...): subclass :class:`Output`, give it a short ``name``
 (the metric label), and add it where :func:`services.sink.main.build_outputs` builds
 the others.
 """
@@ -85,6 +91,10 @@ class Output:
         """Deliver one result frame; may raise (counted, logged once, others go on)."""
         raise NotImplementedError
 
+    def write_person(self, event: dict) -> None:
+        """Deliver one person event (a JSON-ready dict with at least ``stream``); the
+        default ignores it. May raise (counted, logged once, others go on)."""
+
     def close(self) -> None:
         """Release what :meth:`open` acquired (files finished, windows closed)."""
 
@@ -139,6 +149,14 @@ class OutputSet:
                 o.write(result)
             except Exception:  # noqa: BLE001 (isolated by design, counted and logged)
                 self._failed(o, "write")
+
+    def write_person(self, event: dict) -> None:
+        """Write one person event to every output (see :meth:`Output.write_person`)."""
+        for o in self.outputs:
+            try:
+                o.write_person(event)
+            except Exception:  # noqa: BLE001 (isolated by design, counted and logged)
+                self._failed(o, "write a person event")
 
     def close(self) -> None:
         """Close every output (a failing close does not keep the others open)."""

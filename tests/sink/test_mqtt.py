@@ -22,10 +22,12 @@ from paho.mqtt.enums import CallbackAPIVersion
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
+from services.sink.config import SinkConfig
 from services.sink.mqtt import (DROP_REASONS, MqttConfig, MqttMetrics, MqttPublisher,
                                 broker_address, topic_level)
 from tests.conftest import ROOT, free_port
 from tests.mosquitto import mosquitto  # noqa: F401  (registers the fixture)
+from tests.sink.test_sink import result_message, start_sink  # noqa: F401  (fixture)
 
 WAIT_S = 60.0  # generous: the machine is shared; a hang is what this bound catches
 
@@ -306,10 +308,11 @@ def test_credentials_never_appear_in_logs(mosquitto, subscribers, publishers, ca
     wait_until(lambda: pub.connected, what="authenticated connection")
     pub.publish_person(person("door", 0))
     wait_until(lambda: sub.events(), what="event")
-    # ... and another one a wrong password from the environment
-    monkeypatch.setenv("AGEGENDER_MQTT_PASSWORD", "Wr0ng-Passw0rd")
-    monkeypatch.setenv("AGEGENDER_MQTT_USERNAME", "agegender")
-    wrong = publishers(url=broker.url, client_id="wrong")
+    # ... and another one a wrong password from the sink's environment
+    monkeypatch.setenv("AGEGENDER_SINK_MQTT_PASSWORD", "Wr0ng-Passw0rd")
+    monkeypatch.setenv("AGEGENDER_SINK_MQTT_USERNAME", "agegender")
+    wrong = publishers(**dict(SinkConfig(mqtt=True, mqtt_url=broker.url,
+                                         mqtt_client_id="wrong").mqtt_config()))
     wait_until(lambda: "refused the connection" in caplog.text, what="refusal logged")
     assert not wrong.connected
     pub.close(timeout_s=5.0)
@@ -339,10 +342,76 @@ def test_config_parsing_defaults_and_errors(monkeypatch):
         MqttConfig(qos=3)
     with pytest.raises(ValidationError):
         MqttConfig(unknown_key=1)
-    monkeypatch.setenv("AGEGENDER_MQTT_PASSWORD", "from-env-Secret")
-    cfg = MqttConfig()
+    monkeypatch.setenv("AGEGENDER_SINK_MQTT_PASSWORD", "from-env-Secret")
+    cfg = SinkConfig().mqtt_config()
     assert cfg.password.get_secret_value() == "from-env-Secret"
     assert "from-env-Secret" not in repr(cfg) and "from-env-Secret" not in str(cfg)
     assert (cfg.url, cfg.topic_prefix, cfg.qos, cfg.frames, cfg.max_queued) == (
         "mqtt://localhost:1883", "agegender", 1, False, 1000)
     assert topic_level("a/b+c#d") == "a_b_c_d" and topic_level(None) == "unknown"
+
+
+# --------------------------------------------------------------- the sink's mqtt output
+
+def test_sink_publishes_frame_events_through_its_mqtt_output(mosquitto, subscribers,
+                                                             start_sink):
+    # Given a broker, a subscriber, and a sink with its MQTT output on (frame events too)
+    broker = mosquitto()
+    sub = subscribers(broker.port, "site/#")
+    sink = start_sink(mqtt=True, mqtt_url=broker.url, mqtt_topic_prefix="site",
+                      mqtt_frames=True)
+    wait_until(lambda: sink.metric("agegender_mqtt_connected") == 1, what="connected")
+    # When two result frames arrive
+    push = sink.push()
+    for seq in range(2):
+        push.send_multipart(result_message("door", seq, n_faces=1))
+    # Then each frame's events.jsonl record arrives under the prefix, without an image,
+    # and the deliveries are counted
+    events = wait_until(lambda: len(sub.events("/frame")) == 2 and sub.events("/frame"),
+                        what="2 frame events")
+    assert [t for t, _ in events] == ["site/door/frame"] * 2
+    frame = events[0][1]
+    assert (frame["stream"], frame["seq"]) == ("door", 0)
+    assert frame["faces"][0]["gender"] == "female" and frame["faces"][0]["track"] == 1
+    assert set(frame) == {"stream", "seq", "t_capture", "latency_s", "width", "height",
+                          "faces"}
+    assert sub.on("site/availability")[-1][0] == b"online"
+    wait_until(lambda: sink.metric("agegender_mqtt_published_total") == 2, what="2 acks")
+
+
+def test_person_events_go_through_the_record_outputs_to_mqtt(mosquitto, subscribers):
+    # Given the sink's record outputs with MQTT on (frame events off: the default)
+    from services.sink.main import build_outputs
+    broker = mosquitto()
+    sub = subscribers(broker.port, "agegender/#")
+    cfg = SinkConfig(mqtt=True, mqtt_url=broker.url, http_port=0)
+    registry = CollectorRegistry()
+    records, images = build_outputs(cfg, None, None, MqttMetrics(registry))
+    try:
+        assert [o.name for o in records.outputs] == ["mqtt"] and not images
+        # When the person-event hook is called (the tracking stage will call it)
+        event = {"stream": "door", "track": 7, "age": 31.5, "gender": "female",
+                 "dwell_s": 4.2}
+        records.write_person(event)
+        # Then it is published to <prefix>/<stream>/person and acknowledged
+        assert wait_until(lambda: sub.events("/person"), what="person event") == [
+            ("agegender/door/person", event)]
+        wait_until(lambda: sample(registry, "agegender_mqtt_published_total") == 1,
+                   what="1 ack")
+        assert sub.events("/frame") == []
+    finally:
+        records.close()
+
+
+def test_mqtt_metrics_exist_at_zero_and_nothing_is_published_by_default(start_sink):
+    # Given a sink with its defaults (MQTT off)
+    from services.sink.main import build_outputs
+    sink = start_sink()
+    # Then its MQTT metrics exist at zero (dashboards and the catalogue see them)
+    assert sink.metric("agegender_mqtt_published_total") == 0.0
+    assert sink.metric("agegender_mqtt_connected") == 0.0
+    for reason in DROP_REASONS:
+        assert sink.metric("agegender_mqtt_dropped_total", reason=reason) == 0.0
+    # and the default outputs hold no MQTT output
+    records, images = build_outputs(SinkConfig(http_port=0), None)
+    assert "mqtt" not in [o.name for o in records.outputs + images.outputs]
