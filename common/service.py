@@ -27,9 +27,7 @@ from common.states import ServiceState
 
 log = logging.getLogger(__name__)
 
-# ``set_thread_budget`` is re-exported for services/predict.py, which still imports it
-# from here; import it from common.process instead (remove this line once it does).
-__all__ = ["ServiceRuntime", "terminate_context", "set_thread_budget"]
+__all__ = ["ServiceRuntime", "terminate_context"]
 
 
 class _LastError(logging.Handler):

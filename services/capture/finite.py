@@ -15,8 +15,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from common.images import IMAGE_SUFFIXES, BadImage, read_image, to_bgr8
 from common.redact import redact
-from services.capture.images import IMAGE_SUFFIXES, BadImage, read_image, to_bgr8
 from services.capture.metrics import CaptureMetrics
 from services.capture.spec import SourceFrame, SourceOptions
 

@@ -26,10 +26,10 @@ import time
 import cv2
 import numpy as np
 
+from common.images import BadImage, to_bgr8
 from common.redact import redact
 from common.states import InvalidTransition, check_transition
 from common.streams import source_kind
-from services.capture.images import BadImage, to_bgr8
 from services.capture.metrics import CaptureMetrics
 from services.capture.spec import SOURCE_TRANSITIONS, SourceFrame, SourceOptions, SourceState
 

@@ -142,26 +142,23 @@ class OutputSet:
             kept.append(o)
         self.outputs = kept
 
-    def write(self, result: SinkResult) -> None:
-        """Write ``result`` to every output."""
+    def _each(self, what: str, call) -> None:
+        """``call(output)`` for every output; an exception is counted and logged (once
+        per output) and the others go on."""
         for o in self.outputs:
             try:
-                o.write(result)
+                call(o)
             except Exception:  # noqa: BLE001 (isolated by design, counted and logged)
-                self._failed(o, "write")
+                self._failed(o, what)
+
+    def write(self, result: SinkResult) -> None:
+        """Write ``result`` to every output."""
+        self._each("write", lambda o: o.write(result))
 
     def write_person(self, event: dict) -> None:
         """Write one person event to every output (see :meth:`Output.write_person`)."""
-        for o in self.outputs:
-            try:
-                o.write_person(event)
-            except Exception:  # noqa: BLE001 (isolated by design, counted and logged)
-                self._failed(o, "write a person event")
+        self._each("write a person event", lambda o: o.write_person(event))
 
     def close(self) -> None:
         """Close every output (a failing close does not keep the others open)."""
-        for o in self.outputs:
-            try:
-                o.close()
-            except Exception:  # noqa: BLE001 (isolated by design, counted and logged)
-                self._failed(o, "close")
+        self._each("close", lambda o: o.close())

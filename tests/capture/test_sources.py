@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 from prometheus_client import CollectorRegistry
 
+from common.images import BadImage, to_bgr8
 from common.metrics import StageMetrics
-from services.capture.images import BadImage, to_bgr8
 from services.capture.demo import DemoSource
 from services.capture.finite import ImageFolderSource, VideoFileSource
 from services.capture.live import LiveSource
@@ -156,7 +156,7 @@ def test_demo_source_is_a_short_scene_with_a_face(caplog):
     assert frames[0].image.shape == (360, 640, 3)
     assert not np.array_equal(frames[0].image, frames[60].image)
     # and the real detector finds the astronaut's face
-    from services.detector.backends import make_detector
+    from common.detectors import make_detector
     det = make_detector("ssd")
     assert all(len(det.detect(frames[i].image)) >= 1 for i in (0, 40, 80, 119))
 
