@@ -136,9 +136,9 @@ def exit_reason_path() -> Path | None:
 
 def write_exit_reason(reason: str, *, refused: bool, path: Path | None = None) -> bool:
     """Write ``{"reason": str, "refused": bool, "pid": int}`` to the exit-reason file
-    (``path``, else :func:`exit_reason_path`; atomic replace; ``reason`` redacted). ``refused`` is ``True`` when
-    the service said so explicitly, ``False`` when the reason is only the last error it
-    logged before it got ready.
+    (``path``, else :func:`exit_reason_path`; atomic replace; ``reason`` redacted).
+    ``refused`` is ``True`` when the service said so explicitly, ``False`` when the reason
+    is only the last error it logged before it got ready.
 
     Returns:
         ``True`` when a file was written (``False``: no file configured, or it could not

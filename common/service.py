@@ -22,7 +22,8 @@ from common.metrics import StageMetrics
 from common.process import (EXIT_CONFIG, Refused, install_signal_handlers,
                             set_thread_budget, setup_logging, write_exit_reason)
 from common.redact import install_log_redaction
-from common.security import Curve, HttpAuth, SecurityConfigError, is_loopback
+from common.curve import Curve
+from common.security import HttpAuth, SecurityConfigError, is_loopback
 from common.states import ServiceState
 
 log = logging.getLogger(__name__)
@@ -173,7 +174,7 @@ class ServiceRuntime:
         """``make()``; a socket CURVE cannot cover (it would run in clear) is a refusal.
 
         Raises:
-            common.process.Refused: see :meth:`common.security.Curve.apply`.
+            common.process.Refused: see :meth:`common.curve.Curve.apply`.
         """
         try:
             return make()

@@ -8,7 +8,7 @@ join by configuration alone.
 
 Every socket gets an explicit high-water mark, ``LINGER=0`` and is polled with a timeout,
 so no call blocks forever and closing never waits for an absent peer. With a
-:class:`common.security.Curve` a socket on ``tcp://`` is a CURVE server (bind) or client
+:class:`common.curve.Curve` a socket on ``tcp://`` is a CURVE server (bind) or client
 (connect): encrypted, and only authorized peers get through.
 """
 
@@ -23,7 +23,7 @@ import zmq
 
 from common import wire
 from common.metrics import StageMetrics
-from common.security import Curve
+from common.curve import Curve
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def parse_endpoint(endpoint: str) -> tuple[str, list[str]]:
 def make_socket(ctx: zmq.Context, sock_type: int, endpoint: str, hwm: int,
                 curve: Curve | None = None) -> zmq.Socket:
     """Create a socket with ``SNDHWM=RCVHWM=hwm``, ``LINGER=0`` and bind/connect it;
-    with ``curve``, CURVE on ``tcp://`` (:meth:`common.security.Curve.apply`).
+    with ``curve``, CURVE on ``tcp://`` (:meth:`common.curve.Curve.apply`).
 
     Raises:
         ValueError: bad endpoint string.

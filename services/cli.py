@@ -139,7 +139,7 @@ def keys_generate(folder: Path, clients: tuple[str, ...], force: bool):
     """Write a CURVE key set to FOLDER with zmq.auth: the server's key pair, one client
     key pair per service, and FOLDER/authorized/ with the clients' public keys; then print
     which setting takes which file (docs/deploy.md, Security)."""
-    from common.security import DEFAULT_CLIENTS, generate_keys
+    from common.curve import DEFAULT_CLIENTS, generate_keys
     try:
         made = generate_keys(folder, tuple(clients) or DEFAULT_CLIENTS, force=force)
     except (FileExistsError, ValueError) as exc:

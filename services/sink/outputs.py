@@ -1,10 +1,10 @@
 """The sink's outputs behind one small interface, each isolated from the others.
 
 An output (:class:`Output`) has ``open()``, ``write(result)``, ``write_person(event)`` and
-``close()``; ``result`` is a :class:`SinkResult`: the ``result`` message with its faces smoothed, its end-to-end
-latency and, for outputs that set ``needs_image``, the annotated frame. The sink writes
-record outputs (events.jsonl, the trace) on its receive path and image outputs (annotated
-video, MJPEG live view, desktop window) from its renderer thread.
+``close()``; ``result`` is a :class:`SinkResult`: the ``result`` message with its faces
+smoothed, its end-to-end latency and, for outputs that set ``needs_image``, the annotated
+frame. The sink writes record outputs (events.jsonl, the trace) on its receive path and
+image outputs (annotated video, MJPEG live view, desktop window) from its renderer thread.
 
 An :class:`OutputSet` calls every output in turn: an exception from one is counted in
 ``agegender_sink_output_errors_total{output}``, logged the first time (with its

@@ -22,7 +22,8 @@ from zmq.utils.monitor import recv_monitor_message
 from common.config import ServiceConfig
 from common.metrics import StageMetrics
 from common.process import Refused
-from common.security import Curve, SecurityConfigError, generate_keys, load_key
+from common.curve import Curve, generate_keys, load_key
+from common.security import SecurityConfigError
 from common.service import ServiceRuntime
 from common.sockets import Receiver, Sender
 from tests.conftest import free_port
