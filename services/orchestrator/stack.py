@@ -12,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+from common.redact import redact
 from services.orchestrator import summary as summaries
 from services.orchestrator.children import Child
 from services.orchestrator.options import SERVICES, StackOptions
@@ -153,10 +154,21 @@ class Stack:
             self._metrics_server = None
 
     def cleanup(self, keep_logs: bool = False) -> None:
-        """Remove the temp dir (sockets, status, logs unless ``keep_logs``)."""
+        """Remove the temp dir (sockets, status, logs unless ``keep_logs``).
+
+        Kept logs are passed through :func:`common.redact.redact` once more: besides the
+        services' own (already redacted) lines they hold what C libraries such as FFmpeg
+        wrote to stderr themselves, which may name a source."""
         if keep_logs:
             for p in self.run_dir.glob("*.sock"):
                 p.unlink(missing_ok=True)
+            for p in (self.run_dir / "logs").glob("*.log"):
+                try:
+                    text = p.read_text(errors="replace")
+                    if "://" in text:
+                        p.write_text(redact(text))
+                except OSError as exc:
+                    log.warning("could not redact the kept log %s: %s", p, exc)
         else:
             shutil.rmtree(self.run_dir, ignore_errors=True)
 
