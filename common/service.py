@@ -16,13 +16,13 @@ import threading
 
 from prometheus_client import generate_latest
 
+from common.curve import Curve
 from common.health import Health
 from common.http_server import HTTPServer
 from common.metrics import StageMetrics
 from common.process import (EXIT_CONFIG, Refused, install_signal_handlers,
                             set_thread_budget, setup_logging, write_exit_reason)
 from common.redact import install_log_redaction
-from common.curve import Curve
 from common.security import HttpAuth, SecurityConfigError, is_loopback
 from common.states import ServiceState
 
@@ -64,13 +64,12 @@ class ServiceRuntime:
                 msg = rx.recv(cfg.recv_timeout_ms)
                 ...
 
-    On entry: logging, security settings (:mod:`common.security`: CURVE keys with the ZAP
-    authenticator, HTTP credentials; one that does not load raises
-    :class:`common.process.Refused`), thread budget, metrics, health, signal handlers
-    (set ``stop``), HTTP server when ``cfg.http_port`` is non-zero (``rt.http.port``).
-    Every socket made by :meth:`receiver`/:meth:`sender` on ``tcp://`` uses CURVE when
-    it is configured. On exit: the
-    state becomes ``stopped``, the final metrics go to ``cfg.metrics_file`` (if set), the
+    On entry: logging, security settings (CURVE keys with the ZAP authenticator,
+    :mod:`common.curve`; HTTP credentials, :mod:`common.security`; one that does not load
+    raises :class:`common.process.Refused`), thread budget, metrics, health, signal
+    handlers (set ``stop``), HTTP server when ``cfg.http_port`` is non-zero
+    (``rt.http.port``). Every socket made by :meth:`receiver`/:meth:`sender` on
+    ``tcp://`` uses CURVE when it is configured. On exit: the state becomes ``stopped``, the final metrics go to ``cfg.metrics_file`` (if set), the
     exit reason to the exit-reason file (see :meth:`refuse`), sockets are closed with
     ``LINGER=0``, the ZeroMQ context terminated, the HTTP server stopped: all within a
     fraction of a second.
