@@ -118,6 +118,26 @@ def test_a_rotated_face_gives_the_rotated_eye_line(blazeface, astronaut, angle):
     assert dets[0].roll_degrees - upright[0].roll_degrees == pytest.approx(angle, abs=5)
 
 
+def test_rolled_faces_are_read_again_upright(astronaut):
+    # given the astronaut with a grey border, turned by -45 degrees about her face
+    frame = cv2.copyMakeBorder(astronaut, 100, 100, 100, 100, cv2.BORDER_CONSTANT,
+                               value=(128,) * 3)
+    m = cv2.getRotationMatrix2D((327.0, 222.0), -45, 1.0)
+    turned = cv2.warpAffine(frame, m, (712, 712), borderValue=(128,) * 3)
+    refined = BlazeFaceDetector(threads=1)
+    raw = BlazeFaceDetector(threads=1, refine_roll_degrees=None)
+    up = refined.detect(frame)[0]
+    # when detected with one pass only and with the upright re-reading
+    one, again = raw.detect(turned)[0], refined.detect(turned)[0]
+    # then one pass lags far behind the turn, the re-reading follows it within 5 degrees
+    assert abs(one.roll_degrees - up.roll_degrees + 45) > 10
+    assert again.roll_degrees - up.roll_degrees == pytest.approx(-45, abs=5)
+    # and the box keeps the upright face's size (one pass: it shrinks)
+    side = up.box[2] - up.box[0]
+    assert abs((again.box[2] - again.box[0]) - side) <= 0.1 * side
+    assert (one.box[2] - one.box[0]) < 0.9 * side
+
+
 # --- tiles ------------------------------------------------------------------------------
 
 def test_tile_plans():
