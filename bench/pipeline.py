@@ -120,7 +120,8 @@ def stage_latencies(trace_path: Path) -> tuple[dict, float, int, float]:
 def run_pipeline(source: str, realtime: bool, model: str, threads: dict, out: Path | None,
                  max_batch: int | None, hwm: int = 1) -> dict:
     """Run the stack once on ``source``; the pipeline half of the report."""
-    from services.run import StackOptions, run_stack
+    from services.orchestrator.options import StackOptions
+    from services.orchestrator.runner import run_stack
     tmp = Path(tempfile.mkdtemp(prefix="agegender-bench-"))
     trace = tmp / "trace.jsonl"
     extra = {"classifier": [f"--max-batch={max_batch}"]} if max_batch else {}
@@ -144,7 +145,7 @@ def run_pipeline(source: str, realtime: bool, model: str, threads: dict, out: Pa
 
 def run_serial(source: str, model: str, threads: int, max_frames: int = 0) -> dict:
     """The seed's way in this process: read -> detect -> classify each face alone."""
-    from common.service import set_thread_budget
+    from common.process import set_thread_budget
     set_thread_budget(threads)
     import cv2
 
@@ -202,11 +203,11 @@ def run_serial(source: str, model: str, threads: int, max_frames: int = 0) -> di
               help="Also write annotated.mp4/events.jsonl (costs sink CPU).")
 def main(source, baseline, realtime, model, threads, serial_threads, max_batch, hwm, out):
     """Benchmark the pipeline (and optionally the serial baseline); print JSON."""
-    from services.run import _parse_threads
+    from services.orchestrator.options import parse_threads
     source = str(Path(source).resolve())
     report = {"source": source, "cpu_cores": os.cpu_count(),
               "load_avg_1m_at_start": round(os.getloadavg()[0], 2),
-              "pipeline": run_pipeline(source, realtime, model, _parse_threads(threads), out,
+              "pipeline": run_pipeline(source, realtime, model, parse_threads(threads), out,
                                        max_batch, hwm)}
     if baseline == "serial":
         report["serial"] = run_serial(source, model, serial_threads)

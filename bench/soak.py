@@ -2,16 +2,16 @@
 
     python -m bench.soak --duration 30m --source ../shared/videos/walking-and-pause-720p-loop.mp4
 
-Starts the four services with PIPELINE's orchestrator (:func:`services.run.run_stack`,
-``--loop``, watchdog on) and every ``--interval`` prints one JSON line with, per service:
-RSS (MiB, psutil), CPU (% of one core since the last sample), and, for the stack: frames
-and fps at the sink, end-to-end latency p50/p95/p99 (seconds, from the sink's
-``agegender_e2e_latency_seconds`` histogram over the last interval), drops by
-``stage/reason`` and malformed messages (cumulative counters scraped from every
-service's ``/metrics``) and watchdog restarts per service. At the end it prints one JSON
-summary: RSS start (first sample after ``--warmup``) / end / max and the linear RSS trend
-(MiB per hour) per service, total drops, restarts, latency percentiles over the whole
-run, frames, mean fps.
+Starts the four services with PIPELINE's orchestrator
+(:func:`services.orchestrator.runner.run_stack`, ``--loop``, watchdog on) and every
+``--interval`` prints one JSON line with, per service: RSS (MiB, psutil), CPU (% of one
+core since the last sample), and, for the stack: frames and fps at the sink, end-to-end
+latency p50/p95/p99 (seconds, from the sink's ``agegender_e2e_latency_seconds`` histogram
+over the last interval), drops by ``stage/reason`` and malformed messages (cumulative
+counters scraped from every service's ``/metrics``) and watchdog restarts per service. At
+the end it prints one JSON summary: RSS start (first sample after ``--warmup``) / end /
+max and the linear RSS trend (MiB per hour) per service, total drops, restarts, latency
+percentiles over the whole run, frames, mean fps.
 
 ``--rtsp`` serves the clip over a real RTSP server on 127.0.0.1 and captures it as a live
 camera (the lossy path: drops instead of backpressure). Numbers only; nothing passes or
@@ -126,7 +126,7 @@ def slope_per_hour(points: list[tuple[float, float]]) -> float | None:
 
 
 class Sampler:
-    """Collects per-interval samples of a running :class:`services.run.Stack`."""
+    """Collects per-interval samples of a running :class:`services.orchestrator.stack.Stack`."""
 
     def __init__(self, stack, warmup_s: float):
         self.stack = stack
@@ -239,8 +239,9 @@ class Sampler:
 
 
 def start_rtsp(clip: str, timeout_s: float = 30.0) -> tuple[subprocess.Popen, str]:
-    """Serve ``clip`` in a loop at ``rtsp://127.0.0.1:PORT/stream`` (tests/rtsp/serve.py
-    under the system Python with PyGObject); its output goes to a temp log file.
+    """Serve ``clip`` in a loop at ``rtsp://127.0.0.1:PORT/stream`` (the demo camera's
+    deploy/rtsp/rtsp_demo_server.py under the system Python with PyGObject); its output
+    goes to a temp log file.
 
     Raises:
         RuntimeError: the server did not answer within ``timeout_s`` seconds.
@@ -248,11 +249,10 @@ def start_rtsp(clip: str, timeout_s: float = 30.0) -> tuple[subprocess.Popen, st
     import tempfile
 
     from tests.conftest import free_port
-    from tests.rtsp_server import GI_PYTHON, SERVE, rtsp_answers
+    from tests.rtsp_server import rtsp_answers, serve_command
     port = free_port()
     log_file = tempfile.NamedTemporaryFile(prefix="soak-rtsp-", suffix=".log", delete=False)
-    proc = subprocess.Popen([GI_PYTHON, str(SERVE), "--clip", clip, "--port", str(port),
-                             "--path", "/stream", "--loop"], stdout=log_file,
+    proc = subprocess.Popen(serve_command(clip, port), stdout=log_file,
                             stderr=subprocess.STDOUT)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -288,13 +288,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out-json", type=Path, help="also write the summary here")
     p.add_argument("--rtsp", action="store_true",
                    help="serve --source over a real RTSP server on 127.0.0.1 (GStreamer, "
-                        "tests/rtsp/serve.py, looping) and capture it as a live camera: "
+                        "deploy/rtsp/rtsp_demo_server.py, looping) and capture it as a live camera: "
                         "lossy path, stale/superseded drops, reconnects")
     args = p.parse_args(argv)
 
     logging.basicConfig(level=logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from services.run import StackOptions, run_stack
+    from services.orchestrator.options import StackOptions
+    from services.orchestrator.runner import run_stack
 
     rtsp = None
     source = args.source

@@ -14,7 +14,7 @@ four services of ``agegender run``:
 * ``capture`` and ``sink`` stand-ins: OpenCV work they really do (resize + JPEG encode of
   a 1280x720 frame, the sink's MJPEG view) -> frames/s.
 
-Configurations: ``budget`` (each process calls :func:`common.service.set_thread_budget`
+Configurations: ``budget`` (each process calls :func:`common.process.set_thread_budget`
 with ``--threads`` before importing TensorFlow, as ``ServiceRuntime`` does) and
 ``no_budget`` (OMP/TF/OpenCV defaults: one thread per core in every process), plus
 ``classifier_alone`` with the budget and nothing else running, for reference.
@@ -47,7 +47,7 @@ def worker(role: str, budget: int, start_at: float, seconds: float, batch: int) 
     """Run one role until ``start_at + seconds`` (wall clock); return its throughput."""
     import numpy as np
     if budget:
-        from common.service import set_thread_budget
+        from common.process import set_thread_budget
         set_thread_budget(budget)
     import cv2
     rng = np.random.default_rng(0)

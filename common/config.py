@@ -1,10 +1,17 @@
 """Typed, strict configuration shared by every service.
 
-Each service has a :class:`ServiceConfig` subclass with its own environment prefix
-(``AGEGENDER_<SERVICE>_``). Precedence, highest first: explicit keyword arguments (the
-CLI passes its options this way), environment variables, field defaults. Unknown keys are
-errors (``extra="forbid"``), every field has a default, bounds and a description.
-List fields are given in the environment as JSON (``'["a", "b"]'``).
+Each service has a :class:`ServiceConfig` subclass that names itself and its default HTTP
+port in the class statement::
+
+    class DetectorConfig(ServiceConfig, service="detector", http_port=9102):
+        ...
+
+which sets the environment prefix ``AGEGENDER_DETECTOR_`` and the ``http_port`` default
+(a subclass that sets ``model_config`` and ``http_port`` itself keeps working).
+Precedence, highest first: explicit keyword arguments (the CLI passes its options this
+way), environment variables, field defaults. Unknown keys are errors (``extra="forbid"``),
+every field has a default, bounds and a description. List fields are given in the
+environment as JSON (``'["a", "b"]'``).
 """
 
 from __future__ import annotations
@@ -16,7 +23,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class ServiceConfig(BaseSettings):
-    """Settings every service has; subclasses set ``env_prefix``."""
+    """Settings every service has.
+
+    Class keywords of a subclass:
+        service: service name; the environment prefix becomes ``AGEGENDER_<SERVICE>_``.
+        http_port: default HTTP port of the service (0..65535).
+    """
 
     model_config = SettingsConfigDict(extra="forbid", validate_default=True,
                                       env_prefix="AGEGENDER_")
@@ -42,3 +54,14 @@ class ServiceConfig(BaseSettings):
                                       "'agegender run' reads them for its summary.")
     heartbeat_timeout_s: float = Field(10.0, gt=0, le=600, description="/healthz fails when "
                                        "the main loop has not ticked for this long (seconds).")
+
+    def __init_subclass__(cls, service: str | None = None, http_port: int | None = None,
+                          **kwargs):
+        super().__init_subclass__(**kwargs)
+        if service is not None:
+            cls.model_config = SettingsConfigDict(
+                {**cls.model_config, "env_prefix": f"AGEGENDER_{service.upper()}_"})
+        if http_port is not None:
+            # read by pydantic when it collects the subclass's fields, right after this
+            cls.http_port = Field(int(http_port), ge=0, le=65535,
+                                  description="HTTP port; 0 disables it.")

@@ -22,8 +22,22 @@ FRAME_DROP_REASONS = (
     "superseded",      # live reader replaced a frame nobody consumed yet
     "send_timeout",    # a blocking send gave up
     "bad_image",       # undecodable or unusable image
+    "shutdown",        # still queued inside the stage when it stopped
 )
 STAGES = ("capture", "detector", "classifier", "sink")
+
+
+def inference_seconds(registry: CollectorRegistry, stage: str, model: str):
+    """Declare ``agegender_inference_seconds{stage, model}`` in ``registry`` and return the
+    child of ``stage`` and ``model`` (created at zero).
+
+    One observation is one model call: one frame in the detector, one batch of crops in
+    the classifier (seconds, :data:`LATENCY_BUCKETS`).
+    """
+    hist = Histogram("agegender_inference_seconds",
+                     "Model inference time per call (seconds), by stage and model.",
+                     ["stage", "model"], buckets=LATENCY_BUCKETS, registry=registry)
+    return hist.labels(stage, model)
 
 
 class StageMetrics:

@@ -1,219 +1,48 @@
-"""Per-service runtime: health state, the HTTP server (/metrics, /healthz, /readyz),
-logging, thread budget and signal handling.
+"""The per-service runtime: everything a service process needs, set up and torn down in
+one place (:class:`ServiceRuntime`).
 
+The pieces live in their own modules: process set-up (logs, thread budget, signals, exit
+codes) in :mod:`common.process`, liveness and lifecycle state in :mod:`common.health`,
+the HTTP server in :mod:`common.http_server`, sockets in :mod:`common.sockets`.
 Signal handlers only set a stop event; loops poll with timeouts and clean up in
 ``finally`` blocks.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import signal
 import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import generate_latest
 
+from common.health import Health
+from common.http_server import HTTPServer
 from common.metrics import StageMetrics
+from common.process import (EXIT_CONFIG, install_signal_handlers, set_thread_budget,
+                            setup_logging, write_exit_reason)
+from common.states import ServiceState
 
 log = logging.getLogger(__name__)
 
-#: Extra route: ``handler(request) -> None`` writes the whole response itself.
-Route = Callable[[BaseHTTPRequestHandler], None]
+# ``set_thread_budget`` is re-exported for services/predict.py, which still imports it
+# from here; import it from common.process instead (remove this line once it does).
+__all__ = ["ServiceRuntime", "terminate_context", "set_thread_budget"]
 
 
-def setup_logging(level: str = "INFO") -> None:
-    """Configure one-line logs: time, level, process name, logger, message."""
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s",
-                        force=True)
+class _LastError(logging.Handler):
+    """Remembers the message of the last ERROR (or worse) log record."""
 
+    def __init__(self):
+        super().__init__(logging.ERROR)
+        self.message: str | None = None
 
-def limit_image_decoding(max_pixels: int | None = None) -> None:
-    """Cap the image size OpenCV will decode in this process (pixels, width x height).
-
-    OpenCV allocates the full image a JPEG/PNG header announces before reading the data
-    (default limit 2**30 pixels: a 2 MB JPEG can expand to gigabytes). The default cap is
-    the wire schema's largest frame, ``common.wire.MAX_SIDE ** 2``: nothing larger could
-    be sent downstream anyway. Larger images make ``cv2.imdecode``/``cv2.imread`` raise
-    ``cv2.error`` (catch it where images are decoded). Sets ``OPENCV_IO_MAX_IMAGE_PIXELS``
-    unless the environment already sets it; OpenCV reads it at its first decode, so call
-    this before decoding anything.
-    """
-    from common.wire import MAX_SIDE
-    os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(max_pixels or MAX_SIDE * MAX_SIDE))
-
-
-def set_thread_budget(threads: int) -> None:
-    """Limit OpenMP, BLAS, OpenCV and TensorFlow threads of this process.
-
-    Call before TensorFlow is imported for the environment variables to fully apply;
-    TensorFlow's own pools are set again if it is already imported. Also caps the image
-    size OpenCV decodes (:func:`limit_image_decoding`), as every entry point calls this
-    first.
-    """
-    limit_image_decoding()
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                "TF_NUM_INTRAOP_THREADS"):
-        os.environ[var] = str(threads)
-    os.environ["TF_NUM_INTEROP_THREADS"] = "1"
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import cv2
-    cv2.setNumThreads(threads)
-    import sys
-    if "tensorflow" in sys.modules:
-        import tensorflow as tf
+    def emit(self, record: logging.LogRecord) -> None:
+        """Keep the record's message (never raises: a log call must not fail)."""
         try:
-            tf.config.threading.set_intra_op_parallelism_threads(threads)
-            tf.config.threading.set_inter_op_parallelism_threads(1)
-        except RuntimeError:  # already initialised: keep what it has
-            log.debug("TensorFlow thread pools already initialised")
-
-
-class Health:
-    """Liveness and readiness of one service.
-
-    ``/healthz`` is OK while the main loop's heartbeat is fresher than ``timeout_s``
-    seconds; ``/readyz`` is OK once :meth:`set_ready` was called (models loaded, sockets
-    up) and the service is alive.
-    """
-
-    def __init__(self, metrics: StageMetrics, timeout_s: float = 10.0):
-        self.metrics = metrics
-        self.timeout_s = timeout_s
-        self._beat = time.monotonic()
-        self._ready = False
-        self.state = "starting"
-
-    def beat(self) -> None:
-        """Record a tick of the main loop."""
-        self._beat = time.monotonic()
-        self.metrics.heartbeat.labels(self.metrics.stage).set(time.time())
-
-    def set_ready(self, ready: bool = True, state: str | None = None) -> None:
-        """Mark the service ready (or not) and optionally name its lifecycle state."""
-        self._ready = ready
-        self.state = state or ("running" if ready else self.state)
-
-    def alive(self) -> bool:
-        """True while the heartbeat is fresh."""
-        return time.monotonic() - self._beat < self.timeout_s
-
-    def ready(self) -> bool:
-        """True when ready and alive."""
-        return self._ready and self.alive()
-
-
-class HTTPServer:
-    """Serves ``/metrics``, ``/healthz``, ``/readyz`` and optional extra routes.
-
-    Args:
-        host: listen address.
-        port: TCP port (0 picks a free one; see :attr:`port`).
-        metrics: metrics whose registry ``/metrics`` exposes.
-        health: liveness/readiness source.
-        routes: extra ``path -> handler`` routes (e.g. the sink's MJPEG page).
-    """
-
-    def __init__(self, host: str, port: int, metrics: StageMetrics, health: Health,
-                 routes: dict[str, Route] | None = None):
-        registry = metrics.registry
-        extra = dict(routes or {})
-
-        class Handler(BaseHTTPRequestHandler):
-            """Routes GET requests to /metrics, /healthz, /readyz and the extra routes."""
-            def log_message(self, fmt, *args):  # keep access logs out of stderr
-                """Send access logs to the debug log instead of stderr."""
-                log.debug("http: " + fmt, *args)
-
-            def _reply(self, code: int, ctype: str, body: bytes) -> None:
-                self.send_response(code)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def do_GET(self):  # noqa: N802 (http.server API)
-                """Serve one GET request; a client that goes away is logged at debug level."""
-                path = self.path.split("?", 1)[0]
-                try:
-                    if path == "/metrics":
-                        self._reply(200, CONTENT_TYPE_LATEST, generate_latest(registry))
-                    elif path in ("/healthz", "/readyz"):
-                        ok = health.alive() if path == "/healthz" else health.ready()
-                        body = json.dumps({"ok": ok, "state": health.state,
-                                           "stage": metrics.stage}).encode()
-                        self._reply(200 if ok else 503, "application/json", body)
-                    elif path in extra:
-                        extra[path](self)
-                    else:
-                        self._reply(404, "text/plain", b"not found\n")
-                except (BrokenPipeError, ConnectionResetError):
-                    log.debug("http client went away on %s", path)
-
-        ThreadingHTTPServer.daemon_threads = True
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        self.port = self._server.server_address[1]
-        # a short poll interval keeps close() (shutdown) well under the 2 s exit budget
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.1,),
-                                        name="http", daemon=True)
-
-    def start(self) -> "HTTPServer":
-        """Start serving in a daemon thread; returns ``self``."""
-        self._thread.start()
-        log.info("HTTP on port %d: /metrics /healthz /readyz", self.port)
-        return self
-
-    def close(self) -> None:
-        """Stop serving and release the port."""
-        if self._thread.is_alive():  # shutdown() waits forever if serve_forever never ran
-            self._server.shutdown()
-        self._server.server_close()
-
-
-def exit_process(code: int) -> None:
-    """End a service process at once with ``code``, after its ``main`` has cleaned up.
-
-    Python's interpreter teardown after ``SystemExit`` takes 2-3 s in a process that ran
-    TensorFlow (module and C++ object destructors), which breaks the "exit within 2 s of
-    SIGTERM" budget although ``main`` itself returned in milliseconds. This flushes the
-    logging handlers and standard streams and calls ``os._exit(code)``.
-
-    When standard output is not the process's real file descriptor 1 (click's
-    ``CliRunner`` and other in-process callers swap it), it raises ``SystemExit(code)``
-    instead, so tests that invoke a command in-process keep their interpreter.
-
-    Raises:
-        SystemExit: in-process callers (see above).
-    """
-    logging.shutdown()
-    import sys
-    try:
-        real = sys.stdout is not None and sys.stdout.fileno() == 1
-    except (AttributeError, ValueError, OSError):  # io.StringIO and friends
-        real = False
-    if not real:
-        raise SystemExit(code)
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (AttributeError, ValueError, OSError):
-            log.debug("could not flush %r before exit", stream)
-    os._exit(int(code))
-
-
-def install_signal_handlers(stop: threading.Event) -> None:
-    """Make SIGINT and SIGTERM set ``stop`` (nothing else happens in the handler)."""
-    def handler(signum, frame):
-        """Signal handler: only sets the stop event."""
-        stop.set()
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, handler)
-        signal.signal(signal.SIGTERM, handler)
+            self.message = record.getMessage()
+        except Exception:  # noqa: BLE001 (a bad format string must not break logging)
+            self.message = str(record.msg)
 
 
 class ServiceRuntime:
@@ -224,15 +53,22 @@ class ServiceRuntime:
         with ServiceRuntime("detector", cfg) as rt:
             rx = rt.receiver(cfg.input)
             tx = rt.sender(cfg.output)
-            rt.health.set_ready()
+            try:
+                model = load(cfg.model)
+            except ValueError as exc:
+                return rt.refuse(f"cannot load the model: {exc}")   # exit code 2
+            rt.health.enter(ServiceState.RUNNING)
             while not rt.stop.is_set():
                 rt.health.beat()
                 msg = rx.recv(cfg.recv_timeout_ms)
                 ...
 
     On entry: logging, thread budget, metrics, health, signal handlers (set ``stop``),
-    HTTP server when ``cfg.http_port`` is non-zero (``rt.http.port``). On exit: sockets closed with ``LINGER=0``, the ZeroMQ
-    context terminated, the HTTP server stopped: all within a fraction of a second.
+    HTTP server when ``cfg.http_port`` is non-zero (``rt.http.port``). On exit: the
+    state becomes ``stopped``, the final metrics go to ``cfg.metrics_file`` (if set), the
+    exit reason to the exit-reason file (see :meth:`refuse`), sockets are closed with
+    ``LINGER=0``, the ZeroMQ context terminated, the HTTP server stopped: all within a
+    fraction of a second.
 
     Args:
         stage: stage name (metrics label), one of ``common.metrics.STAGES``.
@@ -255,12 +91,16 @@ class ServiceRuntime:
         self._sockets: list = []
         self.http: HTTPServer | None = None
         self.ctx = None
+        #: Why the service refused to start (set by :meth:`refuse`).
+        self.refusal: str | None = None
+        self._errors = _LastError()
         #: Longest wait for the ZeroMQ context to terminate on exit (seconds).
         self.term_timeout_s = 1.0
 
     def __enter__(self) -> "ServiceRuntime":
         import zmq
         setup_logging(self.cfg.log_level)
+        logging.getLogger().addHandler(self._errors)
         set_thread_budget(self.cfg.threads)
         if self._signals:
             install_signal_handlers(self.stop)
@@ -269,6 +109,19 @@ class ServiceRuntime:
             self.http = HTTPServer(self.cfg.http_host, self.cfg.http_port, self.metrics,
                                    self.health, self._routes).start()
         return self
+
+    def refuse(self, reason: str) -> int:
+        """Refuse to run: the configuration or input cannot work (restarting cannot help).
+
+        Logs ``reason`` as an error and keeps it for the exit-reason file written on exit
+        (``agegender run`` shows it and stops the stack instead of restarting).
+
+        Returns:
+            :data:`common.process.EXIT_CONFIG`, for ``return rt.refuse(...)`` in ``main``.
+        """
+        log.error("%s", reason)
+        self.refusal = reason
+        return EXIT_CONFIG
 
     def receiver(self, endpoint: str, kinds: tuple[str, ...] | None = None):
         """A :class:`common.sockets.Receiver` on ``endpoint`` with the config's limits.
@@ -290,7 +143,8 @@ class ServiceRuntime:
         return tx
 
     def __exit__(self, *exc) -> None:
-        self.health.set_ready(False, "stopped")
+        self.health.enter(ServiceState.STOPPED)
+        self._write_exit_reason()
         self._write_metrics_file()
         try:
             for s in self._sockets:
@@ -298,9 +152,17 @@ class ServiceRuntime:
             if self.ctx is not None:
                 terminate_context(self.ctx, self.term_timeout_s)
         finally:
+            logging.getLogger().removeHandler(self._errors)
             if self.http is not None:
                 self.http.close()
 
+    def _write_exit_reason(self) -> None:
+        """The refusal, or else the last error logged by a service that never got ready
+        (a service that logs its reason and returns exit code 2 without :meth:`refuse`)."""
+        if self.refusal is not None:
+            write_exit_reason(self.refusal, refused=True)
+        elif self._errors.message is not None and not self.health.was_ready:
+            write_exit_reason(self._errors.message, refused=False)
 
     def _write_metrics_file(self) -> None:
         """Final metrics to ``cfg.metrics_file`` (atomic replace), if configured."""

@@ -96,6 +96,15 @@ class Sender:
         self.metrics = metrics
         self.stop = stop
 
+    def _try_send(self, frames: list, kind: str) -> bool:
+        """Hand the message to ZeroMQ if there is room now (counted as sent)."""
+        try:
+            self.sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return False
+        self.metrics.sent.labels(self.metrics.stage, kind).inc()
+        return True
+
     def send(self, frames: list, kind: str, block: bool = False,
              timeout_s: float | None = None) -> bool:
         """Send one multipart message.
@@ -105,7 +114,8 @@ class Sender:
             kind: message kind (metrics label).
             block: ``False`` drops the message at once when the high-water mark is reached
                 (counted as ``queue_full``); ``True`` waits for room (backpressure) until
-                sent, ``timeout_s`` passes (counted as ``send_timeout``) or stop is set.
+                sent, ``timeout_s`` passes (counted as ``send_timeout``) or stop is set
+                (the frame is discarded at shutdown, counted as ``shutdown``).
             timeout_s: limit for a blocking send (seconds); ``None`` waits until stop.
 
         Returns:
@@ -113,16 +123,15 @@ class Sender:
         """
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
-            try:
-                self.sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
-                self.metrics.sent.labels(self.metrics.stage, kind).inc()
+            if self._try_send(frames, kind):
                 return True
-            except zmq.Again:
-                pass
             if not block:
                 self.metrics.drop("queue_full")
                 return False
-            if self.stop.is_set() or (deadline is not None and time.monotonic() > deadline):
+            if self.stop.is_set():
+                self.metrics.drop("shutdown")
+                return False
+            if deadline is not None and time.monotonic() > deadline:
                 self.metrics.drop("send_timeout")
                 return False
             self.sock.poll(50, zmq.POLLOUT)
@@ -142,24 +151,20 @@ class Sender:
         """
         deadline = time.monotonic() + timeout_s
         stop_deadline = None
-        while True:
-            try:
-                self.sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
-                self.metrics.sent.labels(self.metrics.stage, kind).inc()
-                return True
-            except zmq.Again:
-                now = time.monotonic()
-                if self.stop.is_set() and stop_deadline is None:
-                    stop_deadline = now + stop_grace_s
-                if now > deadline:
-                    log.error("could not deliver %s message within %.1f s: no peer", kind,
-                              timeout_s)
-                    return False
-                if stop_deadline is not None and now > stop_deadline:
-                    log.error("stopping: %s message not delivered (no peer took it within "
-                              "%.1f s)", kind, stop_grace_s)
-                    return False
-                self.sock.poll(50, zmq.POLLOUT)
+        while not self._try_send(frames, kind):
+            now = time.monotonic()
+            if self.stop.is_set() and stop_deadline is None:
+                stop_deadline = now + stop_grace_s
+            if now > deadline:
+                log.error("could not deliver %s message within %.1f s: no peer", kind,
+                          timeout_s)
+                return False
+            if stop_deadline is not None and now > stop_deadline:
+                log.error("stopping: %s message not delivered (no peer took it within "
+                          "%.1f s)", kind, stop_grace_s)
+                return False
+            self.sock.poll(50, zmq.POLLOUT)
+        return True
 
     def close(self) -> None:
         """Close the socket without lingering."""

@@ -15,8 +15,17 @@ A message is a ZeroMQ multipart message ``[header, payload...]``:
   row-major order; ``"jpeg"``: JPEG bytes) and send the image as the first payload frame.
 * ``faces`` messages carry ``faces``: a list of maps with ``box`` ``[x1, y1, x2, y2]``
   (absolute pixels, clipped to the frame, ``x2 > x1``, ``y2 > y1``) and ``confidence``
-  (0..1); one raw BGR crop per face follows the image as a payload frame, and its shape
-  is in ``crops``: a list of ``[h, w]``.
+  (0..1). The pixels the classifier needs travel once, in one of two forms (the
+  detector's ``payload`` setting):
+
+  - *frame* (default): no ``crops`` key; the payload is the frame only, raw ``bgr8``, and
+    the classifier cuts each face from it by its model's rule. Cheapest on one host:
+    every pixel is sent once and nothing is encoded.
+  - *crops*: ``crops`` is a list of ``[h, w]``, one per face, and one raw BGR crop per
+    face follows the image as a payload frame; the image is usually JPEG (the sink still
+    draws the frame) so far fewer bytes cross the network, for classifiers on another
+    host. The classifier classifies the crops as they are (cut by the detector, widened
+    to its ``crop_aspect``) whenever it has no raw frame to cut from.
 * ``result`` messages carry ``faces`` maps that add ``age`` (years, finite, 0..150),
   ``age_range`` (``[low, high]`` years, ``None`` or absent), ``gender`` (``"female"`` |
   ``"male"``) and ``gender_confidence`` (0..1). Every number is finite (no NaN/inf, no
@@ -84,7 +93,8 @@ class Message:
         image: ``(H, W, 3) uint8`` BGR array for ``bgr8`` messages, ``None`` otherwise
             (``jpeg`` images stay encoded in ``image_bytes``).
         image_bytes: the raw image payload (``bgr8`` or JPEG bytes), ``None`` for ``eos``.
-        crops: list of ``(h, w, 3) uint8`` BGR arrays (``faces`` messages only).
+        crops: list of ``(h, w, 3) uint8`` BGR arrays (``faces`` messages in the crops
+            form only; empty in the frame form).
     """
 
     header: dict
@@ -310,7 +320,14 @@ def decode(frames: Sequence[bytes], max_bytes: int = MAX_MESSAGE_BYTES) -> Messa
         faces = _require(h, "faces", (list,))
         for face in faces:
             _check_face(face, kind, width, height)
-    if kind == "faces":
+    if kind == "faces" and "crops" not in h:
+        if encoding != "bgr8":
+            raise DecodeError("bad_field", "a faces message without crops must carry the "
+                              "frame as bgr8")
+        if len(frames) != 2:
+            raise DecodeError("size_mismatch", "a faces message without crops carries "
+                              "exactly one payload")
+    elif kind == "faces":
         crops = _require(h, "crops", (list,))
         if len(crops) != len(h["faces"]) or len(frames) != 2 + len(crops):
             raise DecodeError("size_mismatch",

@@ -96,9 +96,17 @@ def _service_command(name: str, config_ref: str, entry_ref: str):
                                   f"{config_cls.__doc__ or ''}")
     @config_options(config_cls)
     def command(**options):
-        """Build the config from the given options and run the service; exits with its code."""
-        from common.service import exit_process
-        cfg = build_config(config_cls, options)
+        """Build the config from the given options and run the service; exits with its code.
+
+        A configuration that fails validation is a usage error (exit code 2, see
+        :data:`common.process.EXIT_CONFIG`); its message is also the exit reason.
+        """
+        from common.process import exit_process, write_exit_reason
+        try:
+            cfg = build_config(config_cls, options)
+        except click.BadParameter as exc:
+            write_exit_reason(exc.format_message(), refused=True)
+            raise
         # os._exit after main cleaned up: skips TensorFlow's 2-3 s interpreter teardown
         exit_process(load(entry_ref)(cfg) or 0)
 
@@ -138,7 +146,7 @@ def _lazy(name: str, ref: str, help_text: str):
     main.add_command(Lazy(name, help=help_text))
 
 
-_lazy("run", "services.run:command",
+_lazy("run", "services.orchestrator.command:command",
       "Run the whole stack (four processes over ipc://) with progress and a summary.")
 _lazy("predict", "services.predict:command",
       "One-shot: image files or folders -> one JSON object per face on stdout.")

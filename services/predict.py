@@ -20,6 +20,8 @@ from pathlib import Path
 
 import click
 
+from common.detectors import BACKENDS  # names only: no model runtime is imported here
+
 
 def expand(paths: list[Path]) -> list[Path]:
     """Files to process: each file as given, each folder's image files (sorted)."""
@@ -35,12 +37,13 @@ def expand(paths: list[Path]) -> list[Path]:
 
 
 def face_record(path: Path, det, pred: dict) -> dict:
-    """The JSON object of one face (see the module docstring)."""
-    rng = pred.get("age_range")
-    return {"file": str(path), "box": [int(v) for v in det.box],
-            "confidence": round(float(det.confidence), 4), "age": round(float(pred["age"]), 2),
-            "age_range": None if rng is None else [int(rng[0]), int(rng[1])],
-            "gender": pred["gender"], "gender_confidence": round(float(pred["gender_confidence"]), 4)}
+    """The JSON object of one face (see the module docstring): the file name, then the
+    face's JSON form (:func:`common.faces.face_json`) of a
+    :class:`common.geometry.Detection` and its model prediction."""
+    from common.faces import classified, face_json
+
+    face = classified({"box": det.box, "confidence": det.confidence}, pred)
+    return {"file": str(path), **face_json(face)}
 
 
 class Predictor:
@@ -48,7 +51,7 @@ class Predictor:
 
     Args:
         model: model name or folder (``load_model``).
-        detector_backend: ``ssd`` or ``haar``.
+        detector_backend: a name of :data:`common.detectors.BACKENDS`.
         confidence: minimum SSD detection confidence (0..1).
         threads: thread budget (OpenCV, ONNX Runtime or TensorFlow).
         batch: crops per model call.
@@ -56,6 +59,8 @@ class Predictor:
         pad: SSD border around each image, fraction of its longer side (``SSDDetector``).
         runtime: ``auto``, ``onnx`` or ``keras`` (``load_model``).
         align: turn rolled heads upright first (``load_model(align="roll")``).
+        models_dir: folder of the named models (``None``: the registry's search,
+            :func:`common.models.registry.models_dir`).
 
     Raises:
         FileNotFoundError: no such model.
@@ -64,15 +69,16 @@ class Predictor:
 
     def __init__(self, model: str, detector_backend: str, confidence: float, threads: int,
                  batch: int, emit, pad: float = 0.5, runtime: str = "auto",
-                 align: bool = True):
-        from services.classifier.align import DEFAULT_ROLL_MODEL
-        from services.classifier.model import choose_runtime, resolve_model_dir
-        from services.detector.backends import make_detector
-        folder = resolve_model_dir(model)  # fail now, not at the first face
-        choose_runtime(folder, json.loads((folder / "meta.json").read_text()), runtime)
+                 align: bool = True, models_dir: str | Path | None = None):
+        from common.detectors import make_detector
+        from common.models import (DEFAULT_ROLL_MODEL, choose_runtime, read_meta,
+                                   resolve_model_dir)
+        folder = resolve_model_dir(model, models_dir)  # fail now, not at the first face
+        choose_runtime(folder, read_meta(folder), runtime)
         self.align = DEFAULT_ROLL_MODEL if align else None
         if self.align:
-            resolve_model_dir(self.align)  # likewise for the roll estimator
+            resolve_model_dir(self.align, models_dir)  # likewise for the roll estimator
+        self.models_dir = models_dir
         self.model_name = model
         self.runtime = runtime
         self.threads = threads
@@ -102,9 +108,10 @@ class Predictor:
         if not self._pending:
             return
         if self._model is None:
-            from services.classifier.model import load_model
+            from common.models import load_model
             self._model = load_model(self.model_name, threads=self.threads,
-                                     runtime=self.runtime, align=self.align)
+                                     runtime=self.runtime, align=self.align,
+                                     models=self.models_dir)
         items, self._pending = self._pending, []
         for i in range(0, len(items), self.batch):
             chunk = items[i:i + self.batch]
@@ -117,8 +124,11 @@ class Predictor:
 @click.command(name="predict", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--model", default="compact", show_default=True,
-              help="Model name under models/ or a model folder.")
-@click.option("--detector-backend", type=click.Choice(["ssd", "haar"]), default="ssd",
+              help="Model name in the models folder or a model folder.")
+@click.option("--models-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder of the named models [default: $AGEGENDER_MODELS_DIR, else the "
+                   "checkout's models/ or the installed package's].")
+@click.option("--detector-backend", type=click.Choice(list(BACKENDS)), default="ssd",
               show_default=True, help="Face detector.")
 @click.option("--confidence", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.5,
               show_default=True, help="Minimum face detection confidence (SSD).")
@@ -135,7 +145,8 @@ class Predictor:
                    "it; use 0 for wide photos with small faces.")
 @click.option("--align/--no-align", default=True, show_default=True,
               help="Turn rolled heads upright before classification (models/roll).")
-def command(paths, model, detector_backend, confidence, threads, batch, pad, runtime, align):
+def command(paths, model, models_dir, detector_backend, confidence, threads, batch, pad,
+            runtime, align):
     """Age and gender of every face in image files or folders: one JSON object per face
     per line on stdout; problems go to stderr and the batch goes on."""
     from common.service import set_thread_budget
@@ -154,7 +165,7 @@ def command(paths, model, detector_backend, confidence, threads, batch, pad, run
 
     try:
         predictor = Predictor(model, detector_backend, confidence, threads, batch, emit, pad,
-                              runtime, align)
+                              runtime, align, models_dir)
     except (FileNotFoundError, ValueError) as exc:
         click.echo(f"error: {exc}", err=True)
         raise SystemExit(2)

@@ -1,7 +1,7 @@
 """A real RTSP server on 127.0.0.1 for tests, and the ``rtsp_server`` pytest fixture.
 
-The server itself is ``tests/rtsp/serve.py`` (GStreamer ``gst-rtsp-server`` through
-PyGObject). The project's venv has no PyGObject, so it runs as a subprocess of the system
+The server itself is the demo camera's ``deploy/rtsp/rtsp_demo_server.py`` (GStreamer
+``gst-rtsp-server`` through PyGObject), one pipeline per client (``--shared false``). The project's venv has no PyGObject, so it runs as a subprocess of the system
 Python (``/usr/bin/python3``, override with ``AGEGENDER_GI_PYTHON``). Debian packages:
 ``python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base
 gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
@@ -35,7 +35,7 @@ import pytest
 
 from tests.conftest import free_port
 
-SERVE = Path(__file__).resolve().parent / "rtsp" / "serve.py"
+SERVE = Path(__file__).resolve().parents[1] / "deploy" / "rtsp" / "rtsp_demo_server.py"
 GI_PYTHON = os.environ.get("AGEGENDER_GI_PYTHON", "/usr/bin/python3")
 APT_PACKAGES = ("python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base "
                 "gstreamer1.0-plugins-good gstreamer1.0-plugins-bad "
@@ -69,6 +69,15 @@ def rtsp_unavailable_reason() -> str | None:
     return None
 
 
+def serve_command(clip: str, port: int, path: str = "/stream", loop: bool = True,
+                  max_frames: int = 0) -> list[str]:
+    """The command line serving ``clip`` at ``rtsp://127.0.0.1:PORT/PATH`` (one pipeline
+    per client; exits 1 when the clip cannot be decoded)."""
+    return [GI_PYTHON, str(SERVE), "--clip", str(clip), "--host", "127.0.0.1",
+            "--port", str(port), "--path", path, "--loop", str(loop).lower(),
+            "--shared", "false", "--max-frames", str(max_frames), "--strict"]
+
+
 def rtsp_answers(host: str, port: int, path: str = "/stream", timeout_s: float = 1.0) -> bool:
     """True when an RTSP ``OPTIONS`` request to ``host:port`` gets ``RTSP/1.0 200``."""
     try:
@@ -82,7 +91,7 @@ def rtsp_answers(host: str, port: int, path: str = "/stream", timeout_s: float =
 
 
 class RTSPServer:
-    """One ``serve.py`` subprocess serving ``clip`` at ``rtsp://127.0.0.1:PORT/stream``.
+    """One server subprocess serving ``clip`` at ``rtsp://127.0.0.1:PORT/stream``.
 
     Args:
         clip: video file to serve.
@@ -112,10 +121,7 @@ class RTSPServer:
         Raises:
             RuntimeError: it exited or did not answer within ``timeout_s`` seconds.
         """
-        cmd = [GI_PYTHON, str(SERVE), "--clip", self.clip, "--port", str(self.port),
-               "--path", self.path, "--max-frames", str(self.max_frames)]
-        if self.loop:
-            cmd.append("--loop")
+        cmd = serve_command(self.clip, self.port, self.path, self.loop, self.max_frames)
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True)
         deadline = time.monotonic() + timeout_s

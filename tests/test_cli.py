@@ -13,7 +13,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 from services.cli import main
-from services.run import Stack, StackOptions, _parse_threads, format_summary, parse_metrics
+from services.orchestrator.options import StackOptions, parse_threads
+from services.orchestrator.stack import Stack
+from services.orchestrator.summary import format_summary, parse_metrics
 from tests.conftest import ROOT
 
 
@@ -102,10 +104,12 @@ def test_run_help_lists_the_options():
 
 
 def test_threads_option_parses_per_service_budgets():
-    assert _parse_threads(("2",)) == {"sink": 2, "classifier": 2, "detector": 2, "capture": 2}
-    assert _parse_threads(("classifier=2",))["classifier"] == 2
-    with pytest.raises(Exception):
-        _parse_threads(("gpu=2",))
+    assert parse_threads(("2",)) == {"sink": 2, "classifier": 2, "detector": 2, "capture": 2}
+    assert parse_threads(("classifier=2",))["classifier"] == 2
+    with pytest.raises(ValueError, match="SERVICE=N"):
+        parse_threads(("gpu=2",))
+    with pytest.raises(ValueError, match=">= 1"):
+        parse_threads(("0",))
 
 
 def test_stack_wires_the_four_services_over_ipc(tmp_path):
@@ -149,21 +153,22 @@ def test_summary_parses_drops_from_prometheus_text():
                                            (["--realtime", "false"], False),
                                            (["--no-realtime"], False)])
 def test_realtime_option_accepts_flag_and_value_forms(args, realtime):
-    from services.run import command
+    from services.orchestrator.command import command
     params = command.make_context("run", list(args)).params
     assert (params["realtime"] and not params["no_realtime"]) is realtime
 
 
 def test_display_without_a_display_warns_and_goes_on(monkeypatch, caplog):
-    from services.sink.render import Renderer
+    from services.sink.display import DisplayOutput
+    from services.sink.outputs import OutputSet
     # given no display in the environment
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
-    # when a renderer is asked for a window
-    r = Renderer(None, None, display=True)
-    r.close(drain=True)
+    # when the sink's outputs include a window
+    outputs = OutputSet([DisplayOutput()])
+    outputs.open()
     # then it warns clearly and runs without one
-    assert r.display is False
+    assert outputs.outputs == []
     assert "no display found" in caplog.text
 
 
@@ -171,7 +176,7 @@ def test_display_without_a_display_warns_and_goes_on(monkeypatch, caplog):
 def test_empty_source_is_a_usage_error_not_the_demo(source):
     from click.testing import CliRunner
 
-    from services.run import command
+    from services.orchestrator.command import command
     # given an empty --source (an unset shell variable) / when run
     result = CliRunner().invoke(command, ["--source", source])
     # then click refuses it before anything starts

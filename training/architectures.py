@@ -1,7 +1,7 @@
 """Keras model definitions: the seed thesis' two CNNs and the compact two-head network.
 
 All networks take ``(N, H, W, C)`` float32 pixels in 0..255 (what
-:func:`services.classifier.model.resize_crop` makes) and rescale them in their first layer.
+:func:`common.models.resize_crop` makes) and rescale them in their first layer.
 Only standard Keras layers are used, so the saved ``.keras`` files load without custom
 objects.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from services.classifier.model import InputSpec
+from common.models import InputSpec
 
 #: Seed input: 60 px wide, 80 px high, gray (the thesis' 60x80x1; portrait face crops).
 SEED_SPEC = InputSpec(height=80, width=60, channels=1)

@@ -6,11 +6,11 @@ Two levels, both under :func:`cache_dir` (``$AGEGENDER_CACHE``, default
 images):
 
 1. ``boxes-<key>.npz``: for every image file of a folder, the highest-confidence box of
-   :class:`services.detector.backends.SSDDetector` (the same detector and settings as the
+   :class:`common.detectors.ssd.SSDDetector` (the same detector and settings as the
    pipeline) or "no face". ``<key>`` hashes the folder's absolute path and the detector
    settings. Saved every few thousand images, so an interrupted run resumes.
 2. ``crops-<key>-<spec>.npz``: the crops of the images with a face, preprocessed by
-   :func:`services.classifier.model.resize_crop` for one model input spec (e.g.
+   :func:`common.models.resize_crop` for one model input spec (e.g.
    ``64x64x3``), uint8, with their file names. The classifier applies the very same
    function to the detector's crops at run time.
 """
@@ -26,7 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from services.classifier.model import InputSpec, resize_crop
+from common.models import InputSpec, resize_crop
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def detect_boxes(paths: list[str], folder: str | os.PathLike | None = None,
     boxes = _load_boxes(cpath)
     todo = [p for p in paths if os.path.basename(p) not in boxes]
     if todo:
-        from services.detector.backends import SSDDetector
+        from common.detectors.ssd import SSDDetector
 
         detector = SSDDetector(threads=threads, pad=DETECT_PAD, **DETECTOR_SETTINGS)
         log.info("detecting faces in %d image(s) of %s (cache %s)", len(todo), folder, cpath)
@@ -143,8 +143,8 @@ def load_crops(paths: list[str], spec: InputSpec, folder: str | os.PathLike | No
     """Preprocessed face crops of ``paths`` for one model input ``spec``, cached.
 
     Each image is decoded, cut at its cached SSD box (:func:`detect_boxes`), exactly like
-    :meth:`services.detector.backends.Detection.crop`, and passed through
-    :func:`services.classifier.model.resize_crop`.
+    :meth:`common.geometry.Detection.crop`, and passed through
+    :func:`common.models.resize_crop`.
 
     Returns:
         ``(crops (N, H, W, C) uint8, names of the N images with a face (order of paths),

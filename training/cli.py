@@ -1,19 +1,16 @@
-"""``agegender train | evaluate | prepare`` (click commands, loaded lazily by services.cli)."""
+"""``agegender train | evaluate | prepare | export`` (click commands, loaded lazily by
+services.cli)."""
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
-from pathlib import Path
 
 import click
 
-ROOT = Path(__file__).resolve().parents[1]
-#: Default dataset: the shared UTKFace folder next to the repository.
-DEFAULT_DATASET = "utkface=" + os.environ.get(
-    "AGEGENDER_UTKFACE", str(ROOT.parent / "shared" / "datasets" / "utkface" / "UTKFace"))
+from training.defaults import DEFAULT_DATASET
+from training.recipes import RECIPES
 
 _device = click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto",
                        show_default=True, help="Where TensorFlow runs (auto: GPU if present).")
@@ -27,13 +24,13 @@ def _logging(verbose: bool) -> None:
 
 
 @click.command("train")
-@click.option("--model", "model", type=click.Choice(["seed", "compact", "roll"]),
+@click.option("--model", "model", type=click.Choice([*RECIPES, "roll"]),
               default="compact", show_default=True,
               help="Model family to train (roll: the head-roll estimator used for alignment).")
 @click.option("--dataset", default=DEFAULT_DATASET, show_default=True,
               help="utkface=FOLDER (UTKFace-named images), imdb=imdb.mat or wiki=wiki.mat.")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="Model folder to write [default: models/<name>].")
+              help="Model folder to write [default: <models folder>/<name>].")
 @click.option("--name", default=None, help="Model name [default: the family].")
 @click.option("--run-dir", type=click.Path(file_okay=False), default=None,
               help="Checkpoints, history, curve [default: $AGEGENDER_CACHE/runs/<name>].")
@@ -63,11 +60,12 @@ def train_command(model, dataset, out, name, run_dir, epochs, batch_size, lr, pa
                   max_minutes, limit, augment, balance, init_weights, fresh, device, threads, verbose):
     """Train a model and export it with meta.json (resumes an interrupted run)."""
     _logging(verbose)
+    from common.models import models_dir
     from training.cache import cache_dir
-    from training.train import train
+    from training.train import TrainOptions, train
 
     name = name or model
-    out = out or str(ROOT / "models" / name)
+    out = out or str(models_dir() / name)
     if model == "roll":
         from training.roll import train_roll
 
@@ -77,16 +75,16 @@ def train_command(model, dataset, out, name, run_dir, epochs, batch_size, lr, pa
         return
     lr, epochs = lr or 1e-3, epochs or 60
     run_dir = run_dir or str(cache_dir() / "runs" / name)
-    info = train(model, dataset, out, run_dir, epochs=epochs, batch_size=batch_size, lr=lr,
-                 patience=patience, max_minutes=max_minutes, device=device, threads=threads,
-                 limit=limit, augment=augment, balance=balance, resume=not fresh, name=name,
-                 init_weights=init_weights)
+    info = train(model, dataset, out, run_dir, TrainOptions(
+        epochs=epochs, batch_size=batch_size, lr=lr, patience=patience,
+        max_minutes=max_minutes, device=device, threads=threads, limit=limit, augment=augment,
+        balance=balance, resume=not fresh, name=name, init_weights=init_weights))
     click.echo(json.dumps(info, indent=2))
 
 
 @click.command("evaluate")
 @click.option("--model", "model", default="compact", show_default=True,
-              help="Model name under models/ or a model folder.")
+              help="Model name in the models folder or a model folder.")
 @click.option("--dataset", default=DEFAULT_DATASET, show_default=True,
               help="utkface=FOLDER of UTKFace-named images (any folder).")
 @click.option("--split", type=click.Choice(["all", "train", "val", "test"]), default="all",
@@ -107,7 +105,7 @@ def evaluate_command(model, dataset, split, limit, latency, as_json, runtime, al
                      threads, verbose):
     """Age MAE, gender accuracy, per age band / gender, interval coverage, latency."""
     _logging(verbose)
-    from services.classifier.model import load_model
+    from common.models import load_model
     from training.evaluate import evaluate, format_report
 
     try:
@@ -124,7 +122,7 @@ def evaluate_command(model, dataset, split, limit, latency, as_json, runtime, al
 @click.option("--dataset", "datasets", multiple=True, default=[DEFAULT_DATASET],
               show_default=True, help="utkface=FOLDER, imdb=imdb.mat or wiki=wiki.mat "
               "(repeatable).")
-@click.option("--model", "models", multiple=True, type=click.Choice(["seed", "compact"]),
+@click.option("--model", "models", multiple=True, type=click.Choice(list(RECIPES)),
               default=["compact", "seed"], show_default=True,
               help="Whose input size to cache (repeatable).")
 @click.option("--limit", type=click.IntRange(1, None), default=None)
@@ -133,18 +131,19 @@ def prepare_command(datasets, models, limit, verbose):
     """Detect and crop faces (SSD), preprocess, cache arrays, print split counts."""
     _logging(verbose)
     from training.data import load_dataset, split_arrays
-    from training.train import spec_for
+    from training.recipes import recipe_for
 
     summary = []
     for ds in datasets:
         for m in models:
+            recipe = recipe_for(m)
             try:
-                loaded = load_dataset(ds, spec_for(m), seed_prep=(m == "seed"), limit=limit,
+                loaded = load_dataset(ds, recipe.spec, seed_prep=recipe.seed_prep, limit=limit,
                                       progress=sys.stderr.isatty())
             except (FileNotFoundError, ValueError, KeyError) as exc:
                 raise click.ClickException(f"{ds}: {exc}") from None
             parts = split_arrays(loaded.arrays)
-            summary.append({"dataset": ds, "model": m, "input": spec_for(m).tag,
+            summary.append({"dataset": ds, "model": m, "input": recipe.spec.tag,
                             "faces": len(loaded.arrays), "no_face_dropped": loaded.no_face,
                             "skipped_names": loaded.skipped_names,
                             **{k: len(v) for k, v in parts.items()}})
@@ -164,7 +163,7 @@ def prepare_command(datasets, models, limit, verbose):
 def export_command(model, fmt, out, verbose):
     """Export a model to ONNX (used by the classifier's ONNX Runtime path) or SavedModel."""
     _logging(verbose)
-    from services.classifier.model import resolve_model_dir
+    from common.models import resolve_model_dir
     from training.export import export_onnx, export_saved_model
 
     if fmt == "onnx" and out is not None:

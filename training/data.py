@@ -9,7 +9,7 @@ import os
 
 import numpy as np
 
-from services.classifier.model import InputSpec
+from common.models import InputSpec
 from training import cache
 from training.datasets import (Sample, load_imdb_wiki, load_utkface, seed_selection,
                                split_of)
@@ -22,7 +22,7 @@ class Arrays:
     """Preprocessed crops with labels.
 
     Attributes:
-        x: ``(N, H, W, C)`` uint8 crops (:func:`services.classifier.model.resize_crop`).
+        x: ``(N, H, W, C)`` uint8 crops (:func:`common.models.resize_crop`).
         age: ``(N,)`` int years.
         gender: ``(N,)`` int canonical labels (0 = male, 1 = female).
         names: file names.

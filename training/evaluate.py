@@ -4,12 +4,13 @@ latency per crop at batch 1 and 32."""
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 
 import numpy as np
 
-from services.classifier.model import AgeGenderModel, band_of
+from common.models import AgeGenderModel
 from training.data import load_dataset, split_arrays
 from training.datasets import GENDERS, SPLITS
 
@@ -17,6 +18,12 @@ log = logging.getLogger(__name__)
 
 #: Age bands of the report (true age).
 BANDS = ("0-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60-69", "70+")
+
+
+def band_of(age: float) -> str:
+    """Ten-year age band label of :data:`BANDS`: ``"0-9"``, ``"10-19"``, ..., ``"70+"``."""
+    b = int(math.floor(max(age, 0) / 10))
+    return "70+" if b >= 7 else f"{10 * b}-{10 * b + 9}"
 
 
 def _group(err, correct, covered, width) -> dict:
@@ -125,15 +132,17 @@ def _fmt(v, pct: bool = False, missing: str = "-", pct_sep: str = "") -> str:
     return f"{100 * v:.1f}{pct_sep}%" if pct else f"{v:.2f}"
 
 
-def _rows(r: dict, overall: str) -> list:
-    return [(overall, r["overall"])] + list(r["per_band"].items()) + \
+def _rows(r: dict, overall: str, fmt) -> list[tuple[str, list[str]]]:
+    """``(group name, [n, age MAE, gender accuracy, coverage, width])`` as text, per group."""
+    groups = [(overall, r["overall"])] + list(r["per_band"].items()) + \
         list(r["per_gender"].items())
+    return [(name, [str(g["n"]), fmt(g["age_mae"]), fmt(g["gender_accuracy"], True),
+                    fmt(g["interval_coverage"], True), fmt(g["interval_width"])])
+            for name, g in groups]
 
 
 def format_report(r: dict) -> str:
     """Human-readable table of an :func:`evaluate` report."""
-    fmt = _fmt
-
     lines = [f"model {r['model']} ({r.get('runtime', 'keras')}) on {r['dataset']} "
              f"(split {r['split']}): "
              f"{r['evaluated']} faces evaluated, {r['no_face_dropped']} image(s) with no "
@@ -142,10 +151,8 @@ def format_report(r: dict) -> str:
              + (f", {r['aligned']} turned upright" if r.get("aligned") is not None else ""),
              f"{'group':<10}{'n':>7}{'age MAE':>10}{'gender acc':>12}{'interval cov':>14}"
              f"{'width':>8}"]
-    for name, g in _rows(r, "overall"):
-        lines.append(f"{name:<10}{g['n']:>7}{fmt(g['age_mae']):>10}"
-                     f"{fmt(g['gender_accuracy'], True):>12}"
-                     f"{fmt(g['interval_coverage'], True):>14}{fmt(g['interval_width']):>8}")
+    for name, (n, mae, acc, cov, width) in _rows(r, "overall", _fmt):
+        lines.append(f"{name:<10}{n:>7}{mae:>10}{acc:>12}{cov:>14}{width:>8}")
     if "latency" in r:
         lat = r["latency"]
         lines.append(f"latency per crop: batch 1 {lat['batch1_ms_per_crop']:.2f} ms, "
@@ -161,10 +168,8 @@ def markdown_report(r: dict) -> str:
 
     lines = ["| group | n | age MAE (years) | gender accuracy | interval coverage | "
              "interval width (years) |", "|---|---:|---:|---:|---:|---:|"]
-    for name, g in _rows(r, "**overall**"):
-        lines.append(f"| {name} | {g['n']} | {fmt(g['age_mae'])} | "
-                     f"{fmt(g['gender_accuracy'], True)} | "
-                     f"{fmt(g['interval_coverage'], True)} | {fmt(g['interval_width'])} |")
+    for name, cells in _rows(r, "**overall**", fmt):
+        lines.append("| " + " | ".join([name, *cells]) + " |")
     if "latency" in r:
         lat = r["latency"]
         lines.append("")

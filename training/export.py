@@ -1,6 +1,6 @@
-"""Export a model folder's Keras networks to ONNX (for the ONNX Runtime path of
-:mod:`services.classifier.model`) or to a TensorFlow SavedModel (TF Serving, TFLite
-converters).
+"""Writing model folders: the trained networks with ``meta.json`` (:func:`write_model`),
+and a model folder's Keras networks exported to ONNX (for the ONNX Runtime path of
+:mod:`common.models`) or to a TensorFlow SavedModel (TF Serving, TFLite converters).
 
 ONNX export goes through Keras' own exporter (``Model.export(format="onnx")``, which uses
 tf2onnx). Each exported network is checked against its Keras original on the same input
@@ -20,7 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from services.classifier.model import InputSpec, resolve_model_dir
+from common.models import InputSpec, read_meta, resolve_model_dir, run_session
+from common.models.runtimes import onnx_session
+from training.datasets import GENDERS
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +70,9 @@ def export_onnx(model: str | os.PathLike, x: np.ndarray | None = None,
     """
     import onnx
 
-    from services.classifier.model import onnx_session
-
     directory = resolve_model_dir(str(model))
     meta_path = directory / "meta.json"
-    meta = json.loads(meta_path.read_text())
+    meta = read_meta(directory)
     spec = InputSpec.from_meta(meta)
     x = _check_input(spec, x)
     files, worst, opset = {}, 0.0, 0
@@ -83,8 +83,7 @@ def export_onnx(model: str | os.PathLike, x: np.ndarray | None = None,
             net.export(str(tmp_path), format="onnx", verbose=False)
             ref = net(x, training=False)
             ref = ref if isinstance(ref, (list, tuple)) else [ref]
-            sess = onnx_session(tmp_path, threads=None)
-            got = sess.run(None, {sess.get_inputs()[0].name: x})
+            got = run_session(onnx_session(tmp_path, threads=None), x)
             diff = max(float(np.max(np.abs(np.asarray(r) - g))) for r, g in zip(ref, got))
             if diff > tolerance:
                 raise ValueError(f"{directory.name}/{head}: ONNX output differs from Keras "
@@ -112,7 +111,7 @@ def export_saved_model(model: str | os.PathLike, out_dir: str | os.PathLike) -> 
         The SavedModel folders written.
     """
     directory = resolve_model_dir(str(model))
-    meta = json.loads((directory / "meta.json").read_text())
+    meta = read_meta(directory)
     spec = InputSpec.from_meta(meta)
     written = []
     for head, keras_file in meta["files"].items():
@@ -125,3 +124,45 @@ def export_saved_model(model: str | os.PathLike, out_dir: str | os.PathLike) -> 
         written.append(target)
     log.info("%s: SavedModel(s) in %s", directory.name, [str(p) for p in written])
     return written
+
+
+def export_onnx_checked(out_dir: Path, x_val: np.ndarray) -> dict | None:
+    """:func:`export_onnx` of a freshly trained model, checked on validation crops; a
+    failure is logged (the Keras model stays usable) and gives ``None``."""
+    try:
+        return export_onnx(out_dir, x_val)
+    except (ImportError, ValueError) as exc:
+        log.error("no ONNX export of %s: %s", out_dir, exc)
+        return None
+
+
+def write_model(recipe, parts: dict, out_dir: Path, info: dict) -> None:
+    """Write fresh, uncompiled copies of the trained networks and ``meta.json``.
+
+    Args:
+        recipe: the family's :class:`training.recipes.Recipe` (networks, input size,
+            age bins, test-time flip, float16 storage).
+        parts: the trained networks ``{head: keras.Model}``.
+        out_dir: the model folder (created).
+        info: training facts for ``meta["training"]``; its ``crop_aspect`` (the median
+            width/height of the training boxes) moves to the top level of ``meta.json``.
+    """
+    from training.weights import store_weights_float16
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for head, net in recipe.networks().items():
+        net.set_weights(parts[head].get_weights())
+        net.save(out_dir / f"{head}.keras")
+        if recipe.half_weights:
+            store_weights_float16(out_dir / f"{head}.keras")
+        files[head] = f"{head}.keras"
+    spec = recipe.spec
+    meta = {"name": info.get("name", recipe.kind), "kind": recipe.kind,
+            "input": {"height": spec.height, "width": spec.width, "channels": spec.channels,
+                      "color": "gray" if spec.channels == 1 else "bgr"},
+            "files": files, "genders": list(GENDERS), "tta_flip": recipe.tta_flip,
+            "crop_aspect": info.pop("crop_aspect", None), "training": info}
+    if recipe.age_bins is not None:
+        meta["age_bins"] = [int(b) for b in recipe.age_bins]
+    (out_dir / "meta.json").write_text(json.dumps(meta, indent=2))

@@ -92,13 +92,13 @@ def render(model_dir: Path, report: dict, video: dict | None) -> str:
         "",
         f"Files: {files}, `meta.json`. Input: {spec['height']}x{spec['width']}x"
         f"{spec['channels']} ({spec.get('color', '')}), pixels 0..255, preprocessing "
-        "`services/classifier/model.py:resize_crop` (shared by training and serving).",
+        "`common/models/preprocess.py:resize_crop` (shared by training and serving).",
         "",
         *([f"Serving crops keep the training crops' shape: boxes narrower than "
            f"`crop_aspect` {meta['crop_aspect']} (median width/height of the training "
            "boxes) are widened to it about their centre "
-           "(`services/detector/backends.py:widen_box`), and rolled heads are turned "
-           "upright by the roll estimator (`models/roll`, `services/classifier/align.py`). "
+           "(`common/geometry.py:widen_box`), and rolled heads are turned "
+           "upright by the roll estimator (`models/roll`, `common/models/align.py`). "
            "The clip checks below include both; the test-split evaluation uses the cached "
            "crops (UTKFace boxes already have the training aspect) and the alignment "
            "when the estimator's input size is the model's (compact, not seed).", ""]
@@ -190,8 +190,8 @@ def render(model_dir: Path, report: dict, video: dict | None) -> str:
 @click.option("--threads", type=int, default=None)
 def main(model, dataset, clip_dir, threads):
     """Evaluate on the test split, check the clips with known genders, write MODEL_CARD.md."""
-    from services.classifier.model import load_model
-    from training.cli import ROOT
+    from common.models import load_model
+    from training.defaults import SHARED
     from training.evaluate import evaluate
     from training.video_check import check_clip
 
@@ -199,7 +199,7 @@ def main(model, dataset, clip_dir, threads):
     dataset = dataset or m.meta["training"]["dataset"]
     report = evaluate(m, dataset, split="test", progress=False)
     (m.directory / "eval_test.json").write_text(json.dumps(report, indent=2))
-    videos = Path(clip_dir) if clip_dir else ROOT.parent / "shared" / "videos"
+    videos = Path(clip_dir) if clip_dir else SHARED / "videos"
     video = {}
     truth = videos / "ground_truth.json"
     if truth.is_file():

@@ -1,4 +1,4 @@
-"""Train the roll estimator of :mod:`services.classifier.align` (``agegender train --model roll``).
+"""Train the roll estimator of :mod:`common.models.align` (``agegender train --model roll``).
 
 UTKFace chips are aligned upright, so the roll of a training face is known after turning
 it by a random angle: the estimator learns to read that angle back (self-supervised; the
@@ -28,7 +28,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from services.classifier.align import rotate_crop
+from common.models import rotate_crop
 from training.architectures import COMPACT_SPEC
 from training.data import load_dataset, split_arrays
 
@@ -149,7 +149,7 @@ def train_roll(dataset: str, out_dir: str | os.PathLike, epochs: int = 30,
     """
     import sys
 
-    from services.classifier.model import configure_tensorflow
+    from common.models import configure_tensorflow
     from training.export import export_onnx
 
     tf = configure_tensorflow(threads, "auto")
@@ -226,11 +226,11 @@ def rotation_benchmark(model, estimator, x: np.ndarray, age: np.ndarray, gender:
     """Age/gender accuracy on faces turned by fixed rolls, with and without alignment.
 
     Each face of ``x`` is turned by ``+-angle`` (random sign) and classified as is and
-    after :meth:`services.classifier.align.RollEstimator.upright_arrays`.
+    after :meth:`common.models.RollEstimator.upright_arrays`.
 
     Args:
-        model: an :class:`services.classifier.model.AgeGenderModel` with 64x64x3 input.
-        estimator: a :class:`services.classifier.align.RollEstimator`.
+        model: an :class:`common.models.AgeGenderModel` with 64x64x3 input.
+        estimator: a :class:`common.models.RollEstimator`.
         x: ``(N, 64, 64, 3)`` uint8 upright crops; ``age`` ``(N,)`` years; ``gender``
             ``(N,)`` canonical labels.
         angles: rolls to test (degrees).
@@ -254,53 +254,6 @@ def rotation_benchmark(model, estimator, x: np.ndarray, age: np.ndarray, gender:
     return report
 
 
-def render_card(meta: dict, bench: dict, bench_split: str) -> str:
-    """``MODEL_CARD.md`` text of the roll estimator from its ``meta.json`` and a
-    :func:`rotation_benchmark` report."""
-    t, v = meta["training"], meta["validation"]
-    rows = ["| roll (degrees) | estimate MAE | age MAE as cut | age MAE aligned | "
-            "gender as cut | gender aligned |", "|---:|---:|---:|---:|---:|---:|"]
-    for angle, r in bench.items():
-        rows.append(f"| {angle} | {r['roll_mae_degrees']:.2f} | {r['as_cut']['age_mae']:.2f} | "
-                    f"{r['aligned']['age_mae']:.2f} | "
-                    f"{100 * r['as_cut']['gender_accuracy']:.1f} % | "
-                    f"{100 * r['aligned']['gender_accuracy']:.1f} % |")
-    return "\n".join([
-        f"# Model card: {meta['name']} (head-roll estimator)", "",
-        "Reads the in-plane rotation (roll) of a face crop so that the classifier can turn "
-        "it upright before the age/gender network sees it (`services/classifier/align.py`; "
-        "Rowley, Baluja and Kanade, CVPR 1998). Input: 64x64 BGR crop of a detector box; "
-        f"output: roll in degrees, counter-clockwise positive, within +-{meta['max_degrees']:.0f}. "
-        f"Rolls under {meta['min_degrees']:.0f} degrees leave the crop as cut.", "",
-        "## Data and training", "",
-        f"Self-supervised on the UTKFace training split ({t['train_images']} faces; aligned "
-        "upright chips, so a random rotation is its own label; see `training/roll.py` for "
-        f"the jitter). {t['epochs_run']} epochs, batch {t['batch_size']}, Adam {t['lr']:g} "
-        f"with cosine decay, {t['seconds'] / 60:.0f} min on {t['hardware']} "
-        f"(TensorFlow {t['tensorflow']}). Rebuild: `agegender train --model roll`.", "",
-        "## Validation", "",
-        f"On {v['rolled_faces']} validation faces turned by random angles within "
-        f"+-{meta['max_degrees']:.0f} degrees: mean absolute error {v['mae_degrees']:.2f} "
-        f"degrees, 95th percentile {v['p95_error_degrees']:.2f}. On the same faces upright, "
-        f"95 % of the estimates are under {v['upright_p95_estimate_degrees']:.2f} degrees; "
-        f"that sets the threshold of {meta['min_degrees']:.0f} degrees.", "",
-        f"## Effect on the compact model ({bench_split} split, faces turned by +-angle)", "",
-        "`python -m training.roll --split test` turns every face of the split by the angle "
-        "(random sign) and classifies it as cut and after alignment:", "",
-        *rows, "",
-        "## Known weaknesses", "",
-        "* Trained on synthetic rotations of upright, frontal chips: a detector box around a "
-        "really rolled head also holds background and hair that a rotated chip does not; "
-        "yaw (turning left/right) and pitch are not estimated.",
-        f"* Rolls beyond {meta['max_degrees']:.0f} degrees read as "
-        f"{meta['max_degrees']:.0f}; upside-down faces are not handled.",
-        "",
-        "## License", "",
-        "Trained on UTKFace (non-commercial research use only; "
-        "https://susanqq.github.io/UTKFace/). The weights are this project's; no images "
-        "are included.", ""])
-
-
 @click.command()
 @click.option("--model", default="compact", show_default=True,
               help="Age/gender model (64x64 BGR input).")
@@ -312,9 +265,9 @@ def render_card(meta: dict, bench: dict, bench_split: str) -> str:
 def main(model, roll, dataset, split, threads):
     """Rotation benchmark of MODEL with the roll estimator: writes bench.json and
     MODEL_CARD.md into the estimator's folder and prints the benchmark as JSON."""
-    from services.classifier.align import load_roll_estimator
-    from services.classifier.model import load_model
-    from training.cli import DEFAULT_DATASET
+    from common.models import load_model, load_roll_estimator
+    from training.defaults import DEFAULT_DATASET
+    from training.roll_card import render_card
 
     estimator = load_roll_estimator(roll, threads=threads)
     net = load_model(model, threads=threads, align=None)

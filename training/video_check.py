@@ -19,7 +19,7 @@ def check_clip(model, clip: str, expect: list[str], detector=None) -> dict:
     """Gender order check of ``model`` on ``clip``.
 
     Args:
-        model: an :class:`services.classifier.model.AgeGenderModel`.
+        model: an :class:`common.models.AgeGenderModel`.
         clip: video file path.
         expect: genders left to right (``"female"``/``"male"``).
         detector: a detector (default: :class:`SSDDetector` with pipeline defaults).
@@ -31,7 +31,7 @@ def check_clip(model, clip: str, expect: list[str], detector=None) -> dict:
     Raises:
         FileNotFoundError: the clip cannot be opened.
     """
-    from services.detector.backends import SSDDetector
+    from common.detectors.ssd import SSDDetector
 
     detector = detector or SSDDetector()
     cap = cv2.VideoCapture(str(clip))
@@ -75,7 +75,7 @@ def check_clip(model, clip: str, expect: list[str], detector=None) -> dict:
               help="Turn rolled heads upright first (models/roll), as the pipeline does.")
 def main(model, clip, expect, threads, align):
     """Print the gender-order check as JSON."""
-    from services.classifier.model import load_model
+    from common.models import load_model
 
     m = load_model(model, threads=threads, align="roll" if align else None)
     click.echo(json.dumps({"model": m.name, "clip": clip,

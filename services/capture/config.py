@@ -24,9 +24,9 @@ class CaptureConfig(ServiceConfig):
     @field_validator("sources")
     @classmethod
     def _parse_sources(cls, sources: list[str]) -> list[str]:
-        """Each source must parse (:func:`services.capture.sources.parse_spec`): an empty
+        """Each source must parse (:func:`services.capture.spec.parse_spec`): an empty
         string is a mistake (an unset shell variable), not the demo."""
-        from services.capture.sources import parse_spec
+        from services.capture.spec import parse_spec
         for i, spec in enumerate(sources):
             parse_spec(spec, i)
         return sources

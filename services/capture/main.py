@@ -31,8 +31,12 @@ import zmq
 
 from common import wire
 from common.service import ServiceRuntime
-from services.capture.sources import (CaptureMetrics, FiniteSource, LiveSource, SourceOptions,
-                                      open_source, parse_spec)
+from common.states import ServiceState
+from services.capture.finite import FiniteSource
+from services.capture.live import LiveSource, prefer_rtsp_over_tcp
+from services.capture.metrics import CaptureMetrics
+from services.capture.sources import open_source
+from services.capture.spec import SourceOptions, parse_spec
 
 log = logging.getLogger("capture")
 
@@ -61,7 +65,7 @@ class _Playback:
 
 
 def frame_message(stream: str, seq: int, frame, live: bool, fps: float = 0.0) -> list:
-    """Encode one captured frame (:class:`services.capture.sources.SourceFrame`) as a
+    """Encode one captured frame (:class:`services.capture.spec.SourceFrame`) as a
     ``frame`` message (``frame_header`` fields plus ``live`` and, when known, ``fps``:
     the source's frame rate in frames/s, which the sink writes into its video)."""
     h, w = frame.image.shape[:2]
@@ -214,14 +218,15 @@ def main(cfg, *, stop: threading.Event | None = None, registry=None) -> int:
     Returns:
         0 after all finite sources ended or on stop; 2 when a source cannot be opened.
     """
+    prefer_rtsp_over_tcp()
     with ServiceRuntime("capture", cfg, stop=stop, registry=registry) as rt:
         cm = CaptureMetrics(rt.metrics.registry, rt.metrics)
         notify = threading.Event()
+        rt.health.enter(ServiceState.LOADING)
         try:
             sources = open_sources(cfg, cm, notify)
         except (FileNotFoundError, ValueError) as exc:
-            log.error("cannot open source: %s", exc)
-            return 2
+            return rt.refuse(f"cannot open source: {exc}")
         try:
             tx = rt.sender(cfg.output)
             playbacks = [_Playback(s, _period(cfg, s)) for s in sources]
@@ -229,10 +234,11 @@ def main(cfg, *, stop: threading.Event | None = None, registry=None) -> int:
                 log.info("stream %s: %s source, %s", p.source.name, p.source.kind,
                          f"one frame per {p.period_s * 1000:.0f} ms" if p.period_s
                          else "unpaced")
-            rt.health.set_ready(True, "capturing")
+            rt.health.enter(ServiceState.RUNNING)
             log.info("capture ready: %d source(s) -> %s", len(sources), cfg.output)
             rc = run_loop(rt, tx, playbacks, cm, notify)
             if not rt.stop.is_set():
+                rt.health.enter(ServiceState.DRAINING)
                 # Normal end: frames and end of stream may still sit in ZeroMQ's queue; the
                 # runtime closes sockets with LINGER=0, which would discard them. Close this
                 # one with a linger: the context's term() then waits until they are

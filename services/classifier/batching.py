@@ -1,15 +1,16 @@
 """Dynamic batching of face crops across frames and streams (no sockets here).
 
 The classifier service keeps a :class:`PendingFrames` queue of ``faces`` messages in
-arrival order. Crops of all queued frames are classified together, in chunks of at most
-``max_batch`` crops (one model call per chunk), once the queue holds ``max_batch`` crops,
-once the oldest queued frame has waited ``max_wait_ms`` or when an end of stream arrives.
-Frames keep their arrival order on the way out, so the sink sees each stream in order.
+arrival order. The faces of all queued frames are classified together, in chunks of at
+most ``max_batch`` crops (one model call per chunk), once the queue holds ``max_batch``
+faces, once the oldest queued frame has waited ``max_wait_ms`` or when an end of stream
+arrives. Frames keep their arrival order on the way out, so the sink sees each stream in
+order. A ``faces`` message carries either the raw frame or the crops
+(:mod:`common.wire`); :func:`face_crops` takes the crops from whichever it has.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections import deque
 from typing import Any, Callable, Protocol
@@ -17,48 +18,17 @@ from typing import Any, Callable, Protocol
 import numpy as np
 
 from common import wire
-from services.detector.backends import clip_box, widen_box
+from common.faces import classified
+from common.geometry import clip_box, widen_box
 
 
 class Model(Protocol):
-    """The part of ``services.classifier.model.AgeGenderModel`` the batcher uses."""
+    """The part of :class:`common.models.AgeGenderModel` the batcher uses."""
 
     name: str
 
     def predict(self, crops: list[np.ndarray]) -> list[dict]:  # pragma: no cover - protocol
         """Crops ``(h, w, 3) uint8`` BGR -> one dict per crop (age, gender, ...)."""
-
-
-#: Keys of a model prediction copied into each face map of a ``result`` header.
-RESULT_KEYS = ("age", "age_range", "gender", "gender_confidence")
-
-
-def result_face(face: dict, prediction: dict) -> dict:
-    """Merge a detector face map (``box``, ``confidence``) with a model prediction.
-
-    Returns:
-        A new map with the face's keys plus ``age`` (years, float), ``gender``
-        (``"female"``/``"male"``), ``gender_confidence`` (0..1) and ``age_range``
-        (``[low, high]`` years) when the model gave one (absent otherwise, as the wire
-        schema says).
-    """
-    out = dict(face)
-    # Keep every number finite and in the wire schema's bounds (a NaN from a model must
-    # not make the sink reject the whole frame).
-    out["age"] = _bounded(prediction["age"], 0.0, wire.MAX_AGE_YEARS)
-    out["gender"] = "female" if prediction["gender"] == "female" else "male"
-    out["gender_confidence"] = _bounded(prediction["gender_confidence"], 0.0, 1.0)
-    rng = prediction.get("age_range")
-    if rng is not None:
-        lo, hi = sorted((int(rng[0]), int(rng[1])))
-        out["age_range"] = [lo, hi]
-    return out
-
-
-def _bounded(value, lo: float, hi: float) -> float:
-    """``value`` as a float clipped to ``[lo, hi]``; NaN becomes ``lo``."""
-    v = float(value)
-    return lo if math.isnan(v) else min(max(v, lo), hi)
 
 
 def result_frames(msg: wire.Message, predictions: list[dict], t_ns: int) -> list:
@@ -81,7 +51,7 @@ def result_frames(msg: wire.Message, predictions: list[dict], t_ns: int) -> list
     h = wire.stamp(msg.header, "classifier", t_ns)
     h.pop("crops", None)
     h["kind"] = "result"
-    h["faces"] = [result_face(f, p) for f, p in zip(faces, predictions)]
+    h["faces"] = [classified(f, p) for f, p in zip(faces, predictions)]
     return wire.encode(h, [msg.image_bytes])
 
 
@@ -119,7 +89,7 @@ class PendingFrames:
     """``faces`` messages waiting for classification, in arrival order.
 
     Args:
-        max_batch: flush once this many crops are queued.
+        max_batch: flush once this many faces are queued.
         max_wait_s: flush once the oldest queued frame has waited this long (seconds).
         clock: monotonic clock (seconds); injectable for tests.
     """
@@ -130,21 +100,21 @@ class PendingFrames:
         self.max_wait_s = max_wait_s
         self.clock = clock
         self._items: deque[tuple[float, wire.Message]] = deque()
-        self.crops = 0
+        self.faces = 0
 
     def __len__(self) -> int:
         return len(self._items)
 
     def add(self, msg: wire.Message) -> None:
-        """Queue a ``faces`` message (with or without crops)."""
+        """Queue a ``faces`` message (with or without faces)."""
         self._items.append((self.clock(), msg))
-        self.crops += len(msg.crops)
+        self.faces += len(msg.header.get("faces", []))
 
     def due(self) -> bool:
         """True when the queue should be classified now (full batch or waited long enough)."""
         if not self._items:
             return False
-        return self.crops >= self.max_batch or self.wait_left() <= 0.0
+        return self.faces >= self.max_batch or self.wait_left() <= 0.0
 
     def wait_left(self) -> float:
         """Seconds until the oldest queued frame reaches ``max_wait_s`` (0 when overdue)."""
@@ -156,30 +126,30 @@ class PendingFrames:
         """Remove and return all queued messages in arrival order."""
         msgs = [m for _, m in self._items]
         self._items.clear()
-        self.crops = 0
+        self.faces = 0
         return msgs
 
 
 def face_crops(msg: wire.Message, aspect: float | None) -> list[np.ndarray]:
     """The crops of a ``faces`` message for a model trained on ``aspect`` (width/height).
 
-    Without ``aspect`` these are the detector's crops; with it, each face box is rounded
-    outwards and clipped to the frame (:func:`services.detector.backends.clip_box`),
-    widened to ``aspect`` (:func:`services.detector.backends.widen_box`) and cut again from
-    the frame the message carries, since the detector's crop holds no pixels beside its
-    box. The detector's crop is kept where that is impossible: a JPEG-encoded frame
-    (``msg.image`` is None) or a box that rounds to nothing.
+    With a raw frame (``msg.image``), each face box is rounded outwards and clipped to the
+    frame (:func:`common.geometry.clip_box`), widened to ``aspect``
+    (:func:`common.geometry.widen_box`; ``None``: as detected) and cut from the frame.
+    Without one (a JPEG frame in the crops form) the detector's crops are used as they
+    are; so is a box that rounds to nothing when the message has crops.
     """
-    if not aspect or msg.image is None:
+    if msg.image is None or (not aspect and msg.crops):
         return list(msg.crops)
     height, width = msg.image.shape[:2]
+    crops = msg.crops or [None] * len(msg.header["faces"])
     out = []
-    for face, crop in zip(msg.header["faces"], msg.crops):
+    for face, crop in zip(msg.header["faces"], crops):
         box = clip_box(*face["box"], width, height)
-        if box is None:
+        if box is None and crop is not None:
             out.append(crop)
             continue
-        x1, y1, x2, y2 = widen_box(box, aspect, width)
+        x1, y1, x2, y2 = widen_box(box or face["box"], aspect, width)
         out.append(msg.image[y1:y2, x1:x2])
     return out
 
@@ -187,10 +157,10 @@ def face_crops(msg: wire.Message, aspect: float | None) -> list[np.ndarray]:
 def process_batch(msgs: list[wire.Message], model: Model, max_batch: int,
                   now_ns: Callable[[], int] = time.time_ns,
                   on_batch: Callable[[int, float], None] | None = None) -> list[tuple[Any, list]]:
-    """Classify every crop of ``msgs`` together and build one ``result`` per message.
+    """Classify every face of ``msgs`` together and build one ``result`` per message.
 
     Args:
-        msgs: ``faces`` messages in arrival order (crops are ``(h, w, 3) uint8`` BGR).
+        msgs: ``faces`` messages in arrival order (either form, see :func:`face_crops`).
         model: the age/gender model.
         max_batch: largest number of crops per model call.
         now_ns: wall clock (ns) used for ``t_classifier_ns``.
@@ -206,7 +176,7 @@ def process_batch(msgs: list[wire.Message], model: Model, max_batch: int,
     out = []
     i = 0
     for m in msgs:
-        n = len(m.crops)
+        n = len(m.header.get("faces", []))
         out.append((m, result_frames(m, preds[i:i + n], t)))
         i += n
     return out

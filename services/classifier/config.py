@@ -2,34 +2,33 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
-from pydantic_settings import SettingsConfigDict
 
 from common.config import ServiceConfig
 
 
-class ClassifierConfig(ServiceConfig):
+class ClassifierConfig(ServiceConfig, service="classifier", http_port=9103):
     """Age/gender model and batching settings."""
-
-    model_config = SettingsConfigDict(env_prefix="AGEGENDER_CLASSIFIER_", extra="forbid",
-                                      validate_default=True)
 
     input: str = Field("bind:tcp://*:5556", description="Faces input endpoint (PULL).")
     output: str = Field("connect:tcp://localhost:5557", description="Result output "
                         "endpoint (PUSH).")
-    model: str = Field("compact", description="Model name under models/ ('compact', "
+    model: str = Field("compact", description="Model name in the models folder ('compact', "
                        "'seed') or a path to a model directory.")
+    models_dir: Path | None = Field(None, description="Folder of the named models; default: "
+                                    "$AGEGENDER_MODELS_DIR, else the checkout's models/ or "
+                                    "the installed package's.")
     runtime: Literal["auto", "onnx", "keras"] = Field(
         "auto", description="Inference runtime: 'onnx' (ONNX Runtime, CPU, no TensorFlow "
         "import), 'keras' (TensorFlow, CPU or GPU); 'auto' takes ONNX when the model folder "
         "has an ONNX export.")
     align: str = Field("roll", description="Roll estimator that turns rolled heads upright "
-                       "before classification (model under models/ or a folder); empty: "
-                       "classify crops as cut.")
+                       "before classification (model in the models folder or a folder); "
+                       "empty: classify crops as cut.")
     max_batch: int = Field(32, ge=1, le=1024, description="Largest batch of crops per "
                            "inference call.")
     max_wait_ms: float = Field(10.0, ge=0.0, le=1000.0, description="Longest wait for more "
                                "crops once one is queued (ms).")
-    http_port: int = Field(9103, ge=0, le=65535, description="HTTP port; 0 disables it.")

@@ -7,7 +7,8 @@ queued frames). End of stream is forwarded losslessly after the frames before it
 
 Metrics (besides the shared per-stage ones): ``agegender_classifier_batch_size``
 (histogram, crops per model call), ``agegender_inference_seconds{stage, model}``
-(histogram, seconds per model call), ``agegender_faces_classified_total{model}``.
+(histogram, seconds per model call), ``agegender_faces_classified_total{model}``. Frames
+still queued when the service stops are counted as dropped (``shutdown``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import time
 from prometheus_client import Counter, Histogram
 
 from common import wire
-from common.metrics import LATENCY_BUCKETS
+from common.eos import forward_eos
+from common.metrics import inference_seconds
 from common.service import ServiceRuntime
 from services.classifier.batching import PendingFrames, process_batch
 from services.classifier.config import ClassifierConfig
@@ -39,19 +41,15 @@ class ClassifierMetrics:
         self.batch_size = Histogram("agegender_classifier_batch_size",
                                     "Crops per model call (batch size).",
                                     buckets=BATCH_BUCKETS, registry=registry)
-        self.inference = Histogram("agegender_inference_seconds",
-                                   "Model inference time per call (seconds).",
-                                   ["stage", "model"], buckets=LATENCY_BUCKETS,
-                                   registry=registry)
+        self.inference = inference_seconds(registry, "classifier", model_name)
         self.faces = Counter("agegender_faces_classified_total",
                              "Face crops classified.", ["model"], registry=registry)
-        self.inference.labels("classifier", model_name)
         self.faces.labels(model_name)
 
     def on_batch(self, size: int, seconds: float) -> None:
         """Record one model call of ``size`` crops that took ``seconds``."""
         self.batch_size.observe(size)
-        self.inference.labels("classifier", self.model).observe(seconds)
+        self.inference.observe(seconds)
         self.faces.labels(self.model).inc(size)
 
 
@@ -69,9 +67,9 @@ def _load_model(cfg: ClassifierConfig, stop: threading.Event):
     def work():
         """Load and warm up the model (imports its runtime) off the main thread."""
         try:
-            from services.classifier.model import load_model  # imports the runtime
+            from common.models import load_model  # the runtime is imported on load
             model = load_model(cfg.model, threads=cfg.threads, runtime=cfg.runtime,
-                               align=cfg.align or None)
+                               align=cfg.align or None, models=cfg.models_dir)
             model.warmup(cfg.max_batch)
             box["model"] = model
         except BaseException as exc:  # handed to the main thread and re-raised there
@@ -140,20 +138,22 @@ def main(cfg: ClassifierConfig, *, stop: threading.Event | None = None,
 
         while not rt.stop.is_set():
             rt.health.beat()
-            wait_s = pending.wait_left() if len(pending) else cfg.recv_timeout_ms / 1000.0
+            # never wait longer than recv_timeout_ms, so a stop is seen in time even while
+            # a batch is filling
+            wait_s = cfg.recv_timeout_ms / 1000.0
+            if len(pending):
+                wait_s = min(wait_s, pending.wait_left())
             msg = rx.recv(max(0, math.ceil(wait_s * 1000)))
             if msg is not None:
                 if msg.kind == "eos":
                     flush()
-                    tx.send_control(wire.encode(wire.stamp(msg.header, "classifier",
-                                                           time.time_ns())), "eos")
-                    log.info("end of stream %r forwarded", msg.stream)
+                    forward_eos(tx, msg, "classifier")
                     continue
                 if msg.kind != "faces":
                     log.warning("ignored a %r message on the faces input", msg.kind)
                     continue
                 received_at[id(msg)] = time.monotonic()
-                if not msg.crops and not len(pending):
+                if not msg.header["faces"] and not len(pending):
                     send(msg, process_batch([msg], model, cfg.max_batch)[0][1])
                     continue
                 pending.add(msg)
@@ -162,5 +162,5 @@ def main(cfg: ClassifierConfig, *, stop: threading.Event | None = None,
                 flush()
         log.info("stopping (%d frames queued are dropped)", len(pending))
         if len(pending):
-            rt.metrics.drop("send_timeout", len(pending))
+            rt.metrics.drop("shutdown", len(pending))
     return 0

@@ -1,11 +1,13 @@
-"""Detector service: ``frame`` messages -> ``faces`` messages (boxes + crops).
+"""Detector service: ``frame`` messages -> ``faces`` messages.
 
-Per frame (:func:`process_frame`): decode the image (raw ``bgr8`` or JPEG), run the face
-detector (``ssd`` or ``haar``, see :mod:`services.detector.backends`), and send a
-``faces`` message whose header keeps every upstream field, adds ``faces``
-(``[{box: [x1, y1, x2, y2] absolute pixels clipped to the frame, confidence: 0..1}]``)
-and ``crops`` (``[[h, w], ...]``) and stamps ``t_detector_ns``; the payload is
-``[frame, crop1, crop2, ...]`` (``(H, W, 3)`` / ``(h, w, 3)`` uint8 BGR raw bytes).
+Per frame (:func:`process_frame`): decode the image (raw ``bgr8`` or JPEG,
+:func:`common.images.frame_image`), run the face detector (a backend of
+:mod:`common.detectors`), and send a ``faces`` message whose header keeps every upstream
+field, adds ``faces`` (``[{box: [x1, y1, x2, y2] absolute pixels clipped to the frame,
+confidence: 0..1}]``) and stamps ``t_detector_ns``. The payload follows the ``payload``
+setting (:mod:`common.wire`): ``frame`` sends the raw ``(H, W, 3)`` uint8 BGR frame only;
+``crops`` sends the frame as JPEG followed by one raw ``(h, w, 3)`` crop per face (the box
+widened to ``crop_aspect``), their shapes in ``crops``.
 
 ``eos`` messages pass through losslessly. When live frames queue up faster than the
 detector runs, only the newest live frame per stream is processed and the older ones
@@ -22,12 +24,15 @@ import time
 import cv2
 import numpy as np
 import zmq
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter
 
 from common import wire
-from common.metrics import LATENCY_BUCKETS
+from common.detectors import make_detector
+from common.eos import forward_eos
+from common.geometry import widen_box
+from common.images import BadFrame, encode_jpeg, frame_image
+from common.metrics import inference_seconds
 from common.service import ServiceRuntime
-from services.detector.backends import make_detector
 
 log = logging.getLogger("detector")
 
@@ -35,89 +40,77 @@ log = logging.getLogger("detector")
 MAX_DRAIN = 64
 
 
-class BadFrame(ValueError):
-    """A frame message whose image cannot be used (undecodable JPEG, wrong layout)."""
-
-
-def frame_image(msg: wire.Message) -> np.ndarray:
-    """The message's image as ``(H, W, 3) uint8`` BGR (JPEG payloads are decoded).
-
-    Raises:
-        BadFrame: the JPEG cannot be decoded or its size disagrees with the header.
-    """
-    if msg.image is not None:
-        return msg.image
-    data = np.frombuffer(msg.image_bytes or b"", dtype=np.uint8)
-    try:
-        image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    except cv2.error as exc:  # e.g. a header announcing more pixels than the decode limit
-        raise BadFrame(f"stream {msg.stream} seq {msg.seq}: JPEG refused by OpenCV "
-                       f"({exc.err or exc})") from None
-    if image is None:
-        raise BadFrame(f"stream {msg.stream} seq {msg.seq}: undecodable "
-                       f"{msg.header.get('encoding')} image ({data.size} bytes)")
-    h, w = image.shape[:2]
-    if (w, h) != (msg.header["width"], msg.header["height"]):
-        raise BadFrame(f"stream {msg.stream} seq {msg.seq}: JPEG is {w}x{h}, header says "
-                       f"{msg.header['width']}x{msg.header['height']}")
-    return image
-
-
-def detect_faces(image: np.ndarray, detector, timings: dict | None = None
-                 ) -> tuple[list[dict], list[np.ndarray]]:
+def detect_faces(image: np.ndarray, detector, info: dict | None = None) -> list[dict]:
     """Run ``detector`` on a ``(H, W, 3) uint8`` BGR image.
 
     Returns:
-        ``(faces, crops)``: ``faces`` = ``[{"box": [x1, y1, x2, y2], "confidence": c}]``
-        (absolute pixels, clipped, non-empty), ``crops`` = matching ``(h, w, 3)`` views.
-        Detections whose crop would be empty are dropped (defence in depth: the backends
-        already clip and enforce a minimum size). ``timings["detect_s"]`` gets the model
-        time (seconds) when ``timings`` is given.
+        ``[{"box": [x1, y1, x2, y2], "confidence": c}]`` (absolute pixels, clipped,
+        non-empty; confidence rounded to 4 decimals). Detections whose box is empty or
+        outside are dropped (defence in depth: the backends already clip and enforce a
+        minimum size). ``info["detect_s"]`` gets the model time (seconds) when ``info``
+        is given.
     """
-    faces, crops = [], []
+    faces = []
     h, w = image.shape[:2]
     t0 = time.perf_counter()
     detections = detector.detect(image)
-    if timings is not None:
-        timings["detect_s"] = time.perf_counter() - t0
+    if info is not None:
+        info["detect_s"] = time.perf_counter() - t0
     for det in detections:
         x1, y1, x2, y2 = (int(v) for v in det.box)
         if not (0 <= x1 < x2 <= w and 0 <= y1 < y2 <= h):
             log.warning("detector returned an empty or outside box %s for %dx%d; dropped",
                         det.box, w, h)
             continue
-        crop = det.crop(image)
-        if crop.size == 0:
-            continue
         faces.append({"box": [x1, y1, x2, y2], "confidence": round(float(det.confidence), 4)})
-        crops.append(crop)
-    return faces, crops
+    return faces
 
 
-def process_frame(msg: wire.Message, detector, now_ns=time.time_ns,
-                  timings: dict | None = None) -> list:
+def cut_crops(image: np.ndarray, faces: list[dict], aspect: float | None = None
+              ) -> list[np.ndarray]:
+    """One ``(h, w, 3)`` view of ``image`` per face: its box widened to ``aspect``
+    (width/height, :func:`common.geometry.widen_box`; ``None``/0: the box as detected)."""
+    out = []
+    for face in faces:
+        x1, y1, x2, y2 = widen_box(face["box"], aspect, image.shape[1])
+        out.append(image[y1:y2, x1:x2])
+    return out
+
+
+def process_frame(msg: wire.Message, detector, now_ns=time.time_ns, info: dict | None = None,
+                  payload: str = "frame", crop_aspect: float | None = None,
+                  jpeg_quality: int = 90) -> list:
     """Turn one ``frame`` message into an encoded ``faces`` message.
 
     Args:
         msg: a decoded ``frame`` message.
         detector: an object with ``detect(image) -> list[Detection]``.
         now_ns: clock for the ``t_detector_ns`` stamp (ns since the Unix epoch).
-        timings: when given, ``timings["detect_s"]`` gets the model time (seconds).
+        info: when given, gets ``detect_s`` (model time, seconds) and ``faces`` (count).
+        payload: ``"frame"`` or ``"crops"`` (see the module docstring).
+        crop_aspect: ``"crops"`` only: width/height the boxes are widened to.
+        jpeg_quality: ``"crops"`` only: JPEG quality of a raw frame sent along.
 
     Returns:
-        Multipart frames ready to send: ``[header, frame, crop1, ...]``.
+        Multipart frames ready to send: ``[header, frame]`` or
+        ``[header, frame JPEG, crop1, ...]``.
 
     Raises:
         BadFrame: the image cannot be decoded.
     """
     image = frame_image(msg)
-    faces, crops = detect_faces(image, detector, timings)
-    header = dict(msg.header, kind="faces", faces=faces,
-                  crops=[[int(c.shape[0]), int(c.shape[1])] for c in crops])
-    header = wire.stamp(header, "detector", now_ns())
+    info = {} if info is None else info
+    faces = detect_faces(image, detector, info)
+    info["faces"] = len(faces)
+    header = wire.stamp(dict(msg.header, kind="faces", faces=faces), "detector", now_ns())
     h, w = image.shape[:2]
     header.update(width=int(w), height=int(h), encoding="bgr8")
-    return wire.encode(header, [image, *crops])
+    if payload != "crops":
+        return wire.encode(header, [image])
+    crops = cut_crops(image, faces, crop_aspect)
+    header.update(encoding="jpeg", crops=[[int(c.shape[0]), int(c.shape[1])] for c in crops])
+    jpeg = msg.image_bytes if msg.image is None else encode_jpeg(image, jpeg_quality)
+    return wire.encode(header, [jpeg, *crops])
 
 
 def newest_live(messages: list[wire.Message]) -> tuple[list[wire.Message], int]:
@@ -151,12 +144,8 @@ def main(cfg, *, stop: threading.Event | None = None, registry=None) -> int:
         0 on a clean stop; 2 when the detector model cannot be loaded.
     """
     with ServiceRuntime("detector", cfg, stop=stop, registry=registry) as rt:
-        r = rt.metrics.registry
         faces_total = Counter("agegender_faces_detected_total",
-                              "Faces found by the detector.", registry=r)
-        inference = Histogram("agegender_inference_seconds",
-                              "Model inference time per call (seconds), by stage and model.",
-                              ["stage", "model"], buckets=LATENCY_BUCKETS, registry=r)
+                              "Faces found by the detector.", registry=rt.metrics.registry)
         try:
             detector = make_detector(cfg.backend, confidence=cfg.confidence,
                                      input_size=cfg.input_size, min_face_px=cfg.min_face_px,
@@ -164,9 +153,9 @@ def main(cfg, *, stop: threading.Event | None = None, registry=None) -> int:
         except (FileNotFoundError, ValueError, cv2.error) as exc:
             log.error("cannot load the %s face detector: %s", cfg.backend, exc)
             return 2
-        infer = inference.labels("detector", detector.name)
-        log.info("detector %s on DNN backend %s; %s -> %s", detector.name,
-                 getattr(detector, "backend", "cpu"), cfg.input, cfg.output)
+        infer = inference_seconds(rt.metrics.registry, "detector", detector.name)
+        log.info("detector %s on DNN backend %s, payload %s; %s -> %s", detector.name,
+                 getattr(detector, "backend", "cpu"), cfg.payload, cfg.input, cfg.output)
         rx = rt.receiver(cfg.input)
         tx = rt.sender(cfg.output)
         rt.health.set_ready(True, "detecting")
@@ -188,24 +177,24 @@ def main(cfg, *, stop: threading.Event | None = None, registry=None) -> int:
             m.queue_depth.labels("detector").set(len(batch))
             for msg in batch:
                 if msg.kind == "eos":
-                    log.info("stream %s: end of stream passed on", msg.stream)
-                    tx.send_control(wire.encode(wire.stamp(msg.header, "detector",
-                                                           time.time_ns())), "eos")
+                    forward_eos(tx, msg, "detector")
                     continue
                 if msg.kind != "frame":
                     log.debug("ignoring %s message on the frame input", msg.kind)
                     continue
                 t0 = time.perf_counter()
-                timings: dict = {}
+                info: dict = {}
                 try:
-                    out = process_frame(msg, detector, timings=timings)
+                    out = process_frame(msg, detector, info=info, payload=cfg.payload,
+                                        crop_aspect=cfg.crop_aspect,
+                                        jpeg_quality=cfg.jpeg_quality)
                 except BadFrame as exc:
                     log.warning("frame dropped (bad_image): %s", exc)
                     m.drop("bad_image")
                     continue
-                infer.observe(timings.get("detect_s", 0.0))
+                infer.observe(info.get("detect_s", 0.0))
                 m.stage_seconds.labels("detector").observe(time.perf_counter() - t0)
-                faces_total.inc(len(out) - 2)
+                faces_total.inc(info["faces"])
                 # File frames wait for room downstream (nothing lost); live ones are lossy.
                 live = bool(msg.header.get("live", False))
                 while not live and not rt.stop.is_set() and not tx.sock.poll(500, zmq.POLLOUT):

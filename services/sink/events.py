@@ -1,4 +1,4 @@
-"""The sink's records: the events.jsonl contract, latency statistics, the status file.
+"""The sink's record outputs: the events.jsonl contract and the per-stage trace.
 
 events.jsonl (one JSON object per frame, one line each, flushed per line)::
 
@@ -21,12 +21,10 @@ classifier's per-frame values.
 from __future__ import annotations
 
 import json
-import os
-import time
-from collections import deque
 from pathlib import Path
+from typing import Callable
 
-import numpy as np
+from services.sink.outputs import Output, SinkResult
 
 #: Keys of each events.jsonl object, in order.
 EVENT_KEYS = ("stream", "seq", "t_capture", "latency_s", "width", "height", "faces")
@@ -42,6 +40,7 @@ def event_record(header: dict, latency_s: float) -> dict:
         latency_s: end-to-end latency of the frame (seconds).
     """
     faces = []
+    # TODO(struct): use common's one face formatter (the JSON form of a face).
     for f in header.get("faces", []):
         rng = f.get("age_range")
         faces.append({
@@ -87,62 +86,45 @@ class JsonLines:
         self._f.close()
 
 
-def percentiles(values, qs=(50, 95, 99)) -> dict:
-    """``{"p50": ..., ...}`` of ``values`` (``None`` each when empty)."""
-    if len(values) == 0:
-        return {f"p{q}": None for q in qs}
-    arr = np.asarray(values, dtype=np.float64)
-    return {f"p{q}": float(np.percentile(arr, q)) for q in qs}
-
-
-class SinkStats:
-    """Running counts and exact end-to-end latency percentiles (last ``keep`` frames).
+class JsonLinesOutput(Output):
+    """An output that writes one JSON line per result frame (``record(result)``).
 
     Args:
-        keep: number of most recent latencies kept for percentiles.
-        clock: monotonic clock (seconds).
+        name: output name (``events``, ``trace``).
+        path: the file (its folder is created).
+        record: the JSON object of one result frame.
+        append: continue an existing file instead of replacing it.
     """
 
-    def __init__(self, keep: int = 100_000, clock=time.monotonic):
-        self.clock = clock
-        self.frames = 0
-        self.faces = 0
-        self.latencies: deque[float] = deque(maxlen=keep)
-        self.streams: dict[str, int] = {}
-        self.ended: list[str] = []
-        self.t_first: float | None = None
-        self.t_last: float | None = None
+    def __init__(self, name: str, path: Path, record: Callable[[SinkResult], dict],
+                 append: bool = False):
+        self.name = name
+        self.path = Path(path)
+        self.record = record
+        self.append = append
+        self.file: JsonLines | None = None
 
-    def add(self, stream: str, latency_s: float, faces: int) -> None:
-        """Count one frame of ``stream`` with ``faces`` faces and its latency (seconds)."""
-        now = self.clock()
-        if self.t_first is None:
-            self.t_first = now
-        self.t_last = now
-        self.frames += 1
-        self.faces += faces
-        self.latencies.append(latency_s)
-        self.streams[stream] = self.streams.get(stream, 0) + 1
+    def open(self) -> None:
+        """Create or open the file."""
+        self.file = JsonLines(self.path, append=self.append)
 
-    def fps(self) -> float:
-        """Frames per second between the first and the last frame received."""
-        if self.frames < 2 or self.t_last == self.t_first:
-            return 0.0
-        return (self.frames - 1) / (self.t_last - self.t_first)
+    def write(self, result: SinkResult) -> None:
+        """Write the frame's record as one line."""
+        self.file.write(self.record(result))
 
-    def snapshot(self, done: bool = False) -> dict:
-        """A JSON-ready status: frames, faces, fps, latency percentiles (s), streams."""
-        lat = percentiles(self.latencies)
-        lat["mean"] = float(np.mean(self.latencies)) if self.latencies else None
-        lat["max"] = float(np.max(self.latencies)) if self.latencies else None
-        return {"frames": self.frames, "faces": self.faces, "fps": self.fps(),
-                "latency_s": lat, "streams": dict(self.streams), "ended": list(self.ended),
-                "done": done, "time": time.time()}
+    def close(self) -> None:
+        """Close the file."""
+        if self.file is not None:
+            self.file.close()
 
 
-def write_json_atomic(path: Path, obj: dict) -> None:
-    """Write ``obj`` to ``path`` so readers never see a half-written file."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj))
-    os.replace(tmp, path)
+def events_output(path: Path, append: bool = False) -> JsonLinesOutput:
+    """events.jsonl (see the module docstring)."""
+    return JsonLinesOutput("events", path, lambda r: event_record(r.header, r.latency_s),
+                           append)
+
+
+def trace_output(path: Path, append: bool = False) -> JsonLinesOutput:
+    """The per-stage timestamp trace (benchmarks; see :func:`trace_record`)."""
+    return JsonLinesOutput("trace", path, lambda r: trace_record(r.header, r.t_sink_ns),
+                           append)

@@ -3,10 +3,13 @@
 The receive path does only what must be timed or must not be lost: it measures each
 frame's end-to-end latency (receive time minus ``t_capture_ns``) into
 ``agegender_e2e_latency_seconds``, assigns face tracks and smooths age and gender over
-them (median, :mod:`services.sink.tracking`), writes the events.jsonl line (see
-:mod:`services.sink.events`) and hands the frame to the :class:`~services.sink.render.Renderer`
-thread, which draws, encodes and shows it. The service exits after end of stream on
-``expected_streams`` streams (0: runs until stopped).
+them (median, :mod:`services.sink.tracking`), writes the record outputs (events.jsonl,
+the trace: :mod:`services.sink.events`) and hands the frame to the
+:class:`~services.sink.render.Renderer` thread, which draws it and writes the image
+outputs (annotated video, MJPEG live view, window). Every output sits behind the small
+interface of :mod:`services.sink.outputs`, so one failing output does not stop the others.
+The service exits after end of stream on ``expected_streams`` streams (see
+:mod:`services.sink.streams`; 0: runs until stopped).
 """
 
 from __future__ import annotations
@@ -19,11 +22,17 @@ from prometheus_client import Counter, Histogram
 
 from common.metrics import LATENCY_BUCKETS
 from common.service import ServiceRuntime
+from common.states import ServiceState
 from services.sink.config import SinkConfig
-from services.sink.events import JsonLines, SinkStats, event_record, trace_record, \
-    write_json_atomic
-from services.sink.render import MJPEGHub, Renderer, VideoOutputs
+from services.sink.display import DisplayOutput
+from services.sink.events import events_output, trace_output
+from services.sink.mjpeg import MJPEGHub
+from services.sink.outputs import Output, OutputSet, SinkResult
+from services.sink.render import Renderer
+from services.sink.stats import SinkStats, write_json_atomic
+from services.sink.streams import StreamEnds
 from services.sink.tracking import FaceTracker
+from services.sink.video import VideoOutput
 
 log = logging.getLogger("sink")
 
@@ -49,74 +58,41 @@ class SinkMetrics:
                               "Face tracks started (about the number of people seen; a "
                               "face lost for longer than track_max_gap_s counts again).",
                               registry=registry)
+        self.output_errors = Counter("agegender_sink_output_errors_total",
+                                     "Errors raised by one sink output (open, write or "
+                                     "close), by output; the other outputs go on.",
+                                     ["output"], registry=registry)
 
 
-class StreamEnds:
-    """When a stream counts as ended at the sink.
+def build_outputs(cfg: SinkConfig, hub: MJPEGHub | None, errors=None
+                  ) -> tuple[OutputSet, OutputSet]:
+    """The configured outputs, opened: ``(record outputs, image outputs)``.
 
-    An ``eos`` message overtakes frames that other detector or classifier workers still
-    hold (with one capture PUSHing round-robin to several workers, the eos goes through
-    one of them). The eos says how many frames capture sent (``frames``); the stream ends
-    once that many results arrived, or when ``grace_s`` seconds pass without another
-    result of that stream (frames dropped upstream never come; their drops are counted
-    where they happen). An eos without ``frames``, or ``grace_s`` 0, ends the stream at
-    once.
+    Record outputs (events.jsonl, the trace) are written on the receive path; image
+    outputs (annotated video, the MJPEG ``hub``, a window) by the renderer thread.
+    ``metrics_only`` leaves out everything but the trace.
 
     Args:
-        grace_s: seconds to wait for a stream's missing results after its eos.
-        clock: monotonic clock (seconds), replaceable in tests.
+        cfg: the sink's configuration.
+        hub: the live view, when served.
+        errors: ``agegender_sink_output_errors_total`` counter (``output`` label).
     """
-
-    def __init__(self, grace_s: float, clock=time.monotonic):
-        self.grace_s = grace_s
-        self.clock = clock
-        self.results: dict[str, int] = {}
-        self.waiting: dict[str, tuple[int, float]] = {}  # stream -> (frames, deadline)
-        self.ended: list[str] = []
-
-    def _end(self, stream: str, how: str) -> list[str]:
-        self.waiting.pop(stream, None)
-        if stream in self.ended:
-            return []
-        self.ended.append(stream)
-        log.info("end of stream %r (%s; %d result frame(s))", stream, how,
-                 self.results.get(stream, 0))
-        return [stream]
-
-    def eos(self, stream: str, frames) -> list[str]:
-        """An eos for ``stream`` after ``frames`` sent frames; returns the streams that
-        ended now."""
-        have = self.results.get(stream, 0)
-        if not isinstance(frames, int) or isinstance(frames, bool) or self.grace_s <= 0 \
-                or have >= frames or stream in self.ended:
-            return self._end(stream, "eos")
-        self.waiting[stream] = (frames, self.clock() + self.grace_s)
-        log.info("eos of %r after %d frames; %d result(s) so far, waiting up to %.1f s "
-                 "for the rest", stream, frames, have, self.grace_s)
-        return []
-
-    def result(self, stream: str) -> list[str]:
-        """A result frame of ``stream`` arrived; returns the streams that ended now."""
-        self.results[stream] = self.results.get(stream, 0) + 1
-        if stream not in self.waiting:
-            return []
-        frames, _ = self.waiting[stream]
-        if self.results[stream] >= frames:
-            return self._end(stream, "all frames in")
-        self.waiting[stream] = (frames, self.clock() + self.grace_s)
-        return []
-
-    def expire(self) -> list[str]:
-        """End the waiting streams whose grace period ran out; returns them."""
-        now = self.clock()
-        done = []
-        for stream, (frames, deadline) in list(self.waiting.items()):
-            if now >= deadline:
-                log.warning("stream %r: %d of %d frames arrived; no more for %.1f s, "
-                            "ending it", stream, self.results.get(stream, 0), frames,
-                            self.grace_s)
-                done += self._end(stream, "grace period over")
-        return done
+    outputs: list[Output] = []
+    if cfg.out_dir is not None and not cfg.metrics_only:
+        if cfg.events:
+            outputs.append(events_output(cfg.out_dir / "events.jsonl", cfg.append))
+        if cfg.video:
+            outputs.append(VideoOutput(cfg.out_dir, cfg.video_fps, append=cfg.append))
+    if cfg.trace_path is not None:
+        outputs.append(trace_output(cfg.trace_path, cfg.append))
+    if not cfg.metrics_only:
+        outputs += [hub] if hub is not None else []
+        outputs += [DisplayOutput()] if cfg.display else []
+    sets = (OutputSet([o for o in outputs if not o.needs_image], errors),
+            OutputSet([o for o in outputs if o.needs_image], errors))
+    for s in sets:
+        s.open()
+    return sets
 
 
 def main(cfg: SinkConfig, *, stop: threading.Event | None = None, registry=None) -> int:
@@ -138,20 +114,10 @@ def main(cfg: SinkConfig, *, stop: threading.Event | None = None, registry=None)
                         stop=stop, registry=registry) as rt:
         sm = SinkMetrics(rt.metrics.registry)
         stats = SinkStats()
-        events = trace = None
-        videos = None
-        if cfg.out_dir is not None and not cfg.metrics_only:
-            if cfg.events:
-                events = JsonLines(cfg.out_dir / "events.jsonl", append=cfg.append)
-            if cfg.video:
-                videos = VideoOutputs(cfg.out_dir, cfg.video_fps, append=cfg.append)
-        if cfg.trace_path is not None:
-            trace = JsonLines(cfg.trace_path, append=cfg.append)
-        renderer = None
-        if not cfg.metrics_only and (videos or hub or cfg.display):
-            renderer = Renderer(videos, hub, cfg.display, on_drop=rt.metrics.drop)
+        records, images = build_outputs(cfg, hub, sm.output_errors)
+        renderer = Renderer(images, on_drop=rt.metrics.drop) if images else None
         rx = rt.receiver(cfg.input, kinds=("result", "eos"))
-        rt.health.set_ready()
+        rt.health.enter(ServiceState.RUNNING)
         ends = StreamEnds(cfg.eos_grace_s)
         stats.ended = ends.ended  # one list: the status file shows what StreamEnds decided
         tracker = FaceTracker(cfg.track_window, cfg.track_iou, cfg.track_max_gap_s,
@@ -196,19 +162,18 @@ def main(cfg: SinkConfig, *, stop: threading.Event | None = None, registry=None)
                 stats.add(msg.stream, latency, n_faces)
                 for stream in ends.result(msg.stream):
                     tracker.end(stream)
-                if events is not None:
-                    events.write(event_record(msg.header, latency))
-                if trace is not None:
-                    trace.write(trace_record(msg.header, t_ns))
+                result = SinkResult(msg, latency, t_ns)
+                records.write(result)
                 if renderer is not None:
-                    renderer.submit(msg, block=not msg.header.get("live", False), stop=rt.stop)
+                    renderer.submit(result, block=not msg.header.get("live", False),
+                                    stop=rt.stop)
                 rt.metrics.stage_seconds.labels("sink").observe(time.monotonic() - t0)
         finally:
+            if finished:
+                rt.health.enter(ServiceState.DRAINING)
             if renderer is not None:
                 renderer.close(drain=finished)
-            for f in (events, trace):
-                if f is not None:
-                    f.close()
+            records.close()
             if cfg.status_path is not None:
                 write_json_atomic(cfg.status_path, stats.snapshot(done=finished))
             snap = stats.snapshot()

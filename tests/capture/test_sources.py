@@ -14,9 +14,13 @@ from prometheus_client import CollectorRegistry
 
 from common.metrics import StageMetrics
 from services.capture.images import BadImage, to_bgr8
-from services.capture.sources import (CaptureMetrics, DemoSource, ImageFolderSource,
-                                      LiveSource, SourceOptions, VideoFileSource, open_source,
-                                      parse_spec, source_kind)
+from services.capture.demo import DemoSource
+from services.capture.finite import ImageFolderSource, VideoFileSource
+from services.capture.live import LiveSource
+from services.capture.metrics import CaptureMetrics
+from services.capture.sources import open_source
+from services.capture.spec import SourceOptions, SourceState, parse_spec, source_kind
+from tests.waits import wait_for
 
 
 def _metrics():
@@ -128,7 +132,7 @@ def test_image_folder_normalises_odd_images_and_counts_broken_ones(tmp_path, cap
     (d / "readme.txt").write_text("not an image")
     cm, reg = _metrics()
     # when the folder is read as a source
-    with caplog.at_level(logging.WARNING, logger="services.capture.sources"):
+    with caplog.at_level(logging.WARNING, logger="services.capture"):
         src = open_source(str(d), SourceOptions(fps=25), cm)
         frames = _drain(src)
     # then the six decodable images arrive as (H, W, 3) uint8 BGR, in name order
@@ -171,7 +175,7 @@ def test_folder_loops_when_asked(tmp_path):
 
 def test_demo_source_is_a_short_scene_with_a_face(caplog):
     # given the demo source (what capture plays when no source is configured)
-    with caplog.at_level(logging.INFO, logger="services.capture.sources"):
+    with caplog.at_level(logging.INFO, logger="services.capture"):
         src = open_source("demo", SourceOptions())
     assert isinstance(src, DemoSource) and src.name == "demo" and src.fps == 15
     assert any("DEMO" in r.getMessage() for r in caplog.records)   # says it is the demo
@@ -195,14 +199,17 @@ def test_live_source_without_server_is_down_and_retries():
     src = open_source(f"door=rtsp://127.0.0.1:{free_port()}/stream", opts, cm)
     try:
         assert isinstance(src, LiveSource)
-        # when a second passes / then it is down, retrying with backoff, and never blocks
-        assert src.read(1.5) is None
-        assert src.up is False and src.reconnects >= 2
+        # when the first attempts fail / then it is down, retrying with backoff
+        wait_for(lambda: src.reconnects >= 2, 30, "two reconnect attempts")
+        assert src.read(0.1) is None
+        assert src.state in (SourceState.DOWN, SourceState.RECONNECTING) and not src.up
         assert reg.get_sample_value("agegender_source_up", {"stream": "door"}) == 0
         assert reg.get_sample_value("agegender_source_reconnects_total",
                                     {"stream": "door"}) == src.reconnects
     finally:
         src.close()
+    # and once closed it stays closed, whatever its reader was doing
+    assert src.state is SourceState.CLOSED
 
 
 class _MJPEGServer:
@@ -274,9 +281,9 @@ def test_missing_camera_device_is_down_and_never_blocks():
     try:
         t0 = time.monotonic()
         assert src.read(1.0) is None
-        assert time.monotonic() - t0 < 2.0
+        assert time.monotonic() - t0 < 10.0  # returns after its timeout, no hang
         assert src.kind == "camera" and src.name == "cam63" and not src.up
-        assert src.reconnects >= 1
+        wait_for(lambda: src.reconnects >= 1, 30, "a reconnect attempt")
     finally:
         src.close()
 
@@ -319,15 +326,16 @@ def test_hanging_read_never_hangs_the_consumer():
         assert src.read(2.0) is not None
         # when the read hangs / then the consumer's calls keep returning quickly, the
         # source goes down after read_timeout_s, and the watchdog starts a new reader
+        # (the hang lasts 30 s: a bound of a few seconds separates "returns" from "hangs")
         t0 = time.monotonic()
         down_after = None
-        while time.monotonic() - t0 < 4.0 and len(opened) < 2:
+        while time.monotonic() - t0 < 30.0 and len(opened) < 2:
             t1 = time.monotonic()
             src.read(0.1)
-            assert time.monotonic() - t1 < 0.5
+            assert time.monotonic() - t1 < 5.0
             if down_after is None and not src.up:
                 down_after = time.monotonic() - t0
-        assert down_after is not None and down_after < 0.5 + 0.3
+        assert down_after is not None and down_after < 10.0
         assert len(opened) == 2, "the stuck reader was not replaced"
         assert reg.get_sample_value("agegender_source_reconnects_total", {"stream": "usb"}) >= 1
         # and frames flow again from the new reader while the old one is still stuck

@@ -9,13 +9,15 @@ import numpy as np
 import pytest
 
 from common import wire
-from services.classifier.batching import PendingFrames, process_batch
+from services.classifier.batching import PendingFrames, face_crops, process_batch
 from tests.classifier.helpers import faces_message
 
 
-def test_process_batch_chunks_crops_and_keeps_frame_order(stand_in_model):
-    # given 4 frames with 3, 0, 5 and 2 faces (10 crops) and max_batch 4
-    msgs = [wire.decode(faces_message("s", i, n)) for i, n in enumerate([3, 0, 5, 2])]
+@pytest.mark.parametrize("crops", [False, True], ids=["frame-form", "crops-form"])
+def test_process_batch_chunks_crops_and_keeps_frame_order(stand_in_model, crops):
+    # given 4 frames with 3, 0, 5 and 2 faces (10 crops) and max_batch 4, in either form
+    msgs = [wire.decode(faces_message("s", i, n, crops=crops))
+            for i, n in enumerate([3, 0, 5, 2])]
     # when they are classified together
     out = process_batch(msgs, stand_in_model, max_batch=4, now_ns=lambda: 123)
     # then the model was called once per chunk of at most 4 crops
@@ -43,15 +45,15 @@ def test_pending_frames_due_on_full_batch_or_wait():
     now = [0.0]
     q = PendingFrames(4, 0.05, clock=lambda: now[0])
     assert not q.due()
-    # when 3 crops are queued it is not yet due
+    # when 3 faces are queued it is not yet due
     q.add(wire.decode(faces_message("s", 0, 3)))
     assert not q.due() and abs(q.wait_left() - 0.05) < 1e-9
-    # then a 4th crop makes it due at once
+    # then a 4th face makes it due at once
     q.add(wire.decode(faces_message("s", 1, 1)))
     assert q.due()
     taken = q.take()
-    assert [m.seq for m in taken] == [0, 1] and len(q) == 0 and q.crops == 0
-    # and a single crop becomes due after the wait
+    assert [m.seq for m in taken] == [0, 1] and len(q) == 0 and q.faces == 0
+    # and a single face becomes due after the wait
     q.add(wire.decode(faces_message("s", 2, 1)))
     now[0] = 0.049
     assert not q.due()
@@ -59,13 +61,14 @@ def test_pending_frames_due_on_full_batch_or_wait():
     assert q.due()
 
 
-def test_model_crop_aspect_recuts_wider_crops_from_the_frame():
-    from services.classifier.batching import face_crops
-
+@pytest.mark.parametrize("sent_crops", [False, True], ids=["frame-form", "crops-form"])
+def test_model_crop_aspect_recuts_wider_crops_from_the_frame(sent_crops):
     # given a frame with two faces whose boxes are 9 and 10 px wide, 12 px high
-    msg = wire.decode(faces_message("s", 7, 2, width=64, height=48))
-    # when a model has no crop aspect, then the detector's crops are used as sent
-    assert [c.shape for c in face_crops(msg, None)] == [c.shape for c in msg.crops]
+    msg = wire.decode(faces_message("s", 7, 2, width=64, height=48, crops=sent_crops))
+    # when a model has no crop aspect, then the boxes are cut as detected
+    plain = face_crops(msg, None)
+    assert [c.shape for c in plain] == [(12, 9, 3), (12, 10, 3)]
+    np.testing.assert_array_equal(plain[1], msg.image[0:12, 10:20])
     # when it was trained on crops 1.0 wide per unit of height
     crops = face_crops(msg, 1.0)
     # then each box is widened about its centre to 12 px (clipped at the frame's left
@@ -86,8 +89,6 @@ def test_process_batch_uses_the_model_crop_aspect(stand_in_model):
 
 
 def test_face_crops_keep_the_detector_crop_when_the_frame_cannot_be_cut():
-    from services.classifier.batching import face_crops
-
     image = np.full((48, 64, 3), 80, np.uint8)
     ok, jpg = cv2.imencode(".jpg", image)
     header = wire.frame_header("s", 1, time.time_ns(), 64, 48, encoding="jpeg",
@@ -105,3 +106,23 @@ def test_face_crops_keep_the_detector_crop_when_the_frame_cannot_be_cut():
     header.update(encoding="bgr8")
     msg = wire.decode(wire.encode(header, [image, image[0:12, 0:10], image[0:1, 2:9]]))
     assert [c.shape for c in face_crops(msg, 1.0)] == [(12, 11, 3), (1, 8, 3)]
+
+
+def test_crops_form_with_a_jpeg_frame_is_classified_and_the_jpeg_passed_on(stand_in_model):
+    # given a faces message in the crops form, as a detector with payload "crops" sends it
+    image = np.full((48, 64, 3), 80, np.uint8)
+    image[0:12, 0:12] = 120
+    ok, jpg = cv2.imencode(".jpg", image)
+    header = wire.frame_header("s", 2, time.time_ns(), 64, 48, encoding="jpeg",
+                               t_detector_ns=time.time_ns())
+    header.update(kind="faces", faces=[{"box": [0, 0, 12, 12], "confidence": 0.9}],
+                  crops=[[12, 12]])
+    msg = wire.decode(wire.encode(header, [jpg.tobytes(), image[0:12, 0:12]]))
+    # when classified with a model that has a crop aspect
+    stand_in_model.crop_aspect = 1.0
+    (_, frames), = process_batch([msg], stand_in_model, max_batch=4)
+    result = wire.decode(frames)
+    # then the model saw the detector's crop, and the result carries the JPEG unchanged
+    assert result.header["faces"][0]["age"] == pytest.approx(120 / 4.0)
+    assert result.header["encoding"] == "jpeg" and "crops" not in result.header
+    assert bytes(result.image_bytes) == jpg.tobytes()

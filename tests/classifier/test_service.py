@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
@@ -16,9 +17,10 @@ from services.classifier.main import main
 from tests.classifier.helpers import faces_message
 
 
-@pytest.fixture
-def classifier(tmp_path, stand_in_model):
-    """Start the classifier in a thread on ipc:// endpoints; yields (push, pull, reg, model)."""
+@contextlib.contextmanager
+def running_classifier(tmp_path, model, **overrides):
+    """The classifier in a thread on ipc:// endpoints with real sockets around it; yields
+    ``(push, pull, reg, stop)`` and checks on the way out that it stopped cleanly."""
     faces_ep = f"ipc://{tmp_path}/faces"
     results_ep = f"ipc://{tmp_path}/results"
     ctx = zmq.Context()
@@ -26,24 +28,37 @@ def classifier(tmp_path, stand_in_model):
     pull.setsockopt(zmq.LINGER, 0)
     pull.bind(results_ep)
     cfg = ClassifierConfig(input=f"bind:{faces_ep}", output=f"connect:{results_ep}",
-                           http_port=0, max_batch=8, max_wait_ms=200, hwm=100)
+                           http_port=0, **{"max_batch": 8, "max_wait_ms": 200, "hwm": 100,
+                                           **overrides})
     stop = threading.Event()
     reg = CollectorRegistry()
     rc = {}
     t = threading.Thread(target=lambda: rc.setdefault(
-        "rc", main(cfg, stop=stop, model=stand_in_model, registry=reg)), daemon=True)
+        "rc", main(cfg, stop=stop, model=model, registry=reg)), daemon=True)
     t.start()
     push = ctx.socket(zmq.PUSH)
     push.setsockopt(zmq.LINGER, 0)
     push.connect(faces_ep)
-    yield push, pull, reg, stand_in_model
-    stop.set()
-    t.join(3)
+    try:
+        yield push, pull, reg, stop
+    finally:
+        stop.set()
+        t.join(3)
+        push.close(0)
+        pull.close(0)
+        ctx.term()
     assert not t.is_alive(), "classifier did not stop within 3 s"
     assert rc.get("rc") == 0
-    push.close(0)
-    pull.close(0)
-    ctx.term()
+
+
+@pytest.fixture
+def classifier(request, tmp_path, stand_in_model):
+    """A running classifier with the stand-in model; yields (push, pull, reg, model).
+
+    Indirect parameters (a dict) override its configuration."""
+    with running_classifier(tmp_path, stand_in_model, **getattr(request, "param", {})) as (
+            push, pull, reg, _):
+        yield push, pull, reg, stand_in_model
 
 
 def recv(pull, timeout_ms=5000):
@@ -77,17 +92,16 @@ def test_batches_across_frames_and_streams_and_forwards_eos_last(classifier):
     assert reg.get_sample_value("agegender_classifier_batch_size_count") == len(model.batches)
 
 
+@pytest.mark.parametrize("classifier", [{"max_wait_ms": 1000.0}], indirect=True)
 def test_frame_without_faces_passes_straight_through(classifier):
     push, pull, reg, model = classifier
-    # given an idle classifier with a 200 ms batching wait
-    time.sleep(0.2)
+    # given an idle classifier that holds queued faces up to 1 s for a batch to fill
     # when a frame without faces arrives
-    t0 = time.monotonic()
     push.send_multipart(faces_message("a", 0, 0))
-    m = recv(pull)
-    # then it is passed on without waiting for a batch and without a model call
+    # then it comes back before that wait could have ended (it never joined the queue)
+    m = recv(pull, timeout_ms=950)
     assert m.kind == "result" and m.header["faces"] == []
-    assert time.monotonic() - t0 < 0.15
+    # and no model call was made for it
     assert model.batches == []
 
 
@@ -110,3 +124,22 @@ def test_malformed_input_is_counted_and_service_keeps_serving(classifier):
                                 {"stage": "classifier", "reason": "bad_version"}) == 1
     assert reg.get_sample_value("agegender_messages_malformed_total",
                                 {"stage": "classifier", "reason": "bad_kind"}) == 1
+
+
+def test_frames_queued_at_stop_are_counted_as_shutdown_drops(tmp_path, stand_in_model):
+    with running_classifier(tmp_path, stand_in_model, max_wait_ms=1000.0) as (
+            push, pull, reg, stop):
+        # given a frame whose face waits for a batch that will not fill for 1 s
+        push.send_multipart(faces_message("a", 0, 1))
+        deadline = time.monotonic() + 10
+        while reg.get_sample_value("agegender_queue_depth", {"stage": "classifier"}) != 1:
+            assert time.monotonic() < deadline, "the frame was never queued"
+            time.sleep(0.01)                       # poll interval of a wait for a state
+        # when the service stops
+        stop.set()
+    # then the queued frame is counted as dropped at shutdown, not as a send timeout
+    dropped = {r: reg.get_sample_value("agegender_frames_dropped_total",
+                                       {"stage": "classifier", "reason": r})
+               for r in ("shutdown", "send_timeout")}
+    assert dropped == {"shutdown": 1, "send_timeout": 0}
+    assert stand_in_model.batches == []

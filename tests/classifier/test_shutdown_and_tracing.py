@@ -18,7 +18,7 @@ from common import wire
 from services.classifier.config import ClassifierConfig
 from services.classifier.main import main
 from tests.classifier.helpers import faces_message
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, free_port, wait_http
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow
 def real_model():
     if not (ROOT / "models" / "compact" / "meta.json").is_file():
         pytest.skip("models/compact is not shipped yet")
-    from services.classifier.model import load_model
+    from common.models import load_model
     return load_model("compact", threads=1, runtime="keras")  # tracing is TensorFlow's
 
 
@@ -74,7 +74,6 @@ def test_varying_batch_sizes_do_not_retrace(tmp_path, real_model):
             for _ in burst:
                 assert pull.poll(10_000), "no result"
                 wire.decode(pull.recv_multipart())
-            time.sleep(0.05)
     finally:
         stop.set()
         t.join(5)
@@ -96,12 +95,32 @@ def _spawn_classifier(tmp_path, http_port):
         stdout=log, stderr=subprocess.STDOUT)
 
 
-def _ready(port):
+def _received_faces(port) -> float:
+    """``agegender_messages_received_total{stage="classifier",kind="faces"}`` read from
+    the service's /metrics (0 when it does not answer)."""
+    from prometheus_client.parser import text_string_to_metric_families
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
-            return r.status == 200
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as r:
+            text = r.read().decode()
     except OSError:
-        return False
+        return 0.0
+    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+               if s.name == "agegender_messages_received_total"
+               and s.labels == {"stage": "classifier", "kind": "faces"})
+
+
+def _sigterm_exit_seconds(proc) -> float:
+    """Send SIGTERM to ``proc`` and return how long it took to exit (seconds); kills it
+    after 10 s."""
+    try:
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
+        return time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def test_sigterm_mid_batch_with_missing_peer_exits_within_2_s(tmp_path, real_model):
@@ -114,27 +133,20 @@ def test_sigterm_mid_batch_with_missing_peer_exits_within_2_s(tmp_path, real_mod
     push.setsockopt(zmq.SNDTIMEO, 100)
     push.connect(f"ipc://{tmp_path}/faces")
     try:
-        deadline = time.monotonic() + 120
-        while not _ready(port):
-            assert proc.poll() is None and time.monotonic() < deadline, \
-                (tmp_path / "classifier.log").read_text()[-2000:]
-            time.sleep(0.2)
+        wait_http(port, "/readyz", 120)
         # and a steady flow of frames with 6 faces each (batches in flight)
         for seq in range(40):
             try:
                 push.send_multipart(faces_message("s", seq, 6))
             except zmq.Again:
                 break
-        time.sleep(0.3)
+        deadline = time.monotonic() + 30
+        while _received_faces(port) < 1 and time.monotonic() < deadline:
+            assert proc.poll() is None, (tmp_path / "classifier.log").read_text()[-2000:]
+            time.sleep(0.05)                       # poll interval of a wait for a state
         # when it gets SIGTERM
-        t0 = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(10)
-        elapsed = time.monotonic() - t0
+        elapsed = _sigterm_exit_seconds(proc)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
         push.close(0)
         ctx.term()
     # then it exits cleanly within 2 s
@@ -148,20 +160,12 @@ def test_sigterm_while_loading_the_model_exits_within_2_s(tmp_path):
     # given a classifier process that is still importing TensorFlow / loading its model
     port = free_port()
     proc = _spawn_classifier(tmp_path, port)
-    try:
-        deadline = time.monotonic() + 30
-        while "loading_model" not in _state(port) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        # when it gets SIGTERM before it is ready
-        t0 = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(10)
-        elapsed = time.monotonic() - t0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    # then it exits within 2 s
+    deadline = time.monotonic() + 30
+    while "loading_model" not in _state(port) and time.monotonic() < deadline:
+        assert proc.poll() is None, (tmp_path / "classifier.log").read_text()[-2000:]
+        time.sleep(0.05)                           # poll interval of a wait for a state
+    # when it gets SIGTERM before it is ready / then it exits within 2 s
+    elapsed = _sigterm_exit_seconds(proc)
     assert elapsed < 2.0, elapsed
 
 

@@ -170,3 +170,15 @@ def endpoint_addresses(endpoint: str) -> tuple[str, list[tuple[str, int]]]:
         assert m, f"expected tcp://HOST:PORT in {endpoint!r}"
         out.append((m.group(1), int(m.group(2))))
     return mode, out
+
+
+def connections(cfg):
+    """Yield ``(field, host, port)`` for every address a service's ``input`` or ``output``
+    connects to (bound endpoints are skipped)."""
+    for field in ("input", "output"):
+        if not hasattr(cfg, field):
+            continue
+        mode, addrs = endpoint_addresses(getattr(cfg, field))
+        if mode == "connect":
+            for host, port in addrs:
+                yield field, host, port

@@ -127,17 +127,11 @@ def test_endpoints_wire_capture_detector_classifier_sink(variant):
     for name, svc in services.items():
         command = h.service_command(svc)
         cfg = h.build_config(command, svc.get("environment") or {})
-        for field in ("input", "output"):
-            if not hasattr(cfg, field):
-                continue
-            mode, addrs = h.endpoint_addresses(getattr(cfg, field))
-            if mode != "connect":
-                continue
-            for host, port in addrs:
-                target = binds.get((host, port))
-                assert target == expected_target[(command, field)], (
-                    f"{name}.{field} connects to {host}:{port}, which is {target!r}")
-                seen.add(target)
+        for field, host, port in h.connections(cfg):
+            target = binds.get((host, port))
+            assert target == expected_target[(command, field)], (
+                f"{name}.{field} connects to {host}:{port}, which is {target!r}")
+            seen.add(target)
     assert seen == set(expected_target.values())
 
 

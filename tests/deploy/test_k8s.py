@@ -151,19 +151,13 @@ def test_connect_addresses_resolve_to_services_that_bind_them(rendered):
                 ("detector", "output"): ("classifier", "input"),
                 ("classifier", "output"): ("sink", "input")}
     for w, command, cfg in by_labels:
-        for field in ("input", "output"):
-            if not hasattr(cfg, field):
-                continue
-            mode, addrs = h.endpoint_addresses(getattr(cfg, field))
-            if mode != "connect":
-                continue
-            for host, port in addrs:
-                svc, (_, tcommand, tcfg) = target(host)
-                want_cmd, want_field = expected[(command, field)]
-                assert tcommand == want_cmd, f"{overlay}: {command}.{field} -> {host}"
-                bmode, baddrs = h.endpoint_addresses(getattr(tcfg, want_field))
-                assert bmode == "bind" and baddrs[0][1] == port, f"{host}:{port}"
-                assert port in [p["port"] for p in svc["spec"]["ports"]]
+        for field, host, port in h.connections(cfg):
+            svc, (_, tcommand, tcfg) = target(host)
+            want_cmd, want_field = expected[(command, field)]
+            assert tcommand == want_cmd, f"{overlay}: {command}.{field} -> {host}"
+            bmode, baddrs = h.endpoint_addresses(getattr(tcfg, want_field))
+            assert bmode == "bind" and baddrs[0][1] == port, f"{host}:{port}"
+            assert port in [p["port"] for p in svc["spec"]["ports"]]
 
 
 def test_gpu_overlay_requests_gpus_for_detector_and_classifier():

@@ -36,7 +36,7 @@ def test_catalogue_follows_the_naming_conventions(catalogue):
     # Given the catalogue, then names carry the prefix and units, counters end in _total and
     # nothing else does, and labels come from the bounded set.
     assert REQUIRED <= set(catalogue), sorted(REQUIRED - set(catalogue))
-    bounded = {"stage", "kind", "reason", "stream", "model", "service"}
+    bounded = {"stage", "kind", "reason", "stream", "model", "service", "output"}
     for e in catalogue.values():
         assert e.name.endswith("_total") == (e.type == "counter"), e.name
         if e.type == "histogram" and e.unit == "seconds":

@@ -17,11 +17,13 @@ import zmq
 from prometheus_client import CollectorRegistry
 
 from common import wire
-from services.detector.backends import Detection, SSDDetector, clip_box, make_detector
+from common.detectors import make_detector
+from common.detectors.ssd import SSDDetector
+from common.images import BadFrame
 from services.detector.config import DetectorConfig
-from services.detector.main import (BadFrame, detect_faces, main as detector_main,
+from services.detector.main import (cut_crops, detect_faces, main as detector_main,
                                     newest_live, process_frame)
-from tests.conftest import free_port, wait_http
+from tests.conftest import clip_path, free_port, wait_http
 
 WALKING = "face-demographics-walking-and-pause.mp4"
 
@@ -49,32 +51,63 @@ def _frame_msg(image, seq=0, stream="s", live=False, **extra):
     return wire.decode(wire.encode_frame(hdr, image))
 
 
-def test_process_frame_on_a_real_frame(ssd, clip):
+@pytest.fixture(scope="module")
+def walking_frame(ssd):
+    """Frame 0 of the walking clip (3 people side by side), ``(270, 480, 3)`` BGR."""
+    return _frames(clip_path(WALKING), 1)[0]
+
+
+def test_process_frame_on_a_real_frame(ssd, walking_frame):
     # given frame 0 of the walking clip (3 people) as a frame message with extra fields
-    image = _frames(clip(WALKING), 1)[0]
+    image = walking_frame
     msg = _frame_msg(image, seq=7, stream="lobby", live=True, source_note="x")
-    # when processed
+    # when processed with the default payload (the frame)
     out = wire.decode(process_frame(msg, ssd))
-    # then a faces message keeps every upstream field and adds boxes, crops, t_detector_ns
+    # then a faces message keeps every upstream field and adds boxes and t_detector_ns
     h = out.header
     assert out.kind == "faces" and h["stream"] == "lobby" and h["seq"] == 7
     assert h["live"] is True and h["source_note"] == "x"
     assert h["t_capture_ns"] == msg.header["t_capture_ns"] <= h["t_detector_ns"]
-    assert len(h["faces"]) == 3 == len(out.crops)
+    assert len(h["faces"]) == 3
+    # and the frame travels once, raw, with no crops beside it
+    assert "crops" not in h and out.crops == [] and h["encoding"] == "bgr8"
     assert np.array_equal(out.image, image)
-    for face, crop, shape in zip(h["faces"], out.crops, h["crops"]):
+    for face in h["faces"]:
         x1, y1, x2, y2 = face["box"]
         assert 0 <= x1 < x2 <= 480 and 0 <= y1 < y2 <= 270
         assert 0.5 <= face["confidence"] <= 1.0
-        assert list(crop.shape[:2]) == shape == [y2 - y1, x2 - x1]
-        assert np.array_equal(crop, image[y1:y2, x1:x2])          # the exact crop
     # faces sorted left to right are the three people standing side by side
     xs = sorted((f["box"][0] + f["box"][2]) / 2 for f in h["faces"])
     assert xs[1] - xs[0] > 40 and xs[2] - xs[1] > 40               # three distinct people
 
 
-def test_jpeg_frames_are_decoded_and_bad_ones_rejected(ssd, clip):
-    image = _frames(clip(WALKING), 1)[0]
+def test_crops_payload_sends_widened_crops_and_the_frame_as_jpeg(ssd, walking_frame):
+    # given the same frame
+    image = walking_frame
+    msg = _frame_msg(image, seq=3)
+    # when processed with payload "crops" and the compact model's crop aspect
+    out = wire.decode(process_frame(msg, ssd, payload="crops", crop_aspect=0.88,
+                                    jpeg_quality=90))
+    h = out.header
+    # then each crop is the box widened to 0.88 (never narrower, same height), raw BGR
+    assert len(h["faces"]) == 3 == len(out.crops) == len(h["crops"])
+    for face, crop, shape in zip(h["faces"], out.crops, h["crops"]):
+        x1, y1, x2, y2 = face["box"]
+        assert list(crop.shape[:2]) == shape and crop.shape[0] == y2 - y1
+        assert crop.shape[1] >= x2 - x1
+        assert crop.shape[1] == pytest.approx(max(x2 - x1, 0.88 * (y2 - y1)), abs=2)  # rounded out
+    # and the frame is a JPEG of the right size that still shows it (the sink draws it)
+    assert h["encoding"] == "jpeg" and out.image is None
+    decoded = cv2.imdecode(np.frombuffer(out.image_bytes, np.uint8), cv2.IMREAD_COLOR)
+    assert decoded.shape == image.shape
+    assert np.mean(np.abs(decoded.astype(int) - image)) < 6
+    # and it is far smaller than the raw frame and its crops together
+    raw = image.nbytes + sum(c.nbytes for c in out.crops)
+    assert len(out.image_bytes) + sum(c.nbytes for c in out.crops) < raw / 2
+
+
+def test_jpeg_frames_are_decoded_and_bad_ones_rejected(ssd, walking_frame):
+    image = walking_frame
     ok, jpg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 95])
     hdr = wire.frame_header("s", 0, time.time_ns(), 480, 270, encoding="jpeg")
     out = wire.decode(process_frame(wire.decode(wire.encode(hdr, [jpg.tobytes()])), ssd))
@@ -119,34 +152,24 @@ def test_boxes_at_the_edge_are_clipped_and_empty_ones_dropped(ssd):
     det = SSDDetector(min_face_px=12)
     det.net = _RowsNet(rows)
     # when detected
-    faces, crops = detect_faces(frame, det)
+    faces = detect_faces(frame, det)
     # then only the two edge boxes survive, clipped to the frame, with non-empty crops
     # (x floored, x2/y2 ceiled: 12.5 -> 12, 62.5 -> 63)
     assert [f["box"] for f in faces] == [[0, 12, 50, 63], [150, 0, 200, 50]]
-    assert [c.shape for c in crops] == [(51, 50, 3), (50, 50, 3)]
-    assert all(c.size > 0 for c in crops)
+    assert [c.shape for c in cut_crops(frame, faces)] == [(51, 50, 3), (50, 50, 3)]
 
 
-def test_clip_box_contract():
-    assert clip_box(-5.2, -1, 30.1, 20, 40, 30) == (0, 0, 31, 20)
-    assert clip_box(10, 10, 10, 20, 40, 30) is None                 # zero area
-    assert clip_box(35, 5, 80, 25, 40, 30, min_face_px=12) is None  # 5 px after clipping
-    assert clip_box(50, 50, 60, 60, 40, 30) is None                 # outside
-    assert clip_box(float("inf"), 0, 10, 10, 40, 30) is None
-    assert Detection((0, 0, 1, 1), 0.9).crop(np.zeros((5, 5, 3), np.uint8)).shape == (1, 1, 3)
-
-
-def test_a_real_face_half_outside_the_frame(ssd, clip):
+def test_a_real_face_half_outside_the_frame(ssd, walking_frame):
     # given the walking frame cut so that the leftmost face is split by the left edge
-    image = _frames(clip(WALKING), 1)[0]
+    image = walking_frame
     full = ssd.detect(image)
     left = min(full, key=lambda d: d.box[0]).box
     cut = np.ascontiguousarray(image[:, (left[0] + left[2]) // 2:])
     # when detected / then every box lies inside the frame and every crop is non-empty
-    faces, crops = detect_faces(cut, ssd)
+    faces = detect_faces(cut, ssd)
     h, w = cut.shape[:2]
     assert len(faces) >= 2
-    for f, c in zip(faces, crops):
+    for f, c in zip(faces, cut_crops(cut, faces)):
         x1, y1, x2, y2 = f["box"]
         assert 0 <= x1 < x2 <= w and 0 <= y1 < y2 <= h and c.size > 0
 
@@ -170,12 +193,20 @@ def test_detection_quality_on_the_shared_clips(ssd, clip, ground_truth):
     assert false_pos <= 1
 
 
-def test_haar_backend_finds_faces_too(clip):
-    image = _frames(clip(WALKING), 1)[0]
+def test_haar_backend_finds_faces_too(walking_frame):
+    # given the Haar backend built with settings it does not use (SSD's), as the service does
     haar = make_detector("haar", confidence=0.5, input_size=300, min_face_px=12)
-    faces, crops = detect_faces(image, haar)
+    # when it detects / then it finds at least two of the three people
+    faces = detect_faces(walking_frame, haar)
     assert haar.name == "haar" and len(faces) >= 2
-    assert all(c.size > 0 for c in crops)
+    assert all(c.size > 0 for c in cut_crops(walking_frame, faces))
+
+
+def test_unknown_backend_and_unknown_setting_are_clear_errors():
+    with pytest.raises(ValueError, match="unknown detector backend 'yolo'.*'ssd', 'haar'"):
+        make_detector("yolo")
+    with pytest.raises(TypeError):
+        make_detector("haar", colour=True)          # not a setting any backend shares
 
 
 def test_newest_live_keeps_files_and_eos_in_order():
@@ -230,10 +261,11 @@ class DetectorThread:
         return self.registry.get_sample_value(name, labels)
 
 
-def test_detector_service_passes_frames_and_eos_over_real_sockets(clip, ssd):
+@pytest.mark.parametrize("payload", ["frame", "crops"])
+def test_detector_service_passes_frames_and_eos_over_real_sockets(clip, ssd, payload):
     frames = _frames(clip(WALKING), 12)
     expected = [len(ssd.detect(f)) for f in frames]       # the same model, in this process
-    with DetectorThread() as svc:
+    with DetectorThread(payload=payload) as svc:
         # given 12 file frames, a malformed message and an end of stream sent to its input
         for i, f in enumerate(frames):
             hdr = wire.frame_header("lobby", i, time.time_ns(), 480, 270, live=False)
@@ -252,6 +284,10 @@ def test_detector_service_passes_frames_and_eos_over_real_sockets(clip, ssd):
         assert [m.kind for m in out] == ["faces"] * 12 + ["eos"]
         assert [m.seq for m in out[:-1]] == list(range(12))
         assert [len(m.header["faces"]) for m in out[:-1]] == expected
+        # in the form the payload setting asks for
+        assert all(("crops" in m.header) == (payload == "crops") for m in out[:-1])
+        assert [len(m.crops) for m in out[:-1]] == (expected if payload == "crops"
+                                                     else [0] * 12)
         assert sum(expected) >= 2 * 12
         assert out[-1].header["frames"] == 12 and "t_detector_ns" in out[-1].header
         # and the metrics count faces, inference time and the malformed message
@@ -268,8 +304,9 @@ def test_detector_service_drops_older_live_frames_when_behind(clip):
     frame = _frames(clip(WALKING), 1)[0]
     big = cv2.resize(frame, (1920, 1080))           # slow enough to fall behind
     with DetectorThread(hwm=50) as svc:
-        # given 30 live frames pushed at once (far faster than it detects)
-        time.sleep(0.5)
+        # given 30 live frames pushed at once (far faster than it detects), once the
+        # detector is connected (a PUSH socket is writable only with a peer)
+        assert svc.push.poll(30_000, zmq.POLLOUT)
         for i in range(30):
             hdr = wire.frame_header("cam", i, time.time_ns(), 1920, 1080, live=True)
             svc.push.send_multipart(wire.encode_frame(hdr, big))
@@ -300,8 +337,7 @@ def test_detector_cli_process_stops_within_2s_without_peers():
                              str(http_port), "--http-host", "127.0.0.1"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        wait_http(http_port, "/readyz")            # model loaded
-        time.sleep(1.0)                            # loop running
+        wait_http(http_port, "/readyz")            # model loaded, loop starting
         assert proc.poll() is None
         t0 = time.monotonic()
         proc.send_signal(signal.SIGTERM)
@@ -315,17 +351,3 @@ def test_detector_cli_process_stops_within_2s_without_peers():
     # then it exits 0 within 2 s and said which DNN backend it used
     assert rc == 0 and took < 2.0, f"rc={rc}, took {took:.2f} s"
     assert "DNN backend cpu" in log or "DNN backend cuda" in log
-
-
-def test_widen_box_to_the_training_aspect():
-    from services.detector.backends import widen_box
-
-    # a 40 x 60 box (w/h 0.67) widened to 0.9: 54 px wide about the same centre
-    assert widen_box((100, 50, 140, 110), 0.9, 640) == (93, 50, 147, 110)
-    # clipped at the frame's edges, never taller, never narrower
-    assert widen_box((0, 0, 40, 60), 0.9, 45) == (0, 0, 45, 60)
-    assert widen_box((100, 50, 160, 110), 0.9, 640) == (100, 50, 160, 110)
-    assert widen_box((100, 50, 140, 110), None, 640) == (100, 50, 140, 110)
-    # and Detection.crop cuts the widened box
-    frame = np.zeros((200, 640, 3), np.uint8)
-    assert Detection((100, 50, 140, 110), 0.9).crop(frame, 0.9).shape == (60, 54, 3)

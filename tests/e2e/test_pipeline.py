@@ -4,15 +4,16 @@ with the real detector and the real age/gender model."""
 from __future__ import annotations
 
 import threading
-import time
 
 import cv2
 import pytest
 
-from services.run import StackOptions, run_stack
+from services.orchestrator.options import StackOptions
+from services.orchestrator.runner import run_stack
 from services.sink.events import EVENT_KEYS, FACE_KEYS
 from tests.conftest import clip_path
 from tests.e2e.conftest import read_events
+from tests.waits import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -103,12 +104,8 @@ def test_rtsp_run_matches_the_file_run(rtsp_server, walking_run, tmp_path, model
             stack=s))), daemon=True)
     t.start()
     # when the stack runs on the RTSP URL until 41 frames arrived (a live source never ends)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        st = holder["stack"].status() if "stack" in holder else {}
-        if st.get("frames", 0) >= 41 or not t.is_alive():
-            break
-        time.sleep(0.2)
+    wait_for(lambda: not t.is_alive() or "stack" in holder
+             and holder["stack"].status().get("frames", 0) >= 41, 120, "41 frames at the sink")
     stop.set()
     t.join(15)
     assert not t.is_alive()

@@ -14,9 +14,11 @@ import urllib.request
 import psutil
 import pytest
 
-from services.run import StackOptions, run_stack
+from services.orchestrator.options import StackOptions
+from services.orchestrator.runner import run_stack
 from tests.conftest import clip_path
 from tests.e2e.conftest import alive, descendants
+from tests.waits import wait_for
 
 pytestmark = pytest.mark.slow
 AGEGENDER = [sys.executable, "-m", "services.cli"]
@@ -29,15 +31,6 @@ def start_cli(args, tmp_path):
     proc = subprocess.Popen(AGEGENDER + args, stdout=out, stderr=err, start_new_session=True,
                             stdin=subprocess.DEVNULL)
     return proc
-
-
-def wait_for(pred, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_run_without_arguments_plays_the_demo_and_ctrl_c_leaves_nothing(tmp_path, model_name):
@@ -187,7 +180,7 @@ def test_scrape_of_a_service_dying_mid_response_reads_as_unreachable(tmp_path, p
     unreachable and the last good scrape is kept."""
     import socket
 
-    from services.run import Child
+    from services.orchestrator.children import Child
 
     srv = socket.create_server(("127.0.0.1", port))
 

@@ -58,6 +58,12 @@ def valid_result(stream: str = "cam", seq: int = 0, width: int = 64, height: int
     return wire.encode(h, [img])
 
 
+def counted(metrics, name: str, **labels) -> float:
+    """Value of the sample ``name{labels}`` in a :class:`common.metrics.StageMetrics`'
+    registry (0 when it was never created)."""
+    return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
 def eos(stream: str = "cam", seq: int = 0) -> list:
     """An end-of-stream message."""
     return wire.encode(dict(kind="eos", stream=stream, seq=seq, t_capture_ns=time.time_ns()))
@@ -241,6 +247,23 @@ class Service:
                 return
             time.sleep(0.2)
         pytest.fail(f"{self.name} not ready within {timeout_s} s:\n{self.log_tail()}")
+
+    def metric(self, name: str, **labels) -> float:
+        """Current value of a metric on the process's ``/metrics`` (0 when unreachable)."""
+        try:
+            return metric(scrape(self.http_port), name, **labels)
+        except OSError:
+            return 0.0
+
+    def wait_metric(self, name: str, at_least: float, timeout_s: float = 60.0,
+                    **labels) -> None:
+        """Wait until ``name{labels}`` reaches ``at_least``; fails with the log otherwise."""
+        deadline = time.monotonic() + timeout_s
+        while self.metric(name, **labels) < at_least:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"{self.name}: {name}{labels} did not reach {at_least} within "
+                            f"{timeout_s} s:\n{self.log_tail()}")
+            time.sleep(0.2)
 
     def log_tail(self, n: int = 3000) -> str:
         """Last ``n`` characters of the process log."""

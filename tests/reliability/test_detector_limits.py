@@ -55,7 +55,7 @@ def test_decode_limit_refuses_images_larger_than_any_wire_frame(tmp_path):
     import subprocess
     import sys
     (tmp_path / "bomb.jpg").write_bytes(huge_header_jpeg(9000, 9000))
-    code = ("import resource, numpy as np; from common.service import set_thread_budget; "
+    code = ("import resource, numpy as np; from common.process import set_thread_budget; "
             "set_thread_budget(1); import cv2; "
             f"d = np.fromfile({str(tmp_path / 'bomb.jpg')!r}, np.uint8)\n"
             "try:\n    cv2.imdecode(d, cv2.IMREAD_COLOR); print('decoded')\n"

@@ -155,14 +155,21 @@ def test_image_folder_source_sends_only_bgr8_frames_then_eos(tmp_path):
     assert "Traceback" not in log, log
 
 
-@pytest.mark.slow
-def test_predict_reports_image_with_huge_header_and_goes_on(tmp_path):
-    # given a 600-byte JPEG announcing 40000x40000 pixels next to a face photo
+@pytest.fixture
+def bomb_folder(tmp_path):
+    """A folder: ``a_bomb.jpg`` (600 bytes announcing 40000x40000 pixels), ``b_face.jpg``."""
     from tests.reliability.test_detector_limits import huge_header_jpeg
     folder = tmp_path / "imgs"
     folder.mkdir()
     (folder / "a_bomb.jpg").write_bytes(huge_header_jpeg())
     cv2.imwrite(str(folder / "b_face.jpg"), _face())
+    return folder
+
+
+@pytest.mark.slow
+def test_predict_reports_image_with_huge_header_and_goes_on(bomb_folder):
+    # given a 600-byte JPEG announcing 40000x40000 pixels next to a face photo
+    folder = bomb_folder
     # when predict runs on the folder
     res = subprocess.run(helpers.AGEGENDER + ["predict", str(folder), "--threads", "1"],
                          cwd=helpers.ROOT, capture_output=True, text=True, timeout=180)
@@ -174,13 +181,9 @@ def test_predict_reports_image_with_huge_header_and_goes_on(tmp_path):
 
 
 @pytest.mark.slow
-def test_image_folder_source_skips_image_with_huge_header(tmp_path):
+def test_image_folder_source_skips_image_with_huge_header(bomb_folder, tmp_path):
     # given a folder source holding a JPEG announcing 40000x40000 and a face photo
-    from tests.reliability.test_detector_limits import huge_header_jpeg
-    folder = tmp_path / "imgs"
-    folder.mkdir()
-    (folder / "a_bomb.jpg").write_bytes(huge_header_jpeg())
-    cv2.imwrite(str(folder / "b_face.jpg"), _face())
+    folder = bomb_folder
     port = free_port()
     ctx = zmq.Context()
     pull = ctx.socket(zmq.PULL)

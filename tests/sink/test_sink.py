@@ -15,10 +15,11 @@ from prometheus_client import CollectorRegistry
 
 from common import wire
 from services.sink.config import SinkConfig
+from services.sink.draw import face_label
 from services.sink.events import EVENT_KEYS, FACE_KEYS
 from services.sink.main import main
-from services.sink.render import face_label
 from tests.conftest import free_port, wait_http
+from tests.waits import HANG_S, wait_for
 
 
 def result_message(stream, seq, n_faces, width=160, height=120, age_range=True, fps=12.0):
@@ -43,27 +44,60 @@ def eos(stream, seq):
                         "t_capture_ns": time.time_ns()})
 
 
+class SinkRun:
+    """A sink running :func:`services.sink.main.main` in a thread, fed over ipc://."""
+
+    def __init__(self, cfg: SinkConfig, ctx: zmq.Context, endpoint: str):
+        self.cfg, self.ctx, self.endpoint = cfg, ctx, endpoint
+        self.registry = CollectorRegistry()
+        self.stop = threading.Event()
+        self.result: dict = {}
+        self.sockets: list = []
+        self.thread = threading.Thread(target=lambda: self.result.setdefault(
+            "rc", main(cfg, stop=self.stop, registry=self.registry)), daemon=True)
+
+    def push(self) -> zmq.Socket:
+        """A PUSH socket connected to the sink's input (a classifier worker)."""
+        sock = self.ctx.socket(zmq.PUSH)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(self.endpoint)
+        self.sockets.append(sock)
+        return sock
+
+    def ended(self, timeout_s: float = 10.0) -> bool:
+        """Wait for the sink to exit by itself; ``True`` when it did."""
+        self.thread.join(timeout_s)
+        return not self.thread.is_alive()
+
+    def metric(self, name: str, **labels) -> float | None:
+        """A sample of the sink's registry."""
+        return self.registry.get_sample_value(name, labels)
+
+
 @pytest.fixture
-def sink_run(tmp_path):
-    """Start a sink (2 expected streams) in a thread; yields (push, cfg, thread, result)."""
-    ep = f"ipc://{tmp_path}/results"
-    cfg = SinkConfig(input=f"bind:{ep}", out_dir=tmp_path / "out", http_port=free_port(),
-                     http_host="127.0.0.1", expected_streams=2,
-                     status_path=tmp_path / "status.json", trace_path=tmp_path / "trace.jsonl",
-                     hwm=100)
-    stop = threading.Event()
-    result = {}
-    t = threading.Thread(target=lambda: result.setdefault(
-        "rc", main(cfg, stop=stop, registry=CollectorRegistry())), daemon=True)
-    t.start()
+def start_sink(tmp_path):
+    """``start_sink(**config) -> SinkRun``: a sink on ``ipc://`` with a free HTTP port,
+    ready to receive; stopped and cleaned up at teardown."""
     ctx = zmq.Context()
-    push = ctx.socket(zmq.PUSH)
-    push.setsockopt(zmq.LINGER, 0)
-    push.connect(ep)
-    yield push, cfg, t, result
-    stop.set()
-    t.join(3)
-    push.close(0)
+    runs: list[SinkRun] = []
+
+    def start(**overrides) -> SinkRun:
+        ep = f"ipc://{tmp_path}/results{len(runs)}"
+        config = dict(input=f"bind:{ep}", http_port=free_port(), http_host="127.0.0.1",
+                      hwm=100)
+        config.update(overrides)
+        run = SinkRun(SinkConfig(**config), ctx, ep)
+        runs.append(run)
+        run.thread.start()
+        wait_ready(run.cfg.http_port)
+        return run
+
+    yield start
+    for run in runs:
+        run.stop.set()
+        run.thread.join(5)
+        for sock in run.sockets:
+            sock.close(0)
     ctx.term()
 
 
@@ -76,25 +110,33 @@ def wait_ready(port):
     wait_http(port, "/readyz", 10)
 
 
-def test_two_streams_give_events_videos_and_exit_after_both_end(sink_run):
-    push, cfg, thread, result = sink_run
-    wait_ready(cfg.http_port)
+def wait_for_snapshot(port, timeout_s=10.0):
+    """``(status, content type, body)`` of /snapshot.jpg once it serves a frame (it
+    answers 503 before the first); the last answer when ``timeout_s`` passes."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            answer = get(f"http://127.0.0.1:{port}/snapshot.jpg")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 503
+            answer = (503, None, b"")
+        if answer[0] == 200 or time.monotonic() > deadline:
+            return answer
+        time.sleep(0.05)
+
+
+def test_two_streams_give_events_videos_and_exit_after_both_end(start_sink, tmp_path):
+    sink = start_sink(out_dir=tmp_path / "out", expected_streams=2,
+                      status_path=tmp_path / "status.json",
+                      trace_path=tmp_path / "trace.jsonl")
+    cfg, push = sink.cfg, sink.push()
     # given 6 frames of stream "cam" and 4 of stream "door 2", then EOS on both
     for seq in range(6):
         push.send_multipart(result_message("cam", seq, 2))
     for seq in range(4):
         push.send_multipart(result_message("door 2", seq, 1, age_range=False))
     # the live view serves the newest annotated frame while the sink runs
-    deadline = time.monotonic() + 5
-    while True:
-        code, ctype, body = None, None, b""
-        try:
-            code, ctype, body = get(f"http://127.0.0.1:{cfg.http_port}/snapshot.jpg")
-        except urllib.error.HTTPError as exc:
-            assert exc.code == 503
-        if code == 200 or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
+    code, ctype, body = wait_for_snapshot(cfg.http_port)
     assert code == 200 and ctype == "image/jpeg"
     assert cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR).shape == (120, 160, 3)
     code, ctype, page = get(f"http://127.0.0.1:{cfg.http_port}/")
@@ -107,9 +149,8 @@ def test_two_streams_give_events_videos_and_exit_after_both_end(sink_run):
     # when both streams end
     push.send_multipart(eos("cam", 6))
     push.send_multipart(eos("door 2", 4))
-    thread.join(10)
     # then the sink exits by itself with 0
-    assert not thread.is_alive() and result["rc"] == 0
+    assert sink.ended() and sink.result["rc"] == 0
     out = cfg.out_dir
     events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
     # and events.jsonl has one object per frame with exactly the contract's keys
@@ -123,8 +164,10 @@ def test_two_streams_give_events_videos_and_exit_after_both_end(sink_run):
             assert tuple(face) == FACE_KEYS
             x1, y1, x2, y2 = face["box"]
             assert all(isinstance(v, int) for v in face["box"]) and x2 > x1 and y2 > y1
+            # (every frame says the same, so the track's medians are the sent values)
             assert face["gender"] in ("female", "male")
-            assert 0 <= face["gender_confidence"] <= 1
+            assert face["gender_confidence"] == pytest.approx(0.75)
+            assert face["age"] == pytest.approx(28.4)
     cam = [e for e in events if e["stream"] == "cam"]
     assert [e["seq"] for e in cam] == list(range(6))
     assert cam[0]["faces"][0]["age_range"] == [26, 31]
@@ -146,32 +189,42 @@ def test_two_streams_give_events_videos_and_exit_after_both_end(sink_run):
                for t in trace)
 
 
-def test_metrics_only_writes_no_files_but_measures_latency(tmp_path):
+def test_metrics_only_writes_no_files_but_measures_latency(start_sink, tmp_path):
     # given a metrics-only sink
-    ep = f"ipc://{tmp_path}/results"
-    port = free_port()
-    cfg = SinkConfig(input=f"bind:{ep}", out_dir=tmp_path / "out", metrics_only=True,
-                     http_port=port, http_host="127.0.0.1", expected_streams=1)
-    reg = CollectorRegistry()
-    t = threading.Thread(target=main, args=(cfg,), kwargs={"registry": reg}, daemon=True)
-    t.start()
-    ctx = zmq.Context()
-    push = ctx.socket(zmq.PUSH)
-    push.connect(ep)
-    wait_ready(port)
+    sink = start_sink(out_dir=tmp_path / "out", metrics_only=True, expected_streams=1)
+    push = sink.push()
     # when 3 frames and EOS arrive
     for seq in range(3):
         push.send_multipart(result_message("cam", seq, 1))
     push.send_multipart(eos("cam", 3))
-    t.join(10)
-    push.close(0)
-    ctx.term()
     # then it exits, counted 3 latencies, and wrote nothing
-    assert not t.is_alive()
-    assert reg.get_sample_value("agegender_e2e_latency_seconds_count") == 3
+    assert sink.ended()
+    assert sink.metric("agegender_e2e_latency_seconds_count") == 3
     # and the one face standing still in all 3 frames is one track
-    assert reg.get_sample_value("agegender_sink_face_tracks_total") == 1
+    assert sink.metric("agegender_sink_face_tracks_total") == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_an_output_that_fails_does_not_stop_the_others(start_sink, tmp_path):
+    # given a sink whose events file cannot be created (a folder is in its place)
+    (tmp_path / "out" / "events.jsonl").mkdir(parents=True)
+    sink = start_sink(out_dir=tmp_path / "out", expected_streams=1)
+    push = sink.push()
+    # when 4 frames and EOS arrive
+    for seq in range(4):
+        push.send_multipart(result_message("cam", seq, 1))
+    push.send_multipart(eos("cam", 4))
+    # then the sink still ends normally, the failure is counted for that output only
+    assert sink.ended() and sink.result["rc"] == 0
+    assert sink.metric("agegender_sink_output_errors_total", output="events") == 1
+    assert sink.metric("agegender_sink_output_errors_total", output="video") == 0
+    # and the annotated video has every frame
+    cap = cv2.VideoCapture(str(tmp_path / "out" / "annotated.mp4"))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    cap.release()
+    assert n == 4
 
 
 def test_face_label_shows_range_or_age():
@@ -180,7 +233,7 @@ def test_face_label_shows_range_or_age():
 
 
 @pytest.mark.slow
-def test_sink_process_exits_within_2_s_of_sigterm_while_streaming(tmp_path):
+def test_sink_process_exits_on_sigterm_while_streaming(tmp_path):
     import signal
     import subprocess
     import sys
@@ -204,7 +257,7 @@ def test_sink_process_exits_within_2_s_of_sigterm_while_streaming(tmp_path):
         # when it gets SIGTERM
         t0 = time.monotonic()
         proc.send_signal(signal.SIGTERM)
-        proc.wait(10)
+        proc.wait(HANG_S + 5)
         elapsed = time.monotonic() - t0
         viewer.close()
     finally:
@@ -213,48 +266,49 @@ def test_sink_process_exits_within_2_s_of_sigterm_while_streaming(tmp_path):
             proc.wait()
         push.close(0)
         ctx.term()
-    # then it exits cleanly within 2 s and the events written so far are complete lines
-    assert elapsed < 2.0 and proc.returncode == 0
+    # then it exits cleanly (no hang; bench/shutdown.py times it) and the events written
+    # so far are complete lines
+    assert elapsed < HANG_S and proc.returncode == 0
     lines = (tmp_path / "out" / "events.jsonl").read_text().splitlines()
     assert lines and all(json.loads(line)["stream"] == "cam" for line in lines)
 
 
 def test_restarted_sink_appends_events_and_keeps_the_earlier_video(tmp_path):
     from services.sink.events import JsonLines
-    from services.sink.render import VideoOutputs
+    from services.sink.video import VideoOutput
     # given outputs of a first sink run
     first = JsonLines(tmp_path / "events.jsonl")
     first.write({"seq": 0})
     first.close()
-    v = VideoOutputs(tmp_path)
-    v.write("cam", np.zeros((32, 32, 3), np.uint8))
+    v = VideoOutput(tmp_path)
+    v.write_frame("cam", np.zeros((32, 32, 3), np.uint8))
     v.close()
     # when a restarted sink (append=True) writes again
     again = JsonLines(tmp_path / "events.jsonl", append=True)
     again.write({"seq": 1})
     again.close()
-    v2 = VideoOutputs(tmp_path, append=True)
+    v2 = VideoOutput(tmp_path, append=True)
     # then the events continue the file and the video goes to a new part
     assert [json.loads(x)["seq"] for x in (tmp_path / "events.jsonl").read_text().split()] == [0, 1]
     assert v2.path_for("cam").name == "annotated.part1.mp4"
 
 
 def test_video_outputs_cap_streams_and_survive_a_file_that_cannot_open(tmp_path):
-    from services.sink import render
+    from services.sink import video
     # given a folder where the second stream's file cannot be created
     (tmp_path / "annotated_b.mp4").mkdir()
-    v = render.VideoOutputs(tmp_path)
+    v = video.VideoOutput(tmp_path)
     img = np.zeros((16, 16, 3), np.uint8)
     # when frames of many streams arrive
-    results = {s: v.write(s, img) for s in ["a", "b"] + [f"s{i}" for i in range(40)]}
+    results = {s: v.write_frame(s, img) for s in ["a", "b"] + [f"s{i}" for i in range(40)]}
     v.close()
     # then the unopenable and the over-the-cap streams are skipped, the others recorded
     assert results["a"] is True and results["b"] is False
-    assert sum(results.values()) == render.MAX_VIDEO_STREAMS
+    assert sum(results.values()) == video.MAX_VIDEO_STREAMS
 
 
 def test_stream_ends_waits_for_frames_the_eos_overtook_then_for_the_grace_period():
-    from services.sink.main import StreamEnds
+    from services.sink.streams import StreamEnds
 
     now = [100.0]
     ends = StreamEnds(grace_s=5.0, clock=lambda: now[0])
@@ -274,35 +328,22 @@ def test_stream_ends_waits_for_frames_the_eos_overtook_then_for_the_grace_period
     assert ends.ended == ["cam", "door", "legacy"]
 
 
-def test_eos_overtaking_results_of_another_worker_loses_no_frame(tmp_path):
+def test_eos_overtaking_results_of_another_worker_loses_no_frame(start_sink, tmp_path):
     # given a sink expecting 1 stream, fed by two "classifier workers" (two PUSH sockets)
-    ep = f"ipc://{tmp_path}/results"
-    port = free_port()
-    cfg = SinkConfig(input=f"bind:{ep}", out_dir=tmp_path / "out", video=False,
-                     http_port=port, http_host="127.0.0.1", expected_streams=1, eos_grace_s=5)
-    t = threading.Thread(target=main, args=(cfg,), kwargs={"registry": CollectorRegistry()},
-                         daemon=True)
-    t.start()
-    ctx = zmq.Context()
-    fast, slow = ctx.socket(zmq.PUSH), ctx.socket(zmq.PUSH)
-    for s in (fast, slow):
-        s.setsockopt(zmq.LINGER, 0)
-        s.connect(ep)
-    wait_ready(port)
+    sink = start_sink(out_dir=tmp_path / "out", video=False, expected_streams=1,
+                      eos_grace_s=5)
+    fast, slow = sink.push(), sink.push()
     # when worker 1 delivers even frames and the eos (frames=6) before worker 2's odd ones
     for seq in (0, 2, 4):
         fast.send_multipart(result_message("cam", seq, 1))
     fast.send_multipart(wire.encode({"kind": "eos", "stream": "cam", "seq": 6, "frames": 6,
                                      "t_capture_ns": time.time_ns()}))
-    time.sleep(0.5)
-    assert t.is_alive()  # still waiting for the frames in flight
+    wait_for(lambda: sink.metric("agegender_sink_streams_ended_total") == 1, 10,
+             "the eos to arrive")
+    assert sink.thread.is_alive()  # still waiting for the frames in flight
     for seq in (1, 3, 5):
         slow.send_multipart(result_message("cam", seq, 1))
-    t.join(5)
-    fast.close(0)
-    slow.close(0)
-    ctx.term()
     # then the sink ends as soon as the last frame arrived, with all 6 events written
-    assert not t.is_alive()
+    assert sink.ended(5)
     events = [json.loads(x) for x in (tmp_path / "out" / "events.jsonl").read_text().splitlines()]
     assert sorted(e["seq"] for e in events) == list(range(6))

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from training.architectures import COMPACT_AGE_BINS
+from training.architectures import COMPACT_AGE_BINS, COMPACT_SPEC, SEED_SPEC
+from training.augment import make_augmenter
+from training.batches import balance_weights, make_dataset
 from training.data import Arrays
-from training.train import balance_weights, make_augmenter, make_dataset
-from training.architectures import COMPACT_SPEC, SEED_SPEC
 
 
 def test_balance_weights_favour_rare_ages():
@@ -22,13 +22,25 @@ def test_balance_weights_favour_rare_ages():
 def test_compact_targets_are_label_distributions_centred_on_the_age():
     arrays = Arrays(np.zeros((3, 64, 64, 3), np.uint8), np.array([0, 30, 116]),
                     np.array([0, 1, 0]), ["a", "b", "c"])
-    x, (age, gender), w = next(iter(make_dataset(arrays, "compact", 3, training=False)))
+    x, (age, gender), w = next(iter(make_dataset(arrays, 3, training=False,
+                                                 age_bins=COMPACT_AGE_BINS)))
     age = age.numpy()
     assert age.shape == (3, len(COMPACT_AGE_BINS))
     np.testing.assert_allclose(age.sum(axis=1), 1.0, rtol=1e-5)
     assert age.argmax(axis=1).tolist() == [0, 30, 100]   # 116 clipped to the last bin
     assert gender.numpy().tolist() == [[1, 0], [0, 1], [1, 0]]
     assert x.dtype.name == "float32" and w.numpy().tolist() == [1, 1, 1]
+
+
+def test_regression_targets_are_the_age_in_years_with_balance_weights():
+    # given ages of which one is rare
+    arrays = Arrays(np.zeros((4, 80, 60, 1), np.uint8), np.array([25, 25, 25, 80]),
+                    np.array([1, 0, 1, 0]), ["a", "b", "c", "d"])
+    # when batched without age bins (the seed's regression) and balanced
+    _, (age, gender), w = next(iter(make_dataset(arrays, 4, training=False, balance=True)))
+    # then the target is the age itself, and the rare age weighs more
+    assert age.numpy().ravel().tolist() == [25, 25, 25, 80]
+    assert w.numpy()[3] > w.numpy()[0]
 
 
 def test_augmenter_keeps_shape_and_range():
@@ -45,7 +57,7 @@ def test_augmenter_keeps_shape_and_range():
 def test_weight_average_skips_warm_up_and_averages_the_low_lr_epochs():
     import keras
 
-    from training.train import WeightAverage
+    from training.callbacks import WeightAverage
 
     # given a one-weight model and an averager for peak LR 1.0 (start at half of it)
     net = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False)])

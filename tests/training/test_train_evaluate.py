@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from services.classifier.model import InputSpec, load_model
+from common.models import InputSpec, load_model
 from training import cache
 from training.data import load_dataset
+from training.evaluate import band_of
 
 
 def test_crop_cache_counts_and_second_run_does_not_decode(face_folder, cache_env, monkeypatch):
@@ -36,12 +37,12 @@ def test_crop_cache_counts_and_second_run_does_not_decode(face_folder, cache_env
 
 @pytest.mark.parametrize("family", ["compact", "seed"])
 def test_train_one_epoch_then_evaluate(family, face_folder, cache_env, tmp_path):
-    from training.train import train
+    from training.train import TrainOptions, train
 
     out = tmp_path / "model"
     # given a tiny folder / when trained for one epoch
-    info = train(family, f"utkface={face_folder}", out, tmp_path / "run", epochs=1,
-                 threads=1, progress=False)
+    info = train(family, f"utkface={face_folder}", out, tmp_path / "run",
+                 TrainOptions(epochs=1, threads=1, progress=False))
     # then a loadable model with meta.json, a calibrated interval and a training curve
     assert info["epochs_run"] == 1
     meta = json.loads((out / "meta.json").read_text())
@@ -50,7 +51,9 @@ def test_train_one_epoch_then_evaluate(family, face_folder, cache_env, tmp_path)
     assert (tmp_path / "run" / "curve.png").stat().st_size > 1000
     model = load_model(str(out), threads=1)
     preds = model.predict([np.zeros((50, 40, 3), np.uint8)])
-    assert preds[0]["gender"] in ("male", "female") and preds[0]["age"] >= 0
+    assert preds[0]["gender"] in ("male", "female")
+    lo, hi = preds[0]["age_range"]                      # the calibrated interval
+    assert lo <= preds[0]["age"] <= hi
     # and compact comes with a checked ONNX export that the default runtime picks
     assert model.runtime == ("onnx" if family == "compact" else "keras")
     if family == "compact":
@@ -82,7 +85,10 @@ def test_train_one_epoch_then_evaluate(family, face_folder, cache_env, tmp_path)
     assert report["evaluated"] == report["overall"]["n"] == 32
     assert sum(g["n"] for g in report["per_band"].values()) == 32
     assert sum(g["n"] for g in report["per_gender"].values()) == 32
-    assert report["overall"]["age_mae"] >= 0
+    # the overall MAE is the face-weighted mean of the per-band ones
+    bands = [g for g in report["per_band"].values() if g["n"]]
+    assert report["overall"]["age_mae"] == pytest.approx(
+        sum(g["n"] * g["age_mae"] for g in bands) / 32, abs=2e-3)
     assert 0 <= report["overall"]["gender_accuracy"] <= 1
     assert report["latency"]["batch32_ms_per_crop"] > 0
 
@@ -96,7 +102,7 @@ def test_evaluate_missing_folder_is_a_clear_error(tmp_path, cache_env):
 
 
 def test_train_roll_estimator_one_epoch(face_folder, cache_env, tmp_path):
-    from services.classifier.align import load_roll_estimator
+    from common.models import load_roll_estimator
     from training.cli import train_command
 
     out = tmp_path / "roll"
@@ -114,3 +120,8 @@ def test_train_roll_estimator_one_epoch(face_folder, cache_env, tmp_path):
     estimator = load_roll_estimator(str(out), threads=1)
     assert estimator.runtime == "onnx"
     assert estimator.angles(np.zeros((3, 64, 64, 3), np.uint8)).shape == (3,)
+
+
+def test_band_of():
+    assert [band_of(a) for a in (0, 9.9, 10, 69, 70, 116)] == \
+        ["0-9", "0-9", "10-19", "60-69", "70+", "70+"]

@@ -1,4 +1,4 @@
-"""The classifier's model interface on the shipped models (models/<name>/)."""
+"""The age/gender model interface (common.models) on the shipped models."""
 
 from __future__ import annotations
 
@@ -7,15 +7,15 @@ import json
 import numpy as np
 import pytest
 
-from services.classifier.model import (MODELS_DIR, InputSpec, age_interval, band_of,
-                                       load_model, resize_crop, shipped_models)
+from common.models import (InputSpec, age_interval, choose_runtime, load_model, models_dir,
+                           read_meta, resize_crop, shipped_models)
+from tests.conftest import ROOT
 
 #: Shipped age/gender models (models/roll is the roll estimator, tested in test_align.py).
 SHIPPED = shipped_models()
 #: (model, runtime) pairs: every shipped model on Keras, and on ONNX Runtime when exported.
 RUNS = [(name, "keras") for name in SHIPPED] + [
-    (name, "onnx") for name in SHIPPED
-    if json.loads((MODELS_DIR / name / "meta.json").read_text()).get("onnx")]
+    (name, "onnx") for name in SHIPPED if read_meta(models_dir() / name).get("onnx")]
 
 
 @pytest.fixture(scope="module", params=RUNS or [("compact", "auto")],
@@ -99,24 +99,19 @@ def test_age_interval_widens_with_scale_and_holds_the_mean():
     assert lo2[0] < lo1[0] and hi2[0] > hi1[0]
 
 
-def test_band_of():
-    assert [band_of(a) for a in (0, 9.9, 10, 69, 70, 116)] == \
-        ["0-9", "0-9", "10-19", "60-69", "70+", "70+"]
-
-
 @pytest.mark.parametrize("name", [n for n, r in RUNS if r == "onnx"])
 def test_onnx_runtime_matches_keras_and_loads_no_tensorflow(name, tmp_path):
     # given the shipped model's ONNX export, loaded in a fresh interpreter
     import subprocess
     import sys
-    code = ("import sys, numpy as np; from services.classifier.model import load_model; "
+    code = ("import sys, numpy as np; from common.models import load_model; "
             f"m = load_model({name!r}, threads=1, runtime='onnx'); "
             "x = np.random.default_rng(3).integers(0, 256, (9, *m.spec.shape)); "
             "a, g = m.raw(x); np.save(sys.argv[1], np.concatenate([a, g], 1)); "
             "print('tensorflow' in sys.modules)")
     out_path = tmp_path / "onnx.npy"
     proc = subprocess.run([sys.executable, "-c", code, str(out_path)], capture_output=True,
-                          text=True, timeout=120, cwd=MODELS_DIR.parent)
+                          text=True, timeout=120, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     # then TensorFlow was never imported on that path
     assert proc.stdout.strip() == "False"
@@ -129,7 +124,6 @@ def test_onnx_runtime_matches_keras_and_loads_no_tensorflow(name, tmp_path):
 
 
 def test_runtime_choice_errors_are_clear(tmp_path):
-    from services.classifier.model import choose_runtime
     with pytest.raises(ValueError, match="runtime must be one of"):
         load_model(SHIPPED[0] if SHIPPED else "compact", runtime="tensorrt")
     # a folder without an ONNX export: auto falls back to Keras, onnx is refused
@@ -146,7 +140,8 @@ def test_runtime_choice_errors_are_clear(tmp_path):
 
 
 def test_unknown_model_is_a_clear_error():
-    with pytest.raises(FileNotFoundError, match="no model"):
+    # the message names the model and lists those that are there
+    with pytest.raises(FileNotFoundError, match=r"no model 'no-such-model'.*'compact'"):
         load_model("no-such-model")
 
 

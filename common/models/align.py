@@ -17,20 +17,17 @@ back by ``-30``.
 
 from __future__ import annotations
 
-import json
-import logging
 import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from services.classifier.model import (InputSpec, choose_runtime, configure_tensorflow,
-                                       onnx_session, resize_crop, resolve_model_dir)
+from common.models.preprocess import InputSpec, resize_crop
+from common.models.registry import read_meta, resolve_model_dir
+from common.models.runtimes import load_networks, run_session
 
-log = logging.getLogger(__name__)
-
-#: Default roll estimator folder under ``models/``.
+#: Default roll estimator folder in the models folder.
 DEFAULT_ROLL_MODEL = "roll"
 
 
@@ -62,7 +59,7 @@ class RollEstimator:
             optional ``onnx``, ``min_degrees`` and ``max_degrees``).
         threads: intra-op threads of the runtime (``None``: its default).
         runtime: ``"auto"``, ``"onnx"`` or ``"keras"`` (see
-            :func:`services.classifier.model.choose_runtime`).
+            :func:`common.models.runtimes.choose_runtime`).
         device: ``"auto"``, ``"cpu"`` or ``"gpu"`` (``"gpu"`` implies Keras).
 
     Attributes:
@@ -76,18 +73,12 @@ class RollEstimator:
     def __init__(self, directory: str | os.PathLike, threads: int | None = None,
                  runtime: str = "auto", device: str = "auto"):
         self.directory = Path(directory)
-        self.meta = json.loads((self.directory / "meta.json").read_text())
+        self.meta = read_meta(self.directory)
         self.spec = InputSpec.from_meta(self.meta)
         self.min_degrees = float(self.meta.get("min_degrees", 10.0))
         self.max_degrees = float(self.meta.get("max_degrees", 60.0))
-        self.runtime = choose_runtime(self.directory, self.meta, runtime, device)
-        if self.runtime == "onnx":
-            self._session = onnx_session(self.directory / self.meta["onnx"]["files"]["net"],
-                                         threads)
-        else:
-            tf = configure_tensorflow(threads, device)
-            self._net = tf.keras.models.load_model(self.directory / self.meta["files"]["net"],
-                                                   compile=False)
+        self.runtime, nets = load_networks(self.directory, self.meta, runtime, threads, device)
+        self._net = nets["net"]
 
     def angles(self, batch: np.ndarray) -> np.ndarray:
         """Roll angles of preprocessed crops.
@@ -102,7 +93,7 @@ class RollEstimator:
             return np.zeros(0)
         x = np.ascontiguousarray(batch, np.float32)
         if self.runtime == "onnx":
-            out = self._session.run(None, {self._session.get_inputs()[0].name: x})[0]
+            out = run_session(self._net, x)[0]
         else:
             out = np.asarray(self._net(x, training=False))
         return np.clip(out.reshape(len(x)).astype(np.float64), -self.max_degrees,
@@ -152,14 +143,18 @@ class RollEstimator:
 
 
 def load_roll_estimator(name_or_path: str = DEFAULT_ROLL_MODEL, threads: int | None = None,
-                        runtime: str = "auto", device: str = "auto") -> RollEstimator:
-    """Load the roll estimator by name (``models/<name>``) or folder path.
+                        runtime: str = "auto", device: str = "auto",
+                        models: str | os.PathLike | None = None) -> RollEstimator:
+    """Load the roll estimator by name (in the models folder) or folder path.
+
+    Args:
+        models: the models folder (``None``: :func:`common.models.registry.models_dir`).
 
     Raises:
         FileNotFoundError: no such folder.
     """
     try:
-        directory = resolve_model_dir(name_or_path)
+        directory = resolve_model_dir(name_or_path, models)
     except FileNotFoundError:
         raise FileNotFoundError(f"no roll estimator {name_or_path!r}: expected models/<name>/ "
                                 f"or a folder with meta.json (shipped: "

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from skimage import data
 
-from services.detector.backends import SSDDetector
+from common.detectors.ssd import SSDDetector
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from services.classifier.align import load_roll_estimator, rotate_crop
-from services.classifier.model import load_model
+from common.models import load_model, load_roll_estimator, rotate_crop
 from tests.conftest import clip_path
 
 
@@ -22,7 +21,7 @@ def face():
     with a generous frame around it (so turning it keeps real pixels in the corners)."""
     from skimage import data
 
-    from services.detector.backends import SSDDetector
+    from common.detectors.ssd import SSDDetector
 
     image = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
     (det,) = SSDDetector(threads=1).detect(image)

@@ -1,0 +1,98 @@
+"""The HTTP side of every service: ``/metrics``, ``/healthz``, ``/readyz`` and extra routes
+(the sink's live view), served from a daemon thread of the standard library's
+``ThreadingHTTPServer``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from common.health import Health
+from common.metrics import StageMetrics
+
+log = logging.getLogger(__name__)
+
+#: Extra route: ``handler(request) -> None`` writes the whole response itself.
+Route = Callable[[BaseHTTPRequestHandler], None]
+
+
+def reply(req: BaseHTTPRequestHandler, code: int, ctype: str, body: bytes,
+          headers: dict[str, str] | None = None) -> None:
+    """Write a whole response: status, ``Content-Type``, ``Content-Length``, ``headers``,
+    then ``body``."""
+    req.send_response(code)
+    req.send_header("Content-Type", ctype)
+    req.send_header("Content-Length", str(len(body)))
+    for name, value in (headers or {}).items():
+        req.send_header(name, value)
+    req.end_headers()
+    req.wfile.write(body)
+
+
+class HTTPServer:
+    """Serves ``/metrics``, ``/healthz``, ``/readyz`` and optional extra routes.
+
+    ``/healthz`` and ``/readyz`` answer ``{"ok": bool, "state": str, "stage": str}`` with
+    status 200 when ok, else 503 (``state`` is a :class:`common.states.ServiceState` value).
+
+    Args:
+        host: listen address.
+        port: TCP port (0 picks a free one; see :attr:`port`).
+        metrics: metrics whose registry ``/metrics`` exposes.
+        health: liveness/readiness source.
+        routes: extra ``path -> handler`` routes (e.g. the sink's MJPEG page).
+    """
+
+    def __init__(self, host: str, port: int, metrics: StageMetrics, health: Health,
+                 routes: dict[str, Route] | None = None):
+        registry = metrics.registry
+        extra = dict(routes or {})
+
+        class Handler(BaseHTTPRequestHandler):
+            """Routes GET requests to /metrics, /healthz, /readyz and the extra routes."""
+            def log_message(self, fmt, *args):  # keep access logs out of stderr
+                """Send access logs to the debug log instead of stderr."""
+                log.debug("http: " + fmt, *args)
+
+            def do_GET(self):  # noqa: N802 (http.server API)
+                """Serve one GET request; a client that goes away is logged at debug level."""
+                path = self.path.split("?", 1)[0]
+                try:
+                    if path == "/metrics":
+                        reply(self, 200, CONTENT_TYPE_LATEST, generate_latest(registry))
+                    elif path in ("/healthz", "/readyz"):
+                        ok = health.alive() if path == "/healthz" else health.ready()
+                        body = json.dumps({"ok": ok, "state": health.state.value,
+                                           "stage": metrics.stage}).encode()
+                        reply(self, 200 if ok else 503, "application/json", body)
+                    elif path in extra:
+                        extra[path](self)
+                    else:
+                        reply(self, 404, "text/plain", b"not found\n")
+                except (BrokenPipeError, ConnectionResetError):
+                    log.debug("http client went away on %s", path)
+
+        ThreadingHTTPServer.daemon_threads = True
+        self._server = ThreadingHTTPServer((host, port), Handler)
+        self.port = self._server.server_address[1]
+        # a short poll interval keeps close() (shutdown) well under the 2 s exit budget
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.1,),
+                                        name="http", daemon=True)
+
+    def start(self) -> "HTTPServer":
+        """Start serving in a daemon thread; returns ``self``."""
+        self._thread.start()
+        log.info("HTTP on port %d: /metrics /healthz /readyz", self.port)
+        return self
+
+    def close(self) -> None:
+        """Stop serving and release the port."""
+        if self._thread.is_alive():  # shutdown() waits forever if serve_forever never ran
+            self._server.shutdown()
+        self._server.server_close()

@@ -1,0 +1,181 @@
+"""Sources that end: video files and image folders (the demo is in :mod:`.demo`).
+
+A finite source hands out frames one by one on request; the capture service paces them
+(native frame rate by default) and sends them with backpressure, so none is lost.
+``loop`` restarts them at their end.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from services.capture.images import IMAGE_SUFFIXES, BadImage, read_image, to_bgr8
+from services.capture.metrics import CaptureMetrics
+from services.capture.spec import SourceFrame, SourceOptions
+
+log = logging.getLogger(__name__)
+
+#: Frame rate (frames/s) of image folders when the config gives none.
+DEFAULT_FOLDER_FPS = 10.0
+
+
+class FiniteSource:
+    """Base of sources that end (files, folders, the demo).
+
+    Attributes:
+        name: stream name. uri: what was opened. kind: see
+            :func:`services.capture.spec.source_kind`.
+        fps: native frame rate (frames/s) used for pacing. live: always ``False``.
+        index: number of frames handed out so far in the current run.
+    """
+
+    live = False
+    kind = "file"
+
+    def __init__(self, name: str, uri: str, options: SourceOptions,
+                 metrics: CaptureMetrics | None = None):
+        self.name = name
+        self.uri = uri
+        self.options = options
+        self.metrics = metrics
+        self.fps = DEFAULT_FOLDER_FPS
+        self.index = 0
+        self.loops = 0
+
+    def read(self) -> SourceFrame | None:
+        """The next frame, or ``None`` at the end (after the last loop when looping).
+
+        With ``loop`` the source restarts transparently; a source that yields no frame at
+        all in a whole pass ends instead of spinning.
+        """
+        image = self._next()
+        if image is None and self.options.loop and self.index > 0:
+            self.loops += 1
+            log.info("stream %s: end of %s, looping (pass %d)", self.name, self.uri,
+                     self.loops + 1)
+            self._rewind()
+            self.index = 0
+            image = self._next()
+        if image is None:
+            return None
+        frame = SourceFrame(image, time.time_ns(), self.index)
+        self.index += 1
+        return frame
+
+    def _drop_bad_image(self) -> None:
+        if self.metrics:
+            self.metrics.drop("bad_image")
+
+    def _next(self) -> np.ndarray | None:
+        raise NotImplementedError
+
+    def _rewind(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the underlying file or decoder."""
+
+
+class VideoFileSource(FiniteSource):
+    """A video file read with OpenCV (FFmpeg): mp4, avi, mkv, gif, ...
+
+    Raises:
+        FileNotFoundError: the path does not exist.
+        ValueError: OpenCV cannot open or decode it.
+    """
+
+    kind = "file"
+
+    def __init__(self, name, uri, options, metrics=None):
+        super().__init__(name, uri, options, metrics)
+        if not os.path.isfile(uri):
+            raise FileNotFoundError(f"source {name}: no such file or folder: {uri}")
+        self.cap = self._open()
+        fps = self.cap.get(cv2.CAP_PROP_FPS)
+        if not (fps and np.isfinite(fps) and 0.1 <= fps <= 240):
+            fps = options.fps or DEFAULT_FOLDER_FPS
+            log.warning("stream %s: %s reports no usable frame rate; pacing at %.1f fps",
+                        name, uri, fps)
+        self.fps = float(fps)
+        log.info("stream %s: video file %s (%dx%d, %.2f fps, %d frames)", name, uri,
+                 int(self.cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
+                 int(self.cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), self.fps,
+                 int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT)))
+
+    def _open(self) -> cv2.VideoCapture:
+        cap = cv2.VideoCapture(self.uri)
+        if not cap.isOpened():
+            cap.release()
+            raise ValueError(f"source {self.name}: OpenCV cannot open video file {self.uri}")
+        return cap
+
+    def _next(self):
+        while True:
+            ok, image = self.cap.read()
+            if not ok or image is None:
+                return None
+            if image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8:
+                return image
+            try:
+                return to_bgr8(image)
+            except BadImage as exc:
+                log.warning("stream %s: frame %d skipped: %s", self.name, self.index, exc)
+                self._drop_bad_image()
+
+    def _rewind(self):
+        self.cap.release()
+        self.cap = self._open()
+
+    def close(self):
+        """Release the underlying ``cv2.VideoCapture`` (idempotent)."""
+        self.cap.release()
+
+
+class ImageFolderSource(FiniteSource):
+    """Images of a folder in sorted file-name order, one frame each.
+
+    Odd images (RGBA, gray, gray + alpha, 16-bit, 1x1) are normalised to
+    ``(H, W, 3) uint8`` BGR; files that cannot be decoded are skipped with a warning and
+    counted as dropped (``bad_image``). Frames may differ in size. Files whose suffix is
+    not an image suffix (:data:`IMAGE_SUFFIXES`) are ignored.
+
+    Raises:
+        ValueError: the folder holds no image file.
+    """
+
+    kind = "folder"
+
+    def __init__(self, name, uri, options, metrics=None):
+        super().__init__(name, uri, options, metrics)
+        self.paths = sorted(p for p in Path(uri).iterdir()
+                            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not self.paths:
+            raise ValueError(f"source {name}: folder {uri} holds no image files "
+                             f"({', '.join(IMAGE_SUFFIXES)})")
+        self.fps = float(options.fps or DEFAULT_FOLDER_FPS)
+        self._pos = 0
+        self.skipped = 0
+        log.info("stream %s: image folder %s (%d images, %.1f fps)", name, uri,
+                 len(self.paths), self.fps)
+
+    def _next(self):
+        while self._pos < len(self.paths):
+            path = self.paths[self._pos]
+            self._pos += 1
+            try:
+                return read_image(path)
+            except BadImage as exc:
+                self.skipped += 1
+                log.warning("stream %s: image skipped (dropped, reason bad_image): %s",
+                            self.name, exc)
+                self._drop_bad_image()
+        return None
+
+    def _rewind(self):
+        self._pos = 0

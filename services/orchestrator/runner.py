@@ -1,0 +1,110 @@
+""":func:`run_stack`: run the stack until the sink is done, with a progress bar."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+
+from services.orchestrator.options import EXIT_OK, EXIT_START_FAILED, StackOptions
+from services.orchestrator.stack import Stack
+
+log = logging.getLogger("agegender.run")
+
+#: Seconds between scrapes of every service's ``/metrics`` while running.
+SCRAPE_EVERY_S = 2.0
+#: Seconds between two checks of the children and the sink's status.
+TICK_S = 0.2
+
+
+class _Progress:
+    """A tqdm bar on stderr: frames at the sink, fps, faces, p95 latency."""
+
+    def __init__(self, total: int):
+        from tqdm import tqdm
+        self.bar = tqdm(total=total or None, unit="frame", desc="agegender",
+                        dynamic_ncols=True, file=sys.stderr)
+
+    def show(self, status: dict) -> None:
+        """Show the sink's latest ``status``."""
+        lat = (status.get("latency_s") or {}).get("p95")
+        self.bar.n = status.get("frames", 0)
+        self.bar.set_postfix(fps=f"{status.get('fps', 0.0):.1f}", faces=status.get("faces", 0),
+                             p95=("-" if lat is None else f"{lat * 1000:.0f}ms"),
+                             refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        """Finish the bar."""
+        self.bar.close()
+
+
+def _watch(stack: Stack, opts: StackOptions, bar: _Progress | None) -> int:
+    """Watch the running stack until it is done, stopped or fails; returns the exit code."""
+    next_scrape = 0.0
+    last_frames, last_change = -1, time.monotonic()
+    while not stack.stop.is_set():
+        if not stack.watchdog.check():
+            return stack.watchdog.failure_code()
+        now = time.monotonic()
+        if now >= next_scrape:
+            stack.scrape_all()
+            next_scrape = now + SCRAPE_EVERY_S
+        status = stack.status()
+        if bar is not None:
+            bar.show(status)
+        if stack.finished():
+            break
+        # Safety net: capture ended but an end of stream never reached the sink
+        # (e.g. lost with a killed stage) and nothing moves any more.
+        frames = status.get("frames", 0)
+        if frames != last_frames:
+            last_frames, last_change = frames, now
+        elif stack.children["capture"].finished and now - last_change > opts.drain_timeout_s:
+            log.warning("capture ended %.0f s ago and no frame reached the sink since; "
+                        "stopping", opts.drain_timeout_s)
+            break
+        stack.stop.wait(TICK_S)
+    return EXIT_OK
+
+
+def run_stack(opts: StackOptions, stop: threading.Event | None = None,
+              progress: bool = True, on_started=None) -> tuple[int, dict]:
+    """Run the stack until the sink is done, a service is given up on, or ``stop``.
+
+    Args:
+        opts: what to run.
+        stop: stop event (SIGINT/SIGTERM handlers set it in the CLI).
+        progress: show a tqdm progress bar on stderr.
+        on_started: called with the :class:`~services.orchestrator.stack.Stack` once every
+            child is started (benchmarks sample CPU and memory of ``stack.children``).
+
+    Returns:
+        ``(exit code, summary dict)`` (see :mod:`services.orchestrator.options` for the
+        codes, :func:`services.orchestrator.summary.build_summary` for the summary).
+    """
+    stack = Stack(opts, stop)
+    t0 = time.monotonic()
+    code = EXIT_OK
+    bar = None
+    try:
+        if not stack.start():
+            code = stack.watchdog.failure_code() or (
+                EXIT_OK if stack.stop.is_set() else EXIT_START_FAILED)
+        else:
+            if on_started is not None:
+                on_started(stack)
+            if progress:
+                bar = _Progress(stack.expected_frames)
+            code = _watch(stack, opts, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+        stack.shutdown()
+        stack.scrape_all()  # every process has exited: their final metrics files
+        summary = stack.summary(time.monotonic() - t0)
+        stack.cleanup(keep_logs=code != EXIT_OK)
+        if code != EXIT_OK:
+            log.error("service logs kept in %s", stack.run_dir / "logs")
+    return code, summary

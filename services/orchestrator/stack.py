@@ -1,0 +1,170 @@
+"""The four services as processes, wired over ``ipc://`` endpoints in a temp folder."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from services.orchestrator import summary as summaries
+from services.orchestrator.children import Child
+from services.orchestrator.options import SERVICES, StackOptions
+from services.orchestrator.watchdog import Watchdog
+from services.orchestrator.wiring import (http_ports, probe_video, service_arguments,
+                                          source_path)
+
+log = logging.getLogger("agegender.run")
+
+
+class Stack:
+    """The four services as processes, wired over ``ipc://`` endpoints in a temp dir.
+
+    Args:
+        opts: what to run.
+        stop: event that ends the run (SIGINT/SIGTERM set it).
+    """
+
+    def __init__(self, opts: StackOptions, stop: threading.Event | None = None):
+        self.opts = opts
+        self.stop = stop or threading.Event()
+        self.run_dir = Path(tempfile.mkdtemp(prefix="agegender-run-"))
+        (self.run_dir / "logs").mkdir()
+        self.status_path = self.run_dir / "sink_status.json"
+        ports, self.metrics_port = http_ports(opts.http_base_port)
+        # Live sources never end; files, folders and the demo end with an end of stream.
+        self.expected_streams = 0 if opts.loop else max(1, len(opts.sources))
+        self.video_fps, self.expected_frames = 0.0, 0
+        if len(opts.sources) == 1 and os.path.isfile(source_path(opts.sources[0])):
+            self.video_fps, n = probe_video(source_path(opts.sources[0]))
+            self.expected_frames = 0 if opts.loop else n
+        args = service_arguments(opts, self.run_dir, ports, self.expected_streams,
+                                 self.video_fps)
+        self.children = {
+            s: Child(s, args[s], ports[s], self.run_dir / "logs" / f"{s}.log",
+                     # a restarted sink appends instead of replacing what it wrote
+                     ["--append", "true"] if s == "sink" else None)
+            for s in SERVICES}
+        log.info("live view http://localhost:%d/ ; /metrics on ports capture %d, detector %d, "
+                 "classifier %d, sink %d, orchestrator (restarts) %d", ports["sink"],
+                 ports["capture"], ports["detector"], ports["classifier"], ports["sink"],
+                 self.metrics_port)
+        self._metrics_server = None
+        self._init_metrics()
+        self.watchdog = Watchdog(opts, self.children, self.stop, self.restarts_total, self.up)
+
+    def _init_metrics(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+        self.registry = CollectorRegistry()
+        self.restarts_total = Counter("agegender_process_restarts_total",
+                                      "Service processes restarted by the watchdog.",
+                                      ["service"], registry=self.registry)
+        self.up = Gauge("agegender_process_up", "1 while the service process runs.",
+                        ["service"], registry=self.registry)
+        for s in SERVICES:
+            self.restarts_total.labels(s)
+            self.up.labels(s).set(0)
+        try:
+            self._metrics_server = start_http_server(self.metrics_port, "127.0.0.1",
+                                                     registry=self.registry)
+        except OSError as exc:
+            log.warning("orchestrator metrics port %d unavailable (%s); restarts are in "
+                        "the summary only", self.metrics_port, exc)
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def start(self) -> bool:
+        """Start sink, classifier, detector; wait until ready; then start capture.
+
+        Returns:
+            ``False`` when stopped, given up or not ready within ``ready_timeout_s``.
+        """
+        for s in SERVICES[:-1]:
+            self.children[s].start()
+            self.up.labels(s).set(1)
+        deadline = time.monotonic() + self.opts.ready_timeout_s
+        pending = set(SERVICES[:-1])
+        while pending and not self.stop.is_set():
+            if not self.watchdog.check():
+                return False
+            for s in list(pending):
+                if self.children[s].get("/readyz")[0] == 200:
+                    pending.discard(s)
+                    log.info("%s ready", s)
+            if time.monotonic() > deadline:
+                log.error("%s not ready after %.0f s; see %s", ", ".join(sorted(pending)),
+                          self.opts.ready_timeout_s,
+                          ", ".join(str(self.children[s].log_path) for s in pending))
+                return False
+            self.stop.wait(0.2)
+        if self.stop.is_set():
+            return False
+        self.children["capture"].start()
+        self.up.labels("capture").set(1)
+        return True
+
+    def status(self) -> dict:
+        """The sink's newest status (frames, faces, fps, latency); ``{}`` before any."""
+        try:
+            return json.loads(self.status_path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def scrape_all(self) -> None:
+        """Fetch the metrics of every started service (kept per child)."""
+        for child in self.children.values():
+            if child.proc is not None:
+                child.scrape()
+
+    def finished(self) -> bool:
+        """True once the sink saw the end of every expected stream."""
+        return self.children["sink"].finished
+
+    def shutdown(self) -> None:
+        """Stop every child: SIGTERM to each process group, SIGKILL after the grace."""
+        for s in reversed(SERVICES):  # capture first, so no new frames enter
+            self.children[s].signal_group(signal.SIGTERM)
+        deadline = time.monotonic() + self.opts.stop_grace_s
+        for child in self.children.values():
+            if child.proc is None:
+                continue
+            try:
+                child.proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        for s, child in self.children.items():
+            if child.running():
+                log.warning("%s did not stop within %.1f s of SIGTERM; killing it", s,
+                            self.opts.stop_grace_s)
+                child.signal_group(signal.SIGKILL)
+                child.proc.wait(2.0)
+            self.up.labels(s).set(0)
+        if self._metrics_server is not None:
+            server, _thread = self._metrics_server
+            server.shutdown()
+            server.server_close()
+            self._metrics_server = None
+
+    def cleanup(self, keep_logs: bool = False) -> None:
+        """Remove the temp dir (sockets, status, logs unless ``keep_logs``)."""
+        if keep_logs:
+            for p in self.run_dir.glob("*.sock"):
+                p.unlink(missing_ok=True)
+        else:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    # -- summary ----------------------------------------------------------------------
+
+    def summary(self, elapsed_s: float) -> dict:
+        """See :func:`services.orchestrator.summary.build_summary`."""
+        return summaries.build_summary(
+            self.status(), {s: c.last_metrics for s, c in self.children.items()},
+            {s: c.total_restarts for s, c in self.children.items()}, elapsed_s,
+            gave_up=self.watchdog.gave_up, refused=self.watchdog.refused,
+            outputs=summaries.written_outputs(self.opts.out_dir))

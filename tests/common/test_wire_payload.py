@@ -1,0 +1,65 @@
+"""The two forms of a ``faces`` message (frame or crops), decoded strictly."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from common import wire
+from common.images import encode_jpeg
+
+FACES = [{"box": [2, 2, 12, 14], "confidence": 0.9}, {"box": [20, 4, 30, 16], "confidence": 0.8}]
+
+
+def _header(**extra) -> dict:
+    return dict(wire.frame_header("cam", 5, time.time_ns(), 40, 24), kind="faces",
+                faces=FACES, **extra)
+
+
+@pytest.fixture
+def frame():
+    return np.random.default_rng(0).integers(0, 256, (24, 40, 3), dtype=np.uint8)
+
+
+def test_frame_form_carries_the_raw_frame_only(frame):
+    # given boxes and the raw frame, no crops / when decoded
+    msg = wire.decode(wire.encode(_header(), [frame]))
+    # then the frame is there, there are no crops, and each face can be cut from it
+    assert msg.crops == [] and "crops" not in msg.header
+    x1, y1, x2, y2 = msg.header["faces"][1]["box"]
+    np.testing.assert_array_equal(msg.image[y1:y2, x1:x2], frame[4:16, 20:30])
+
+
+def test_crops_form_carries_a_jpeg_frame_and_one_crop_per_face(frame):
+    # given a JPEG frame and the two crops / when decoded
+    crops = [frame[2:14, 2:12], frame[4:16, 20:30]]
+    msg = wire.decode(wire.encode(_header(encoding="jpeg", crops=[[12, 10], [12, 10]]),
+                                  [encode_jpeg(frame), *crops]))
+    # then the image stays encoded and the crops arrive exactly
+    assert msg.image is None and msg.image_bytes[:2] == b"\xff\xd8"
+    assert len(msg.crops) == 2
+    for got, want in zip(msg.crops, crops):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("header, payloads, reason", [
+    # frame form: a JPEG frame leaves the classifier nothing to cut from
+    (_header(encoding="jpeg"), ["jpeg"], "bad_field"),
+    # frame form: a stray payload beside the frame
+    (_header(), ["frame", "frame"], "size_mismatch"),
+    # crops form: fewer crop payloads than announced
+    (_header(crops=[[12, 10], [12, 10]]), ["frame", "crop"], "size_mismatch"),
+    # crops form: a shape list for one face of two
+    (_header(crops=[[12, 10]]), ["frame", "crop"], "size_mismatch"),
+    # crops form: a crop whose bytes disagree with its shape
+    (_header(crops=[[12, 10], [11, 10]]), ["frame", "crop", "crop"], "size_mismatch"),
+    # crops form: crops that are not a list
+    (_header(crops="12x10"), ["frame"], "bad_field"),
+])
+def test_both_forms_are_decoded_strictly(frame, header, payloads, reason):
+    parts = {"frame": frame, "crop": frame[2:14, 2:12], "jpeg": encode_jpeg(frame)}
+    with pytest.raises(wire.DecodeError) as err:
+        wire.decode(wire.encode(header, [parts[p] for p in payloads]))
+    assert err.value.reason == reason
