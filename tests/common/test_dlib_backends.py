@@ -19,7 +19,7 @@ def astronaut():
 
 
 def test_hog_finds_the_face_and_keeps_the_contract(astronaut):
-    from services.detector.dlib_backends import DlibHogDetector
+    from common.detectors.dlib_backends import DlibHogDetector
 
     # given the astronaut (one frontal face near (227, 122)), when detected
     dets = DlibHogDetector(upsample=0).detect(astronaut)
@@ -38,7 +38,7 @@ def test_hog_finds_the_face_and_keeps_the_contract(astronaut):
 
 
 def test_mmod_finds_the_face_from_the_packaged_model(astronaut):
-    from services.detector.dlib_backends import DlibMmodDetector, mmod_model_file
+    from common.detectors.dlib_backends import DlibMmodDetector, mmod_model_file
 
     # given the model file located inside face_recognition_models (never downloaded)
     if importlib.util.find_spec("face_recognition_models") is None:
@@ -53,7 +53,7 @@ def test_mmod_finds_the_face_from_the_packaged_model(astronaut):
 
 
 def test_a_missing_mmod_model_file_is_a_clear_error(tmp_path):
-    from services.detector.dlib_backends import DlibMmodDetector
+    from common.detectors.dlib_backends import DlibMmodDetector
 
     with pytest.raises(FileNotFoundError, match="missing.dat"):
         DlibMmodDetector(model=str(tmp_path / "missing.dat"))
