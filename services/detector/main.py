@@ -113,7 +113,8 @@ class SmallFaceWarning:
         if px <= self.expected:
             return None
         hint = (" (tiling is off: set tiles true)" if self.tiles is False else
-                " (a smaller max_tile_side or a lower-resolution stream finds smaller faces)")
+                " (a smaller max_tile_side finds smaller faces with more tiles, at more "
+                "cost; a lower-resolution stream does not)" if self.tiles else "")
         msg = (f"stream {stream}: at {width}x{height} the {self.name} detector finds faces "
                f"from about {px:.0f} px wide, larger than expected_min_face_px "
                f"{self.expected:g}; smaller faces are missed{hint}")
