@@ -67,7 +67,7 @@ def worker(role: str, budget: int, start_at: float, seconds: float, batch: int) 
         step = lambda: model.predict(crops)  # noqa: E731
         unit = len(crops)
     elif role == "detector":
-        from services.detector.backends import SSDDetector
+        from common.detectors.ssd import SSDDetector
         det = SSDDetector(threads=budget or None)
         det.detect(frame)
         step = lambda: det.detect(frame)  # noqa: E731
