@@ -152,16 +152,20 @@ class Predictor:
                    "photo), as a fraction of its longer side: BlazeFace reads the image once "
                    "more inside it (small faces are still found); the SSD reads the image "
                    "only inside it (use 0 for wide SSD photos with small faces).")
-@click.option("--max-pixels", type=click.IntRange(1, 2 ** 31), default=MAX_PIXELS,
-              show_default=True, help="Largest image decoded (width x height); larger ones "
-              "are reported and skipped.")
+@click.option("--max-pixels", type=click.IntRange(1, 2 ** 31), default=None,
+              help="Largest image decoded (width x height); larger ones are reported and "
+              f"skipped [default: $OPENCV_IO_MAX_IMAGE_PIXELS if set, else {MAX_PIXELS}].")
 def command(paths, model, models_dir, detector_backend, confidence, threads, batch, pad,
             runtime, max_pixels):
     """Age and gender of every face in image files or folders: one JSON object per face
     per line on stdout; problems go to stderr and the batch goes on."""
+    import os
+
     from common.process import limit_image_decoding
     from common.service import set_thread_budget
-    limit_image_decoding(max_pixels)  # before the first decode; photos may exceed 8192x8192
+    if max_pixels is not None:  # the option wins over the environment
+        os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"] = str(max_pixels)
+    limit_image_decoding(MAX_PIXELS)  # before the first decode; photos may exceed 8192x8192
     set_thread_budget(threads)  # before any runtime is imported
     from services.capture.images import BadImage, read_image
 

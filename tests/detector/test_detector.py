@@ -210,6 +210,21 @@ def test_haar_backend_finds_faces_too(walking_frame):
     assert all(c.size > 0 for c in cut_crops(walking_frame, faces))
 
 
+def test_the_default_backend_and_its_own_defaults():
+    # given the detector's configuration with nothing set / then BlazeFace is the backend
+    cfg = DetectorConfig()
+    assert cfg.backend == "blazeface" and cfg.confidence is None and cfg.tiles
+    # and a setting left at None takes each backend's own default; BlazeFace-only
+    # settings are ignored by the SSD, as the service passes them to every backend
+    bf = make_detector(cfg.backend, confidence=None, min_face_px=None, tiles=True)
+    ssd = make_detector("ssd", confidence=None, min_face_px=None, tiles=True,
+                        max_tile_side=1080, refine_roll_degrees=8.0)
+    assert (bf.confidence, bf.min_face_px) == (0.4, 4)
+    assert (ssd.confidence, ssd.min_face_px) == (0.5, 12)
+    # and refine_roll_degrees 0 turns the upright re-reading off
+    assert make_detector("blazeface", refine_roll_degrees=0).refine_roll_degrees is None
+
+
 def test_unknown_backend_and_unknown_setting_are_clear_errors():
     with pytest.raises(ValueError, match="unknown detector backend 'yolo'.*'blazeface', 'ssd'"):
         make_detector("yolo")
