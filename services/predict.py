@@ -161,8 +161,7 @@ def command(paths, model, models_dir, detector_backend, confidence, threads, bat
     per line on stdout; problems go to stderr and the batch goes on."""
     import os
 
-    from common.process import limit_image_decoding
-    from common.process import set_thread_budget
+    from common.process import limit_image_decoding, set_thread_budget
     if max_pixels is not None:  # the option wins over the environment
         os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"] = str(max_pixels)
     limit_image_decoding(MAX_PIXELS)  # before the first decode; photos may exceed 8192x8192
