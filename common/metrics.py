@@ -23,6 +23,7 @@ FRAME_DROP_REASONS = (
     "send_timeout",    # a blocking send gave up
     "bad_image",       # undecodable or unusable image
     "shutdown",        # still queued inside the stage when it stopped
+    "worker_lost",     # sent to a detector worker that vanished before finishing it
 )
 STAGES = ("capture", "detector", "classifier", "sink")
 
