@@ -25,7 +25,10 @@ from services.detector.config import DetectorConfig
 from common.crops import DEFAULT_RULE, crop_region
 from services.detector.main import (SmallFaceWarning, cut_crops, detect_faces,
                                     main as detector_main, newest_live, process_frame)
+from common.metrics import StageMetrics
+from common.sockets import StreamRouter
 from tests.conftest import clip_path, free_port, wait_http
+from tests.waits import wait_for
 
 WALKING = "face-demographics-walking-and-pause.mp4"
 
@@ -264,9 +267,9 @@ class DetectorThread:
 
     def __enter__(self):
         ctx = zmq.Context.instance()
-        self.push = ctx.socket(zmq.PUSH)
-        self.push.setsockopt(zmq.LINGER, 0)
-        self.push.bind(f"tcp://127.0.0.1:{self.in_port}")
+        # the frame source as capture is: a StreamRouter the detector connects to
+        self.push = StreamRouter(ctx, f"bind:tcp://127.0.0.1:{self.in_port}",
+                                 StageMetrics("capture"), threading.Event())
         self.pull = ctx.socket(zmq.PULL)
         self.pull.setsockopt(zmq.LINGER, 0)
         self.pull.bind(f"tcp://127.0.0.1:{self.out_port}")
@@ -292,11 +295,14 @@ def test_detector_service_passes_frames_and_eos_over_real_sockets(clip, blazefac
         # given 12 file frames, a malformed message and an end of stream sent to its input
         for i, f in enumerate(frames):
             hdr = wire.frame_header("lobby", i, time.time_ns(), 480, 270, live=False)
-            svc.push.send_multipart(wire.encode_frame(hdr, f))
+            assert svc.push.send(wire.encode_frame(hdr, f), "frame", "lobby", block=True,
+                                 timeout_s=60)
             if i == 5:
-                svc.push.send_multipart([b"\x93garbage", b"x"])
-        svc.push.send_multipart(wire.encode({"kind": "eos", "stream": "lobby", "seq": 12,
-                                             "t_capture_ns": time.time_ns(), "frames": 12}))
+                assert svc.push.send([b"\x93garbage", b"x"], "frame", "lobby", block=True,
+                                     timeout_s=60)
+        assert svc.push.send_control(wire.encode(
+            {"kind": "eos", "stream": "lobby", "seq": 12, "t_capture_ns": time.time_ns(),
+             "frames": 12}), "eos", "lobby")
         # when everything comes out
         out = []
         deadline = time.monotonic() + 60
@@ -307,9 +313,16 @@ def test_detector_service_passes_frames_and_eos_over_real_sockets(clip, blazefac
         assert [m.kind for m in out] == ["faces"] * 12 + ["eos"]
         assert [m.seq for m in out[:-1]] == list(range(12))
         assert [len(m.header["faces"]) for m in out[:-1]] == expected
-        # in the form the payload setting asks for
+        # and each person keeps one track over the 12 frames, classified on the first
+        # frame and then only as the schedule says (12 fps unknown: every 12 frames)
+        tracks = {f["track"] for m in out[:-1] for f in m.header["faces"]}
+        assert len(tracks) == max(expected)
+        assert all(f["classify"] for f in out[0].header["faces"])
+        scheduled = [sum(f["classify"] for f in m.header["faces"]) for m in out[:-1]]
+        assert sum(scheduled) < sum(expected)
+        # in the form the payload setting asks for, crops only for faces to classify
         assert all(("crops" in m.header) == (payload == "crops") for m in out[:-1])
-        assert [len(m.crops) for m in out[:-1]] == (expected if payload == "crops"
+        assert [len(m.crops) for m in out[:-1]] == (scheduled if payload == "crops"
                                                      else [0] * 12)
         assert sum(expected) >= 2 * 12
         assert out[-1].header["frames"] == 12 and "t_detector_ns" in out[-1].header
@@ -329,12 +342,12 @@ def test_detector_service_drops_older_live_frames_when_behind(clip):
     frame = _frames(clip(WALKING), 1)[0]
     big = cv2.resize(frame, (1920, 1080))           # slow enough to fall behind
     with DetectorThread(hwm=50) as svc:
-        # given 30 live frames pushed at once (far faster than it detects), once the
-        # detector is connected (a PUSH socket is writable only with a peer)
-        assert svc.push.poll(30_000, zmq.POLLOUT)
+        # given 30 live frames sent at once (far faster than it detects), once the
+        # detector said hello (its window, hwm + workers, takes them all)
+        wait_for(lambda: svc.push.ready("cam"), 30, "the detector's hello")
         for i in range(30):
             hdr = wire.frame_header("cam", i, time.time_ns(), 1920, 1080, live=True)
-            svc.push.send_multipart(wire.encode_frame(hdr, big))
+            assert svc.push.send(wire.encode_frame(hdr, big), "frame", "cam")
         # when the output settles
         seqs = []
         quiet_since = time.monotonic()
