@@ -1,4 +1,8 @@
-"""Capture service: sources -> ``frame`` messages on a PUSH socket.
+"""Capture service: sources -> ``frame`` messages to the detector workers.
+
+The output is a :class:`common.sockets.StreamRouter`: each stream's frames go to one live
+detector worker (stream affinity: the worker tracks faces, which needs all of a stream's
+frames in order), with per-worker credit as flow control.
 
 * Finite sources (files, folders, the demo) are paced at their native frame rate
   (``realtime``, default) or sent as fast as downstream accepts, always with
@@ -27,7 +31,6 @@ import logging
 import threading
 import time
 
-import zmq
 
 from common import wire
 from common.redact import redact
@@ -158,8 +161,8 @@ def run_loop(rt: ServiceRuntime, tx, playbacks: list[_Playback], cm: CaptureMetr
                 if frame is None:
                     log.info("stream %s: end of source after %d frames; sending end of "
                              "stream", p.source.name, p.sent)
-                    ok = tx.send_control(
-                        eos_message(p.source.name, p.sent), "eos", timeout_s=EOS_TIMEOUT_S)
+                    ok = tx.send_control(eos_message(p.source.name, p.sent), "eos",
+                                         stream=p.source.name, timeout_s=EOS_TIMEOUT_S)
                     if not ok:
                         log.error("stream %s: end of stream not delivered", p.source.name)
                     p.ended = True
@@ -168,9 +171,11 @@ def run_loop(rt: ServiceRuntime, tx, playbacks: list[_Playback], cm: CaptureMetr
                 p.pending = frame_message(p.source.name, p.sent, frame, live=False,
                                           fps=p.source.fps)
                 p.due = max(p.due + p.period_s, now)
-            # Room downstream (POLLOUT) means the blocking send returns at once; otherwise
-            # keep the frame and come back: backpressure without blocking other streams.
-            if tx.sock.poll(0, zmq.POLLOUT) and tx.send(p.pending, "frame", block=True):
+            # Credit from the stream's worker means the blocking send returns at once;
+            # otherwise keep the frame and come back: backpressure without blocking
+            # other streams.
+            if tx.ready(p.source.name) and tx.send(p.pending, "frame", p.source.name,
+                                                   block=True):
                 p.pending = None
                 p.sent += 1
                 cm.captured.labels(p.source.name).inc()
@@ -188,7 +193,7 @@ def run_loop(rt: ServiceRuntime, tx, playbacks: list[_Playback], cm: CaptureMetr
             if frame is None:
                 continue
             if tx.send(frame_message(src.name, frame.index, frame, live=True, fps=src.fps),
-                       "frame", block=False):
+                       "frame", src.name, block=False):
                 p.sent += 1
                 cm.captured.labels(src.name).inc()
             p.due = now + p.period_s
@@ -205,6 +210,7 @@ def run_loop(rt: ServiceRuntime, tx, playbacks: list[_Playback], cm: CaptureMetr
     for p in playbacks:
         if not p.ended:
             tx.send_control(eos_message(p.source.name, p.sent, reason="stopped"), "eos",
+                            stream=p.source.name,
                             timeout_s=max(0.05, deadline - time.monotonic()))
     return 0
 
@@ -230,7 +236,7 @@ def main(cfg, *, stop: threading.Event | None = None, registry=None) -> int:
         except (FileNotFoundError, ValueError) as exc:
             return rt.refuse(f"cannot open source: {redact(exc)}")
         try:
-            tx = rt.sender(cfg.output)
+            tx = rt.stream_router(cfg.output)
             playbacks = [_Playback(s, _period(cfg, s)) for s in sources]
             for p in playbacks:
                 log.info("stream %s: %s source, %s", p.source.name, p.source.kind,

@@ -45,7 +45,8 @@ def valid_faces(stream: str = "cam", seq: int = 0, width: int = 64, height: int 
     """A valid ``faces`` message with one 20x20 crop."""
     img = np.full((height, width, 3), 128, np.uint8)
     h = dict(wire.frame_header(stream, seq, time.time_ns(), width, height), kind="faces",
-             faces=[{"box": [10, 10, 30, 30], "confidence": 0.9}], crops=[[20, 20]])
+             faces=[{"box": [10, 10, 30, 30], "confidence": 0.9, "track": 1,
+                     "quality": 0.5, "classify": True}], crops=[[20, 20]])
     return wire.encode(h, [img, img[10:30, 10:30]])
 
 
@@ -53,7 +54,8 @@ def valid_result(stream: str = "cam", seq: int = 0, width: int = 64, height: int
     """A valid ``result`` message with one classified face."""
     img = np.full((height, width, 3), 128, np.uint8)
     h = dict(wire.frame_header(stream, seq, time.time_ns(), width, height), kind="result",
-             faces=[{"box": [10, 10, 30, 30], "confidence": 0.9, "age": 30.0,
+             faces=[{"box": [10, 10, 30, 30], "confidence": 0.9, "track": 1,
+                     "quality": 0.5, "classify": True, "age": 30.0,
                      "age_range": [25, 32], "gender": "female", "gender_confidence": 0.8}])
     return wire.encode(h, [img])
 
@@ -100,7 +102,8 @@ def hostile_cases(kind: str = "frame") -> list[tuple[str, list, str | None]]:
         ("empty_header", [b""] + payloads, "not_msgpack"),
         ("bytes_keys", [_packed({b"v": 1, **{k: v for k, v in header.items() if k != "v"}})]
          + payloads, None),
-        ("schema_v2", mutate(v=2), "bad_version"),
+        ("schema_v1", mutate(v=1), "bad_version"),
+        ("schema_v3", mutate(v=3), "bad_version"),
         ("schema_v_string", mutate(v="1"), "bad_version"),
         ("schema_v_bool", mutate(v=True), "bad_version"),
         ("unknown_kind", mutate(kind="frames"), "bad_kind"),
