@@ -38,8 +38,10 @@ def reply(req: BaseHTTPRequestHandler, code: int, ctype: str, body: bytes,
 class HTTPServer:
     """Serves ``/metrics``, ``/healthz``, ``/readyz`` and optional extra routes.
 
-    ``/healthz`` and ``/readyz`` answer ``{"ok": bool, "state": str, "stage": str}`` with
-    status 200 when ok, else 503 (``state`` is a :class:`common.states.ServiceState` value).
+    ``/healthz`` and ``/readyz`` answer ``{"ok": bool, "state": str, "stage": str,
+    "heartbeat_age_s": float}`` with status 200 when ok, else 503 (``state`` is a
+    :class:`common.states.ServiceState` value, ``heartbeat_age_s`` the seconds since the
+    main loop's last tick: ``agegender run`` tells a stalled service by it).
 
     Args:
         host: listen address.
@@ -68,8 +70,9 @@ class HTTPServer:
                         reply(self, 200, CONTENT_TYPE_LATEST, generate_latest(registry))
                     elif path in ("/healthz", "/readyz"):
                         ok = health.alive() if path == "/healthz" else health.ready()
-                        body = json.dumps({"ok": ok, "state": health.state.value,
-                                           "stage": metrics.stage}).encode()
+                        body = json.dumps({
+                            "ok": ok, "state": health.state.value, "stage": metrics.stage,
+                            "heartbeat_age_s": round(health.heartbeat_age_s(), 3)}).encode()
                         reply(self, 200 if ok else 503, "application/json", body)
                     elif path in extra:
                         extra[path](self)

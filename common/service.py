@@ -136,9 +136,11 @@ class ServiceRuntime:
         return rx
 
     def sender(self, endpoint: str):
-        """A :class:`common.sockets.Sender` on ``endpoint`` with the config's HWM."""
+        """A :class:`common.sockets.Sender` on ``endpoint`` with the config's HWM; its
+        waits for room downstream keep the heartbeat going."""
         from common.sockets import Sender
-        tx = Sender(self.ctx, endpoint, self.metrics, self.stop, hwm=self.cfg.hwm)
+        tx = Sender(self.ctx, endpoint, self.metrics, self.stop, hwm=self.cfg.hwm,
+                    on_wait=self.health.beat)
         self._sockets.append(tx)
         return tx
 

@@ -67,6 +67,10 @@ def _check_sources(ctx, param, sources):
               "latency low, larger smooths bursts.")
 @click.option("--max-restarts", type=click.IntRange(0, 100), default=3, show_default=True,
               help="Restarts of one service allowed within 60 s before giving up.")
+@click.option("--stall-timeout-s", type=click.FloatRange(1.0, 3600.0), default=8.0,
+              show_default=True, help="A running service without a heartbeat, or without "
+              "progress while work waits for it, for this many seconds is reported as "
+              "stalled, killed and restarted.")
 @click.option("--service-arg", "service_args", multiple=True, metavar="SERVICE=ARG",
               callback=_parsed(parse_service_args, "--service-arg"),
               help="Extra argument for one service, e.g. detector=--confidence=0.6.")
@@ -78,8 +82,8 @@ def _check_sources(ctx, param, sources):
               default="INFO", show_default=True, help="Services' log level (logs go to "
               "files; their folder is printed when something fails).")
 def command(sources, out_dir, realtime, no_realtime, loop, model, detector_backend, display,
-            threads, http_base_port, hwm, max_restarts, service_args, summary_json, progress,
-            log_level):
+            threads, http_base_port, hwm, max_restarts, stall_timeout_s, service_args,
+            summary_json, progress, log_level):
     """Run the whole stack (capture -> detector -> classifier -> sink, four processes over
     ipc://) with progress and a summary. Ctrl-C stops everything within 5 s."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s run: %(message)s")
@@ -96,7 +100,7 @@ def command(sources, out_dir, realtime, no_realtime, loop, model, detector_backe
                         realtime=realtime and not no_realtime, loop=loop, model=model,
                         detector_backend=detector_backend, display=display,
                         threads=threads, http_base_port=http_base_port,
-                        max_restarts=max_restarts, hwm=hwm,
+                        max_restarts=max_restarts, hwm=hwm, stall_timeout_s=stall_timeout_s,
                         service_args=service_args, log_level=log_level)
     stop = threading.Event()
     install_signal_handlers(stop)

@@ -47,6 +47,7 @@ def _watch(stack: Stack, opts: StackOptions, bar: _Progress | None) -> int:
     while not stack.stop.is_set():
         if not stack.watchdog.check():
             return stack.watchdog.failure_code()
+        stack.poll_health()
         now = time.monotonic()
         if now >= next_scrape:
             stack.scrape_all()

@@ -16,11 +16,15 @@ from pathlib import Path
 from services.orchestrator import summary as summaries
 from services.orchestrator.children import Child
 from services.orchestrator.options import SERVICES, StackOptions
+from services.orchestrator.stalls import message_totals
 from services.orchestrator.watchdog import Watchdog
 from services.orchestrator.wiring import (http_ports, probe_video, service_arguments,
                                           source_path)
 
 log = logging.getLogger("agegender.run")
+
+#: Seconds between two ``/healthz`` polls of every running service (stall detection).
+HEALTH_EVERY_S = 1.0
 
 
 class Stack:
@@ -57,7 +61,9 @@ class Stack:
                  self.metrics_port)
         self._metrics_server = None
         self._init_metrics()
-        self.watchdog = Watchdog(opts, self.children, self.stop, self.restarts_total, self.up)
+        self.watchdog = Watchdog(opts, self.children, self.stop, self.restarts_total, self.up,
+                                 self.stalls_total)
+        self._next_health = 0.0
 
     def _init_metrics(self) -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
@@ -67,8 +73,14 @@ class Stack:
                                       ["service"], registry=self.registry)
         self.up = Gauge("agegender_process_up", "1 while the service process runs.",
                         ["service"], registry=self.registry)
+        self.stalls_total = Counter("agegender_process_stalls_total",
+                                    "Running service processes found stalled (no heartbeat, "
+                                    "or no progress while work waited, for "
+                                    "--stall-timeout-s) and killed to restart them.",
+                                    ["service"], registry=self.registry)
         for s in SERVICES:
             self.restarts_total.labels(s)
+            self.stalls_total.labels(s)
             self.up.labels(s).set(0)
         try:
             self._metrics_server = start_http_server(self.metrics_port, "127.0.0.1",
@@ -117,10 +129,27 @@ class Stack:
             return {}
 
     def scrape_all(self) -> None:
-        """Fetch the metrics of every started service (kept per child)."""
-        for child in self.children.values():
-            if child.proc is not None:
-                child.scrape()
+        """Fetch the metrics of every started service (kept per child); running ones'
+        message counts go to the stall detector."""
+        for s, child in self.children.items():
+            if child.proc is None:
+                continue
+            running = child.running()
+            text = child.scrape()
+            if running:
+                self.watchdog.stalls.counters(
+                    s, child.pid, message_totals(text) if child.scrape_ok else None)
+
+    def poll_health(self, every_s: float = HEALTH_EVERY_S) -> None:
+        """Ask every running service's ``/healthz`` (at most every ``every_s`` seconds)
+        and give the answers to the stall detector."""
+        now = time.monotonic()
+        if now < self._next_health:
+            return
+        self._next_health = now + every_s
+        for s, child in self.children.items():
+            if child.running() and not child.finished:
+                self.watchdog.stalls.health(s, child.pid, child.health())
 
     def finished(self) -> bool:
         """True once the sink saw the end of every expected stream."""
@@ -167,4 +196,5 @@ class Stack:
             self.status(), {s: c.last_metrics for s, c in self.children.items()},
             {s: c.total_restarts for s, c in self.children.items()}, elapsed_s,
             gave_up=self.watchdog.gave_up, refused=self.watchdog.refused,
-            outputs=summaries.written_outputs(self.opts.out_dir))
+            outputs=summaries.written_outputs(self.opts.out_dir),
+            stalls=self.watchdog.stall_events)

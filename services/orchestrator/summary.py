@@ -29,7 +29,7 @@ def written_outputs(out_dir: Path | None) -> list[str]:
 
 def build_summary(status: dict, metrics: dict[str, str], restarts: dict[str, int],
                   elapsed_s: float, gave_up: str | None = None, refused: dict | None = None,
-                  outputs: list[str] | None = None) -> dict:
+                  outputs: list[str] | None = None, stalls: list[dict] | None = None) -> dict:
     """Frames, faces, fps, e2e latency percentiles (s), drops and malformed messages
     by stage and reason, restarts by service.
 
@@ -41,6 +41,7 @@ def build_summary(status: dict, metrics: dict[str, str], restarts: dict[str, int
         gave_up: the service the watchdog gave up on.
         refused: ``{"service", "error"}`` of a refusal.
         outputs: files the sink wrote.
+        stalls: ``{"service", "reason", "t"}`` of each stall the watchdog found.
     """
     drops: dict[str, float] = {}
     malformed: dict[str, float] = {}
@@ -58,6 +59,7 @@ def build_summary(status: dict, metrics: dict[str, str], restarts: dict[str, int
         "latency_s": status.get("latency_s", {}), "streams": status.get("streams", {}),
         "drops": drops, "malformed": malformed, "restarts": dict(restarts),
         "gave_up": gave_up, "refused": refused, "outputs": list(outputs or []),
+        "stalls": list(stalls or []),
     }
 
 
@@ -84,6 +86,13 @@ def format_summary(s: dict) -> str:
         f"  malformed    {counts(s['malformed'])}",
         f"  restarts     {counts({k: v for k, v in s['restarts'].items() if v})}",
     ]
+    stalled: dict[str, int] = {}
+    for event in s.get("stalls") or []:
+        stalled[event["service"]] = stalled.get(event["service"], 0) + 1
+    if stalled:
+        last = (s["stalls"])[-1]
+        lines.append(f"  STALLED      {counts(stalled)} (killed and restarted; last: "
+                     f"{last['service']}, {last['reason']})")
     if s.get("gave_up"):
         lines.append(f"  GAVE UP on   {s['gave_up']} (crashed too often)")
     if s["frames"] == 0 and not s.get("refused"):

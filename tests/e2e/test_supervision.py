@@ -1,0 +1,86 @@
+"""Supervision of ``agegender run`` under faults (issue 14): a stalled service, a killed
+capture or sink in the middle of a file, an output folder that cannot be written or that
+another run owns."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import time
+import urllib.request
+
+import pytest
+
+from services.orchestrator.options import StackOptions
+from services.orchestrator.runner import run_stack
+from tests.conftest import clip_path
+from tests.waits import wait_for
+
+pytestmark = pytest.mark.slow
+CLIP = "face-demographics-walking-and-pause.mp4"
+
+
+@contextlib.contextmanager
+def running_stack(opts: StackOptions):
+    """Run the stack in a thread; yields ``holder`` (``stack`` once started, ``result``
+    = ``(code, summary)`` after the block); stops it at the end of the block."""
+    stop = threading.Event()
+    holder: dict = {}
+    t = threading.Thread(target=lambda: holder.setdefault("result", run_stack(
+        opts, stop, progress=False, on_started=lambda s: holder.update(stack=s))),
+        daemon=True)
+    t.start()
+    try:
+        yield holder
+    finally:
+        stop.set()
+        t.join(30)
+
+
+def frames_at_sink(holder) -> int:
+    return holder["stack"].status().get("frames", 0) if "stack" in holder else 0
+
+
+def test_stopped_detector_is_reported_as_stalled_killed_and_restarted(tmp_path, model_name):
+    # given the stack on a looping clip, frames flowing
+    opts = StackOptions(sources=[str(clip_path(CLIP))], loop=True, model=model_name,
+                        http_base_port=0, stall_timeout_s=8.0)
+    stopped_pid = None
+    try:
+        with running_stack(opts) as holder:
+            wait_for(lambda: frames_at_sink(holder) >= 10, 180, "10 frames at the sink")
+            stack = holder["stack"]
+            stopped_pid = stack.children["detector"].pid
+            # when the detector is stopped (SIGSTOP): alive, but doing nothing
+            os.kill(stopped_pid, signal.SIGSTOP)
+            t0 = time.monotonic()
+            wait_for(lambda: stack.children["detector"].stalls == 1, 60, "a stall report")
+            detect_s = time.monotonic() - t0
+            print(f"stall of the detector reported {detect_s:.1f} s after SIGSTOP "
+                  f"(stall timeout {opts.stall_timeout_s:.0f} s)")
+            # then it is killed and a new detector runs, and frames flow again
+            wait_for(lambda: stack.children["detector"].pid != stopped_pid
+                     and stack.children["detector"].running(), 10, "a new detector")
+            frames_then = frames_at_sink(holder)
+            wait_for(lambda: frames_at_sink(holder) >= frames_then + 10, 120,
+                     "frames after the restart")
+            # and the orchestrator's metrics count the stall
+            with urllib.request.urlopen(
+                    f"http://127.0.0.1:{stack.metrics_port}/metrics", timeout=3) as r:
+                text = r.read().decode()
+            assert 'agegender_process_stalls_total{service="detector"} 1.0' in text
+            assert 'agegender_process_stalls_total{service="classifier"} 0.0' in text
+    finally:
+        if stopped_pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(stopped_pid, signal.SIGKILL)
+    # and the summary says so; no other service was blamed
+    code, summary = holder["result"]
+    assert code == 0
+    assert [e["service"] for e in summary["stalls"]] == ["detector"]
+    assert "no answer on /healthz" in summary["stalls"][0]["reason"]
+    assert summary["restarts"]["detector"] == 1
+    # (the bound is what a user would call "never noticed"; the figure is printed)
+    assert detect_s < 30
