@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
@@ -48,3 +50,9 @@ class CaptureConfig(ServiceConfig):
     reconnect_max_s: float = Field(10.0, gt=0.0, le=600.0, description="Largest reconnect "
                                    "delay (seconds).")
     http_port: int = Field(9101, ge=0, le=65535, description="HTTP port; 0 disables it.")
+    position_file: Path | None = Field(None, description="Keep each stream's next seq and "
+                                       "file position here (written before every frame is "
+                                       "sent); a capture started with an existing file "
+                                       "resumes from it: files continue at their next "
+                                       "frame and no (stream, seq) is sent twice. "
+                                       "'agegender run' sets it; none: always start over.")

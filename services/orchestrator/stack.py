@@ -192,9 +192,9 @@ class Stack:
 
     def summary(self, elapsed_s: float) -> dict:
         """See :func:`services.orchestrator.summary.build_summary`."""
+        outputs, unreadable = summaries.written_outputs(self.opts.out_dir)
         return summaries.build_summary(
             self.status(), {s: c.last_metrics for s, c in self.children.items()},
             {s: c.total_restarts for s, c in self.children.items()}, elapsed_s,
             gave_up=self.watchdog.gave_up, refused=self.watchdog.refused,
-            outputs=summaries.written_outputs(self.opts.out_dir),
-            stalls=self.watchdog.stall_events)
+            outputs=outputs, stalls=self.watchdog.stall_events, unreadable=unreadable)

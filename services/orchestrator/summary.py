@@ -18,18 +18,36 @@ def parse_metrics(text: str):
                 yield sample.name, key, sample.value
 
 
-def written_outputs(out_dir: Path | None) -> list[str]:
-    """The annotated videos and events file the sink actually wrote (absolute paths)."""
+def video_readable(path: Path) -> bool:
+    """True when OpenCV opens the video and decodes its first frame (a file whose writer
+    was killed before it wrote the MP4 index is not)."""
+    import cv2
+    cap = cv2.VideoCapture(str(path))
+    try:
+        return bool(cap.isOpened() and cap.read()[0])
+    finally:
+        cap.release()
+
+
+def written_outputs(out_dir: Path | None) -> tuple[list[str], list[str]]:
+    """``(outputs, unreadable)``: the annotated videos and events file the sink wrote
+    that can be read (absolute paths; an empty events.jsonl is not an output), and the
+    videos left unreadable (a sink killed while writing them)."""
     if out_dir is None:
-        return []
+        return [], []
     out = Path(out_dir).resolve()
-    return [str(p) for p in [*sorted(out.glob("annotated*.mp4")), out / "events.jsonl"]
-            if p.is_file()]
+    videos = [p for p in sorted(out.glob("annotated*.mp4")) if p.is_file()]
+    readable = [p for p in videos if video_readable(p)]
+    events = out / "events.jsonl"
+    extra = [events] if events.is_file() and events.stat().st_size > 0 else []
+    return ([str(p) for p in readable + extra],
+            [str(p) for p in videos if p not in readable])
 
 
 def build_summary(status: dict, metrics: dict[str, str], restarts: dict[str, int],
                   elapsed_s: float, gave_up: str | None = None, refused: dict | None = None,
-                  outputs: list[str] | None = None, stalls: list[dict] | None = None) -> dict:
+                  outputs: list[str] | None = None, stalls: list[dict] | None = None,
+                  unreadable: list[str] | None = None) -> dict:
     """Frames, faces, fps, e2e latency percentiles (s), drops and malformed messages
     by stage and reason, restarts by service.
 
@@ -42,6 +60,13 @@ def build_summary(status: dict, metrics: dict[str, str], restarts: dict[str, int
         refused: ``{"service", "error"}`` of a refusal.
         outputs: files the sink wrote.
         stalls: ``{"service", "reason", "t"}`` of each stall the watchdog found.
+        unreadable: videos a killed sink left unreadable.
+
+    ``fps`` is over the frames' own span at the sink (first to last frame, ``span_s``),
+    not over the run's wall clock with its start-up; ``per_stream`` has each stream's
+    frames, fps and ``gap`` (seqs of a file stream that never reached the sink: frames
+    lost with a killed process); ``sink_breaks`` the earlier sink processes a restarted
+    sink continued from.
     """
     drops: dict[str, float] = {}
     malformed: dict[str, float] = {}
@@ -52,11 +77,18 @@ def build_summary(status: dict, metrics: dict[str, str], restarts: dict[str, int
             elif value and name == "agegender_messages_malformed_total":
                 malformed[key] = malformed.get(key, 0) + value
     frames = status.get("frames", 0)
+    per_stream = {name: {"frames": st.get("frames", 0), "fps": st.get("fps", 0.0),
+                         "gap": 0 if st.get("live") else st.get("missing", 0),
+                         "live": bool(st.get("live"))}
+                  for name, st in (status.get("stream_stats") or {}).items()}
     return {
         "frames": frames, "faces": status.get("faces", 0),
         "faces_per_frame": (status.get("faces", 0) / frames) if frames else 0.0,
-        "fps": status.get("fps", 0.0), "elapsed_s": elapsed_s,
+        "fps": status.get("fps", 0.0), "span_s": status.get("span_s", 0.0),
+        "elapsed_s": elapsed_s,
         "latency_s": status.get("latency_s", {}), "streams": status.get("streams", {}),
+        "per_stream": per_stream, "sink_breaks": list(status.get("breaks") or []),
+        "unreadable": list(unreadable or []),
         "drops": drops, "malformed": malformed, "restarts": dict(restarts),
         "gave_up": gave_up, "refused": refused, "outputs": list(outputs or []),
         "stalls": list(stalls or []),
@@ -80,7 +112,8 @@ def format_summary(s: dict) -> str:
         "agegender run summary",
         f"  frames       {s['frames']}  ({counts(s.get('streams', {}))})",
         f"  faces        {s['faces']}  ({s['faces_per_frame']:.2f} per frame)",
-        f"  fps          {s['fps']:.1f}  (over {s['elapsed_s']:.1f} s wall clock)",
+        f"  fps          {s['fps']:.1f}  (frames at the sink over {s.get('span_s', 0):.1f} "
+        f"s from the first to the last; run {s['elapsed_s']:.1f} s in all)",
         f"  e2e latency  p50 {ms('p50')}  p95 {ms('p95')}  p99 {ms('p99')}",
         f"  drops        {counts(s['drops'])}",
         f"  malformed    {counts(s['malformed'])}",
@@ -93,6 +126,20 @@ def format_summary(s: dict) -> str:
         last = (s["stalls"])[-1]
         lines.append(f"  STALLED      {counts(stalled)} (killed and restarted; last: "
                      f"{last['service']}, {last['reason']})")
+    per_stream = s.get("per_stream") or {}
+    if len(per_stream) > 1:
+        lines.append("  per stream   " + ", ".join(
+            f"{k} {v['frames']} ({v['fps']:.1f} fps)" for k, v in sorted(per_stream.items())))
+    gaps = {k: v["gap"] for k, v in per_stream.items() if v.get("gap")}
+    if gaps:
+        lines.append(f"  LOST         {counts(gaps)} frame(s) never reached the sink (seq "
+                     "gaps: lost with a killed or restarted service)")
+    for b in s.get("sink_breaks") or []:
+        lines.append(f"  sink break   a restarted sink continued after {b['frames']} "
+                     f"frame(s) (next seq {counts(b.get('next_seq') or {})})")
+    if s.get("unreadable"):
+        lines.append(f"  UNREADABLE   {', '.join(s['unreadable'])} (its writer was killed "
+                     "before it finished the file; not an output)")
     if s.get("gave_up"):
         lines.append(f"  GAVE UP on   {s['gave_up']} (crashed too often)")
     if s["frames"] == 0 and not s.get("refused"):

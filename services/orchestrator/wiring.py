@@ -68,7 +68,9 @@ def service_arguments(opts: StackOptions, run_dir: Path, ports: dict[str, int],
     Capture binds ``frames.sock`` in ``run_dir``, the detector connects to it and to
     ``faces.sock``, which the classifier binds; the classifier connects to
     ``results.sock``, which the sink binds. The sink writes its status to
-    ``run_dir/sink_status.json``.
+    ``run_dir/sink_status.json`` (a restarted sink continues from it), capture its
+    streams' positions to ``run_dir/capture_position.json`` (a restarted capture resumes
+    from it).
 
     Args:
         opts: what to run.
@@ -83,7 +85,8 @@ def service_arguments(opts: StackOptions, run_dir: Path, ports: dict[str, int],
     args = {
         "capture": ["--output", f"bind:{ep['frames']}",
                     "--realtime", str(opts.realtime).lower(),
-                    "--loop", str(opts.loop).lower()]
+                    "--loop", str(opts.loop).lower(),
+                    "--position-file", str(run_dir / "capture_position.json")]
         + [a for s in opts.sources for a in ("--sources", s)],
         "detector": ["--input", f"connect:{ep['frames']}",
                      "--output", f"connect:{ep['faces']}",

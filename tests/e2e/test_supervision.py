@@ -84,3 +84,72 @@ def test_stopped_detector_is_reported_as_stalled_killed_and_restarted(tmp_path, 
     assert summary["restarts"]["detector"] == 1
     # (the bound is what a user would call "never noticed"; the figure is printed)
     assert detect_s < 30
+
+
+def seqs(events: list[dict]) -> list[tuple[str, int]]:
+    return [(e["stream"], e["seq"]) for e in events]
+
+
+def test_killed_capture_resumes_the_file_without_repeating_a_frame(tmp_path, model_name):
+    # given a 41-frame file played once (no --loop), at most 6 frames/s
+    from tests.e2e.conftest import read_events
+    out = tmp_path / "out"
+    opts = StackOptions(sources=[str(clip_path(CLIP))], out_dir=out, model=model_name,
+                        http_base_port=0, service_args={"capture": ["--max-fps=6"]})
+    with running_stack(opts) as holder:
+        wait_for(lambda: frames_at_sink(holder) >= 8, 180, "8 frames at the sink")
+        stack = holder["stack"]
+        # when capture is killed with SIGKILL in the middle of the file
+        os.kill(stack.children["capture"].pid, signal.SIGKILL)
+        # then it is restarted and the run ends by itself at the end of the file
+        wait_for(lambda: "result" in holder or stack.finished(), 120, "the end of the run")
+    code, summary = holder["result"]
+    events = read_events(out / "events.jsonl")
+    lost = 41 - len(events)
+    print(f"capture killed at ~frame 8+: {len(events)} of 41 frames written, {lost} lost "
+          f"in the restart gap; summary: {summary['per_stream']}")
+    assert code == 0 and summary["restarts"]["capture"] == 1
+    # and no (stream, seq) was written twice, none beyond the file's 41 frames
+    assert len(set(seqs(events))) == len(events)
+    assert max(e["seq"] for e in events) == 40
+    # and the summary counts what was written and states the frames lost in the gap
+    name = events[0]["stream"]
+    assert summary["frames"] == len(events)
+    assert summary["per_stream"][name]["gap"] == lost
+    assert lost <= 6  # what was in flight inside the killed process, not a replay
+
+
+def test_killed_sink_is_continued_counts_track_ids_and_outputs(tmp_path, model_name):
+    # given a 41-frame file played once into --out, at most 6 frames/s
+    from tests.e2e.conftest import read_events
+    out = tmp_path / "out"
+    opts = StackOptions(sources=[str(clip_path(CLIP))], out_dir=out, model=model_name,
+                        http_base_port=0, service_args={"capture": ["--max-fps=6"]})
+    with running_stack(opts) as holder:
+        wait_for(lambda: frames_at_sink(holder) >= 12, 180, "12 frames at the sink")
+        stack = holder["stack"]
+        # when the sink is killed with SIGKILL in the middle of the file
+        os.kill(stack.children["sink"].pid, signal.SIGKILL)
+        wait_for(lambda: "result" in holder or stack.finished(), 120, "the end of the run")
+    code, summary = holder["result"]
+    # then every line of events.jsonl is whole, and the summary counts all of them
+    events = read_events(out / "events.jsonl")
+    print(f"sink killed after ~12 frames: events.jsonl {len(events)} lines, summary "
+          f"{summary['frames']} frames, breaks {summary['sink_breaks']}, "
+          f"gap {summary['per_stream']}")
+    assert code == 0 and summary["restarts"]["sink"] == 1
+    assert summary["frames"] == len(events)
+    assert len(set(seqs(events))) == len(events)
+    # and the break is recorded where it happened, with the frames lost in it
+    (brk,) = summary["sink_breaks"]
+    before, after = events[:brk["frames"]], events[brk["frames"]:]
+    assert before and after and after[0]["seq"] > before[-1]["seq"]
+    name = events[0]["stream"]
+    assert summary["per_stream"][name]["gap"] == 41 - len(events)
+    # and the new sink's track ids continue above the old one's (one id, one person)
+    ids = lambda evs: {f["track"] for e in evs for f in e["faces"]}  # noqa: E731
+    assert ids(before) and ids(after) and min(ids(after)) > max(ids(before))
+    # and the dead sink's video (killed before its index was written) is not an output
+    assert str(out.resolve() / "annotated.mp4") in summary["unreadable"]
+    assert str(out.resolve() / "annotated.part1.mp4") in summary["outputs"]
+    assert not any(o.endswith("annotated.mp4") for o in summary["outputs"])

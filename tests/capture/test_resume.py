@@ -1,0 +1,92 @@
+"""A capture that starts with an earlier capture's position file resumes it: files at
+the next frame (the same pixels a sequential read gives), every stream numbered from its
+next seq, ended streams not replayed; the file itself is written before every send."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import cv2
+import numpy as np
+from prometheus_client import CollectorRegistry
+
+from services.capture.config import CaptureConfig
+from services.capture.main import main as capture_main
+from services.capture.position import PositionFile, read_positions
+from tests.capture.test_capture_service import _pull, _recv_until_eos
+from tests.conftest import free_port
+
+CLIP = "face-demographics-walking-and-pause.mp4"
+
+
+def run_capture(cfg):
+    stop = threading.Event()
+    rc = {}
+    t = threading.Thread(target=lambda: rc.setdefault("rc", capture_main(
+        cfg, stop=stop, registry=CollectorRegistry())), daemon=True)
+    return t, stop, rc
+
+
+def test_capture_resumes_a_file_at_its_next_frame_and_seq(clip, tmp_path):
+    # given the position file of a capture killed after it had sent seq 0..19 of the clip
+    path = clip(CLIP)
+    positions = tmp_path / "position.json"
+    PositionFile(positions).record("lobby", seq=20, position=20, pass_=0)
+    port = free_port()
+    cfg = CaptureConfig(sources=[f"lobby={path}"], output=f"bind:tcp://127.0.0.1:{port}",
+                        realtime=False, http_port=0, position_file=positions)
+    sock = _pull(port)
+    t, stop, rc = run_capture(cfg)
+    t.start()
+    # when a new capture runs to the end
+    msgs = _recv_until_eos(sock)
+    t.join(10)
+    sock.close()
+    frames = msgs[:-1]
+    # then it sends seq 20..40 only, each the clip's frame of that number
+    assert [m.seq for m in frames] == list(range(20, 41))
+    cap = cv2.VideoCapture(str(path))
+    expected = [cap.read()[1] for _ in range(41)]
+    cap.release()
+    for m in frames:
+        assert np.array_equal(m.image, expected[m.seq]), m.seq
+    # and its end of stream counts all 41 seqs; the file says it ended
+    assert msgs[-1].kind == "eos" and msgs[-1].header["frames"] == 41
+    assert read_positions(positions)["lobby"] == {"seq": 41, "position": 41, "pass": 0,
+                                                  "ended": True}
+    assert rc["rc"] == 0
+
+
+def test_ended_stream_is_not_replayed_and_its_eos_is_sent_again(clip, tmp_path):
+    # given a position file whose stream had ended after 41 frames
+    positions = tmp_path / "position.json"
+    PositionFile(positions).record("lobby", seq=41, position=41, ended=True)
+    port = free_port()
+    cfg = CaptureConfig(sources=[f"lobby={clip(CLIP)}"],
+                        output=f"bind:tcp://127.0.0.1:{port}", realtime=False, http_port=0,
+                        position_file=positions)
+    sock = _pull(port)
+    t, stop, rc = run_capture(cfg)
+    t.start()
+    msgs = _recv_until_eos(sock)
+    t.join(10)
+    sock.close()
+    # then only its end of stream comes again, and the capture exits 0
+    assert [(m.kind, m.header.get("frames")) for m in msgs] == [("eos", 41)]
+    assert rc["rc"] == 0
+
+
+def test_position_file_is_rewritten_in_place_and_never_left_with_a_longer_tail(tmp_path):
+    # given a position file with a long record
+    path = tmp_path / "p.json"
+    pf = PositionFile(path)
+    pf.record("a-long-stream-name", seq=123456789, position=98765)
+    # when a shorter one is written over it (another process, same file)
+    pf.close()
+    pf = PositionFile(path, {})
+    pf.record("b", seq=1)
+    pf.close()
+    # then the file holds exactly the new record (padding is whitespace JSON ignores)
+    assert json.loads(path.read_text())["streams"] == {
+        "b": {"seq": 1, "position": 0, "pass": 0, "ended": False}}
