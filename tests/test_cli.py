@@ -181,3 +181,19 @@ def test_empty_source_is_a_usage_error_not_the_demo(source):
     result = CliRunner().invoke(command, ["--source", source])
     # then click refuses it before anything starts
     assert result.exit_code == 2 and "empty source" in result.output
+
+
+def test_run_with_an_output_folder_that_cannot_be_written_exits_2_with_one_line(tmp_path):
+    # given --out below a regular file (as /etc/hostname/x)
+    (tmp_path / "hostname").write_text("x")
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"")  # (the source is not opened: the check comes first)
+    r = subprocess.run([sys.executable, "-m", "services.cli", "run", "--source", str(clip),
+                        "--out", str(tmp_path / "hostname" / "x"), "--http-base-port", "0"],
+                       capture_output=True, text=True, timeout=120, cwd=ROOT)
+    # then it exits 2 before anything starts, with one line naming the file in the way
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    assert r.returncode == 2, r.stderr
+    assert len(lines) == 1, r.stderr
+    assert f"{tmp_path / 'hostname'} is a file" in lines[0]
+    assert "agegender run summary" not in r.stdout

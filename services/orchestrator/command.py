@@ -9,8 +9,10 @@ from pathlib import Path
 
 import click
 
+from common.outdir import OutDirError, OutDirLock
 from common.process import install_signal_handlers
-from services.orchestrator.options import StackOptions, parse_service_args, parse_threads
+from services.orchestrator.options import (EXIT_CONFIG, StackOptions, parse_service_args,
+                                           parse_threads)
 from services.orchestrator.runner import run_stack
 from services.orchestrator.summary import format_summary
 
@@ -44,7 +46,8 @@ def _check_sources(ctx, param, sources):
               help="Video file, image folder, rtsp://..., http(s)://... MJPEG, camera index "
                    "(0) or /dev/videoN; repeat for several streams. None: the built-in demo.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Write DIR/annotated.mp4 and DIR/events.jsonl.")
+              help="Write DIR/annotated.mp4, DIR/events.jsonl and DIR/summary.json; the "
+                   "run owns DIR while it runs (a second run on it is refused).")
 @click.option("--realtime", type=click.BOOL, default=True, is_flag=False, flag_value="true",
               show_default=True, help="Pace files at their native frame rate; "
               "'--realtime false' (or --no-realtime) runs as fast as the stack allows.")
@@ -102,9 +105,20 @@ def command(sources, out_dir, realtime, no_realtime, loop, model, detector_backe
                         threads=threads, http_base_port=http_base_port,
                         max_restarts=max_restarts, hwm=hwm, stall_timeout_s=stall_timeout_s,
                         service_args=service_args, log_level=log_level)
+    lock = None
+    if out_dir is not None:
+        try:
+            lock = OutDirLock(out_dir).acquire()
+        except OutDirError as exc:  # before anything starts: one line, exit 2
+            click.echo(f"agegender run: {exc}", err=True)
+            raise SystemExit(EXIT_CONFIG) from None
     stop = threading.Event()
     install_signal_handlers(stop)
-    code, summary = run_stack(opts, stop, progress=progress)
+    try:
+        code, summary = run_stack(opts, stop, progress=progress, out_lock=lock)
+    finally:
+        if lock is not None:
+            lock.release()
     click.echo(format_summary(summary))
     if summary_json is not None:
         summary_json.write_text(json.dumps(summary, indent=2))

@@ -6,9 +6,12 @@ import logging
 import sys
 import threading
 import time
+from pathlib import Path
 
+from common.outdir import OutDirLock
 from services.orchestrator.options import EXIT_OK, EXIT_START_FAILED, StackOptions
 from services.orchestrator.stack import Stack
+from services.orchestrator.summary import SUMMARY_NAME, write_summary_file
 
 log = logging.getLogger("agegender.run")
 
@@ -71,7 +74,8 @@ def _watch(stack: Stack, opts: StackOptions, bar: _Progress | None) -> int:
 
 
 def run_stack(opts: StackOptions, stop: threading.Event | None = None,
-              progress: bool = True, on_started=None) -> tuple[int, dict]:
+              progress: bool = True, on_started=None,
+              out_lock: OutDirLock | None = None) -> tuple[int, dict]:
     """Run the stack until the sink is done, a service is given up on, or ``stop``.
 
     Args:
@@ -80,11 +84,30 @@ def run_stack(opts: StackOptions, stop: threading.Event | None = None,
         progress: show a tqdm progress bar on stderr.
         on_started: called with the :class:`~services.orchestrator.stack.Stack` once every
             child is started (benchmarks sample CPU and memory of ``stack.children``).
+        out_lock: the output folder's lock, already held (the CLI takes it first, to
+            refuse with one line); when ``None`` and ``opts.out_dir`` is set, taken here
+            and released at the end.
 
     Returns:
         ``(exit code, summary dict)`` (see :mod:`services.orchestrator.options` for the
-        codes, :func:`services.orchestrator.summary.build_summary` for the summary).
+        codes, :func:`services.orchestrator.summary.build_summary` for the summary). With
+        ``opts.out_dir`` the summary is also written to ``OUT/summary.json``.
+
+    Raises:
+        common.outdir.OutDirError: ``opts.out_dir`` cannot be written, or another run
+            owns it (:class:`common.outdir.OutDirBusy`); nothing was started.
     """
+    own_lock = None
+    if opts.out_dir is not None and out_lock is None:
+        own_lock = OutDirLock(opts.out_dir).acquire()
+    try:
+        return _run(opts, stop, progress, on_started)
+    finally:
+        if own_lock is not None:
+            own_lock.release()
+
+
+def _run(opts: StackOptions, stop, progress: bool, on_started) -> tuple[int, dict]:
     stack = Stack(opts, stop)
     t0 = time.monotonic()
     code = EXIT_OK
@@ -105,6 +128,8 @@ def run_stack(opts: StackOptions, stop: threading.Event | None = None,
         stack.shutdown()
         stack.scrape_all()  # every process has exited: their final metrics files
         summary = stack.summary(time.monotonic() - t0)
+        if opts.out_dir is not None:
+            write_summary_file(Path(opts.out_dir) / SUMMARY_NAME, summary)
         stack.cleanup(keep_logs=code != EXIT_OK)
         if code != EXIT_OK:
             log.error("service logs kept in %s", stack.run_dir / "logs")

@@ -2,7 +2,26 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 from pathlib import Path
+
+log = logging.getLogger("agegender.run")
+
+
+#: The summary's JSON file in the output folder.
+SUMMARY_NAME = "summary.json"
+
+
+def write_summary_file(path: Path, summary: dict) -> None:
+    """Write the summary as JSON to ``path`` (atomic replace; a failure is logged)."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(json.dumps(summary, indent=2))
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.error("could not write the summary to %s: %s", path, exc)
 
 
 def parse_metrics(text: str):
@@ -138,8 +157,8 @@ def format_summary(s: dict) -> str:
         lines.append(f"  sink break   a restarted sink continued after {b['frames']} "
                      f"frame(s) (next seq {counts(b.get('next_seq') or {})})")
     if s.get("unreadable"):
-        lines.append(f"  UNREADABLE   {', '.join(s['unreadable'])} (its writer was killed "
-                     "before it finished the file; not an output)")
+        lines.append(f"  UNREADABLE   {', '.join(s['unreadable'])} (not an output: its "
+                     "writer was killed, or could not finish it, before the index)")
     if s.get("gave_up"):
         lines.append(f"  GAVE UP on   {s['gave_up']} (crashed too often)")
     if s["frames"] == 0 and not s.get("refused"):

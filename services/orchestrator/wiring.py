@@ -99,8 +99,9 @@ def service_arguments(opts: StackOptions, run_dir: Path, ports: dict[str, int],
                  "--display", str(opts.display).lower(),
                  "--metrics-only", str(opts.metrics_only).lower()],
     }
-    if opts.out_dir is not None:
-        args["sink"] += ["--out-dir", str(Path(opts.out_dir).resolve())]
+    if opts.out_dir is not None:  # the run holds the folder's lock itself
+        args["sink"] += ["--out-dir", str(Path(opts.out_dir).resolve()),
+                         "--lock-out-dir", "false"]
     if video_fps:
         args["sink"] += ["--video-fps", f"{video_fps:.4f}"]
     if opts.trace_path is not None:

@@ -161,6 +161,8 @@ class JsonLinesOutput(Output):
         append: continue an existing file instead of replacing it.
     """
 
+    fatal_errors = (OSError,)  # a file that cannot be written loses what it should keep
+
     def __init__(self, name: str, path: Path, record: Callable[[SinkResult], dict],
                  append: bool = False):
         self.name = name
@@ -174,13 +176,26 @@ class JsonLinesOutput(Output):
         self.file = JsonLines(self.path, append=self.append)
 
     def write(self, result: SinkResult) -> None:
-        """Write the frame's record as one line."""
-        self.file.write(self.record(result))
+        """Write the frame's record as one line.
+
+        Raises:
+            OSError: the line could not be written (``[Errno 28] No space left on
+                device``...); the message names the file.
+        """
+        try:
+            self.file.write(self.record(result))
+        except OSError as exc:
+            raise type(exc)(exc.errno, f"cannot write {self.path}: {exc.strerror}") from None
 
     def close(self) -> None:
-        """Close the file."""
+        """Close the file (what could not be written is not retried)."""
         if self.file is not None:
-            self.file.close()
+            file, self.file = self.file, None
+            try:
+                file.close()
+            except OSError as exc:
+                raise type(exc)(exc.errno, f"cannot write {self.path}: {exc.strerror}") \
+                    from None
 
 
 def events_output(path: Path, append: bool = False) -> JsonLinesOutput:

@@ -22,6 +22,7 @@ from pathlib import Path
 from prometheus_client import Counter, Histogram
 
 from common.metrics import LATENCY_BUCKETS
+from common.outdir import OutDirError, OutDirLock
 from common.service import ServiceRuntime
 from common.states import ServiceState
 from services.sink.config import SinkConfig
@@ -151,7 +152,10 @@ def main(cfg: SinkConfig, *, stop: threading.Event | None = None, registry=None)
 
     Returns:
         0 (clean stop or all expected streams ended; frames that could not be rendered
-        are counted as dropped ``bad_image`` and logged).
+        are counted as dropped ``bad_image`` and logged); 2 when ``out_dir`` cannot be
+        created or written, or another process owns it (:mod:`common.outdir`), at start,
+        or when a file output fails during the run (a full disk): written no more, the
+        sink stops and says why (restarting cannot help).
     """
     stop = stop or threading.Event()
     hub = MJPEGHub(stop, cfg.jpeg_quality) \
@@ -159,87 +163,113 @@ def main(cfg: SinkConfig, *, stop: threading.Event | None = None, registry=None)
     with ServiceRuntime("sink", cfg, routes=hub.routes("agegender sink") if hub else None,
                         stop=stop, registry=registry) as rt:
         sm = SinkMetrics(rt.metrics.registry)
-        stats = continued_stats(cfg) if cfg.append else SinkStats()
-        records, images = build_outputs(cfg, hub, sm.output_errors)
-        events = next((o for o in records.outputs if o.name == "events"), None)
-        renderer = Renderer(images, on_drop=rt.metrics.drop) if images else None
-        rx = rt.receiver(cfg.input, kinds=("result", "eos"))
-        rt.health.enter(ServiceState.RUNNING)
-        ends = StreamEnds(cfg.eos_grace_s)
-        ends.ended = stats.ended  # one list: the status file shows what StreamEnds decided
-        ends.results = dict(stats.streams)
-        tracker = FaceTracker(cfg.track_window, cfg.track_iou, cfg.track_max_gap_s,
-                              on_new_track=lambda _stream: sm.tracks.inc(),
-                              last_ids={k: v.track_max for k, v in stats.per_stream.items()})
-
-        def status(done: bool = False) -> None:
-            """Write the status file (counts, and how much of events.jsonl they cover)."""
-            if events is not None and events.file is not None:
-                stats.events_bytes = events.file.bytes
-            write_json_atomic(cfg.status_path, stats.snapshot(done=done))
-        finished = False
-        next_status = 0.0
-        log.info("sink ready: out_dir=%s, live view %s, expected streams %s",
-                 cfg.out_dir, f"http://localhost:{rt.http.port}/" if hub else "off",
-                 cfg.expected_streams or "unlimited")
+        lock = None
+        if cfg.out_dir is not None and not cfg.metrics_only:
+            try:
+                if cfg.lock_out_dir:
+                    lock = OutDirLock(cfg.out_dir).acquire()
+                else:
+                    Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                return rt.refuse(str(exc) if isinstance(exc, OutDirError) else
+                                 f"cannot create the output folder {cfg.out_dir}: {exc}")
         try:
-            while not rt.stop.is_set():
-                rt.health.beat()
-                now = time.monotonic()
-                if cfg.status_path is not None and now >= next_status:
-                    status()
-                    next_status = now + STATUS_EVERY_S
-                msg = rx.recv(cfg.recv_timeout_ms)
-                newly_ended = ends.expire()
-                if msg is not None and msg.kind == "eos":
-                    sm.eos.inc()
-                    frames = msg.header.get("frames")
-                    if isinstance(frames, int) and not isinstance(frames, bool):
-                        stats.stream(msg.stream).ended(frames)
-                    newly_ended += ends.eos(msg.stream, frames)
-                for stream in newly_ended:
-                    tracker.end(stream)
-                if cfg.expected_streams and len(ends.ended) >= cfg.expected_streams:
-                    finished = True
-                    break
-                if msg is None or msg.kind == "eos":
-                    continue
-                if msg.kind != "result":
-                    log.warning("ignored a %r message on the result input", msg.kind)
-                    continue
-                t_ns = time.time_ns()
-                latency = (t_ns - msg.header["t_capture_ns"]) / 1e9
-                t0 = time.monotonic()
-                faces = tracker.update(msg.stream, msg.header["t_capture_ns"] / 1e9,
-                                       msg.header.get("faces", []))
-                msg.header["faces"] = faces  # smoothed: events and video show the same
-                n_faces = len(faces)
-                sm.e2e.observe(max(latency, 0.0))
-                sm.frames.inc()
-                sm.faces.inc(n_faces)
-                stats.add(msg.stream, latency, n_faces, seq=msg.seq,
-                          live=bool(msg.header.get("live", False)))
-                note_tracks(stats.stream(msg.stream), faces)
-                for stream in ends.result(msg.stream):
-                    tracker.end(stream)
-                result = SinkResult(msg, latency, t_ns)
-                records.write(result)
-                if renderer is not None:
-                    renderer.submit(result, block=not msg.header.get("live", False),
-                                    stop=rt.stop)
-                rt.metrics.stage_seconds.labels("sink").observe(time.monotonic() - t0)
+            return _serve(cfg, rt, sm, hub)
         finally:
-            if finished:
-                rt.health.enter(ServiceState.DRAINING)
+            if lock is not None:
+                lock.release()
+
+
+def _serve(cfg: SinkConfig, rt: ServiceRuntime, sm: SinkMetrics, hub) -> int:
+    """The sink's receive loop (see :func:`main`)."""
+    stats = continued_stats(cfg) if cfg.append else SinkStats()
+    records, images = build_outputs(cfg, hub, sm.output_errors)
+    events = next((o for o in records.outputs if o.name == "events"), None)
+    renderer = Renderer(images, on_drop=rt.metrics.drop) if images else None
+    rx = rt.receiver(cfg.input, kinds=("result", "eos"))
+    rt.health.enter(ServiceState.RUNNING)
+    ends = StreamEnds(cfg.eos_grace_s)
+    ends.ended = stats.ended  # one list: the status file shows what StreamEnds decided
+    ends.results = dict(stats.streams)
+    tracker = FaceTracker(cfg.track_window, cfg.track_iou, cfg.track_max_gap_s,
+                          on_new_track=lambda _stream: sm.tracks.inc(),
+                          last_ids={k: v.track_max for k, v in stats.per_stream.items()})
+
+    def status(done: bool = False) -> None:
+        """Write the status file (counts, and how much of events.jsonl they cover)."""
+        if events is not None and events.file is not None:
+            stats.events_bytes = events.file.bytes
+        write_json_atomic(cfg.status_path, stats.snapshot(done=done))
+    finished = False
+    next_status = 0.0
+    log.info("sink ready: out_dir=%s, live view %s, expected streams %s",
+             cfg.out_dir, f"http://localhost:{rt.http.port}/" if hub else "off",
+             cfg.expected_streams or "unlimited")
+    try:
+        while not rt.stop.is_set():
+            rt.health.beat()
+            now = time.monotonic()
+            if cfg.status_path is not None and now >= next_status:
+                status()
+                next_status = now + STATUS_EVERY_S
+            if records.fatal or images.fatal:
+                break  # a file cannot be written: see below
+            msg = rx.recv(cfg.recv_timeout_ms)
+            newly_ended = ends.expire()
+            if msg is not None and msg.kind == "eos":
+                sm.eos.inc()
+                frames = msg.header.get("frames")
+                if isinstance(frames, int) and not isinstance(frames, bool):
+                    stats.stream(msg.stream).ended(frames)
+                newly_ended += ends.eos(msg.stream, frames)
+            for stream in newly_ended:
+                tracker.end(stream)
+            if cfg.expected_streams and len(ends.ended) >= cfg.expected_streams:
+                finished = True
+                break
+            if msg is None or msg.kind == "eos":
+                continue
+            if msg.kind != "result":
+                log.warning("ignored a %r message on the result input", msg.kind)
+                continue
+            t_ns = time.time_ns()
+            latency = (t_ns - msg.header["t_capture_ns"]) / 1e9
+            t0 = time.monotonic()
+            faces = tracker.update(msg.stream, msg.header["t_capture_ns"] / 1e9,
+                                   msg.header.get("faces", []))
+            msg.header["faces"] = faces  # smoothed: events and video show the same
+            n_faces = len(faces)
+            sm.e2e.observe(max(latency, 0.0))
+            sm.frames.inc()
+            sm.faces.inc(n_faces)
+            stats.add(msg.stream, latency, n_faces, seq=msg.seq,
+                      live=bool(msg.header.get("live", False)))
+            note_tracks(stats.stream(msg.stream), faces)
+            for stream in ends.result(msg.stream):
+                tracker.end(stream)
+            result = SinkResult(msg, latency, t_ns)
+            records.write(result)
             if renderer is not None:
-                renderer.close(drain=finished)
-            records.close()
-            if cfg.status_path is not None:
-                status(done=finished)
-            snap = stats.snapshot()
-            log.info("sink done: %d frames, %d faces, %.1f fps, latency p50 %s p95 %s s",
-                     snap["frames"], snap["faces"], snap["fps"], snap["latency_s"]["p50"],
-                     snap["latency_s"]["p95"])
+                renderer.submit(result, block=not msg.header.get("live", False),
+                                stop=rt.stop)
+            rt.metrics.stage_seconds.labels("sink").observe(time.monotonic() - t0)
+    finally:
+        if finished:
+            rt.health.enter(ServiceState.DRAINING)
+        if renderer is not None:
+            renderer.close(drain=finished)
+        records.close()
+        if cfg.status_path is not None:
+            status(done=finished)
+        snap = stats.snapshot()
+        log.info("sink done: %d frames, %d faces, %.1f fps, latency p50 %s p95 %s s",
+                 snap["frames"], snap["faces"], snap["fps"], snap["latency_s"]["p50"],
+                 snap["latency_s"]["p95"])
     if renderer is not None and renderer.error is not None:
         log.warning("some frames could not be rendered (last error: %s)", renderer.error)
+    fatal = records.fatal or images.fatal
+    if fatal:
+        return rt.refuse(f"the output folder {cfg.out_dir} cannot be written ({fatal}); "
+                         "stopping: restarting cannot help (free space, or choose another "
+                         "output folder)")
     return 0

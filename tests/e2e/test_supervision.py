@@ -153,3 +153,83 @@ def test_killed_sink_is_continued_counts_track_ids_and_outputs(tmp_path, model_n
     assert str(out.resolve() / "annotated.mp4") in summary["unreadable"]
     assert str(out.resolve() / "annotated.part1.mp4") in summary["outputs"]
     assert not any(o.endswith("annotated.mp4") for o in summary["outputs"])
+
+
+def start_run(args: list[str], tmp_path, tag: str):
+    """``agegender run ARGS`` as its own process group; stdout/stderr in tmp_path."""
+    import subprocess
+    import sys
+    out = open(tmp_path / f"{tag}.out", "w")
+    err = open(tmp_path / f"{tag}.err", "w")
+    return subprocess.Popen([sys.executable, "-m", "services.cli", "run", "--no-progress",
+                             "--http-base-port", "0", *args], stdout=out, stderr=err,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def stop_run(proc, timeout_s: float = 30) -> int:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGINT)
+    try:
+        return proc.wait(timeout_s)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def test_second_run_on_the_same_output_folder_is_refused_naming_the_first(tmp_path,
+                                                                          model_name):
+    # given a run writing into a folder
+    import json
+    from tests.e2e.conftest import read_events
+    out = tmp_path / "out"
+    first = start_run(["--source", str(clip_path(CLIP)), "--loop", "--out", str(out),
+                       "--model", model_name], tmp_path, "first")
+    try:
+        wait_for(lambda: (out / "events.jsonl").is_file()
+                 and (out / "events.jsonl").stat().st_size > 0, 180, "the first run's events")
+        # when a second run is started on the same folder
+        second = start_run(["--source", str(clip_path(CLIP)), "--out", str(out),
+                            "--model", model_name], tmp_path, "second")
+        rc2 = second.wait(60)
+        err2 = (tmp_path / "second.err").read_text()
+        # then it is refused at once with exit code 2 and a message naming the first run
+        assert rc2 == 2, err2
+        assert f"pid {first.pid}" in err2 and "in use by another run" in err2
+        assert first.poll() is None  # the first one goes on
+    finally:
+        rc1 = stop_run(first)
+    # and the first run's data is whole: every line parses, the summary counts them all
+    assert rc1 == 0, (tmp_path / "first.err").read_text()[-2000:]
+    events = read_events(out / "events.jsonl")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["frames"] == len(events) > 0
+    assert not (out / ".agegender.lock").exists()
+
+
+def test_full_disk_during_a_run_stops_it_with_exit_2_and_no_restart(tmp_path, model_name):
+    # given an output folder on a 512 KiB file system (tmpfs; needs the right to mount)
+    import subprocess
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mnt)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({r.stderr.strip()})")
+    try:
+        # when a looping run writes into it until it is full
+        proc = start_run(["--source", str(clip_path(CLIP)), "--loop", "--out", str(mnt),
+                          "--model", model_name], tmp_path, "full")
+        try:
+            rc = proc.wait(180)
+        finally:
+            stop_run(proc)
+        out = (tmp_path / "full.out").read_text()
+        err = (tmp_path / "full.err").read_text()
+        # then it stops by itself with exit code 2, says the disk is full, no restarts
+        assert rc == 2, err[-3000:]
+        assert "No space left on device" in out, out
+        assert " died " not in err and "; restarting (" not in err
+        assert "refused" in err and "sink" in err
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
