@@ -53,8 +53,9 @@ def test_predict_normalises_odd_images_and_reports_broken_ones(odd_images):
     # given a folder with colour, RGBA, gray+alpha, 2x2, 1x1 and a broken PNG
     # when predict runs on it
     r = run_predict([str(odd_images)])
-    # then it exits 0 and prints one JSON object per face with the documented keys
-    assert r.returncode == 0, r.stderr
+    # then it exits 1 (a file failed) and prints one JSON object per face of the others,
+    # with the documented keys
+    assert r.returncode == 1, r.stderr
     records = [json.loads(line) for line in r.stdout.splitlines()]
     by_file = {}
     for rec in records:
@@ -71,10 +72,10 @@ def test_predict_normalises_odd_images_and_reports_broken_ones(odd_images):
     assert "d_2x2.png: no face found (2x2)" in r.stderr
     assert "e_1x1.png: no face found (1x1)" in r.stderr
     assert "error:" in r.stderr and "f_broken.png" in r.stderr
-    assert "5 of 6 images read" in r.stderr
+    assert "5 of 6 images read, 3 faces, 1 failed" in r.stderr
 
 
-def test_predict_fails_only_when_nothing_can_be_read(tmp_path):
+def test_predict_fails_when_nothing_can_be_read(tmp_path):
     # given only unreadable inputs
     (tmp_path / "x.png").write_bytes(b"garbage")
     # when predict runs

@@ -50,6 +50,11 @@ class CaptureConfig(ServiceConfig):
     reconnect_max_s: float = Field(10.0, gt=0.0, le=600.0, description="Largest reconnect "
                                    "delay (seconds).")
     http_port: int = Field(9101, ge=0, le=65535, description="HTTP port; 0 disables it.")
+    status_path: Path | None = Field(None, description="Write a JSON status here every "
+                                     "0.5 s and at exit: each stream's state (live sources: "
+                                     "up/down since, reconnect attempts, last error), frames "
+                                     "sent, image files skipped and why. 'agegender run' "
+                                     "reads it for its console and summary.")
     position_file: Path | None = Field(None, description="Keep each stream's next seq and "
                                        "file position here (written before every frame is "
                                        "sent); a capture started with an existing file "

@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 #: Frame rate (frames/s) of image folders when the config gives none.
 DEFAULT_FOLDER_FPS = 10.0
+#: Skipped files of one folder kept with their reasons (for the status file/summary).
+MAX_SKIPPED_KEPT = 1000
 
 
 class FiniteSource:
@@ -196,6 +198,9 @@ class ImageFolderSource(FiniteSource):
         self.fps = float(options.fps or DEFAULT_FOLDER_FPS)
         self._pos = 0
         self.skipped = 0
+        #: ``(file, reason)`` of the files skipped so far (the first
+        #: :data:`MAX_SKIPPED_KEPT`; :attr:`skipped` counts them all).
+        self.skipped_files: list[tuple[str, str]] = []
         log.info("stream %s: image folder %s (%d images, %.1f fps)", name, uri,
                  len(self.paths), self.fps)
 
@@ -219,6 +224,8 @@ class ImageFolderSource(FiniteSource):
                 return read_image(path)
             except BadImage as exc:
                 self.skipped += 1
+                if len(self.skipped_files) < MAX_SKIPPED_KEPT:
+                    self.skipped_files.append((str(path), exc.reason))
                 log.warning("stream %s: image skipped (dropped, reason bad_image): %s",
                             self.name, exc)
                 self._drop_bad_image()

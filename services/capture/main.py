@@ -23,7 +23,9 @@ source cannot be opened, and 0 on SIGINT/SIGTERM.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+import os
 import threading
 import time
 
@@ -48,6 +50,8 @@ TICK_S = 0.05
 STOP_EOS_TIMEOUT_S = 0.7
 #: Limit for the end-of-stream send at the end of a file (seconds).
 EOS_TIMEOUT_S = 30.0
+#: Seconds between two writes of the status file.
+STATUS_EVERY_S = 0.5
 #: At a normal end, how long queued frames and end of stream may take to reach the peer
 #: before the process exits anyway (seconds).
 FLUSH_LINGER_S = 10.0
@@ -219,6 +223,48 @@ class _Sender:
         return sent
 
 
+def stream_status(p: _Playback) -> dict:
+    """One stream's entry of the status file (see :func:`write_status`)."""
+    src = p.source
+    entry = {"kind": src.kind, "live": src.live, "sent": p.sent}
+    if src.live:
+        entry.update(state=src.state.value, since=src.since, reconnects=src.reconnects,
+                     last_error=src.last_error, frames_read=src.frames_read)
+    else:
+        entry.update(state="ended" if p.ended else "playing",
+                     skipped=getattr(src, "skipped", 0))
+    return entry
+
+
+def write_status(path, playbacks: list[_Playback], done: bool = False) -> None:
+    """Write capture's status file (atomic replace; a failure is logged)::
+
+        {"streams": {"<stream>": {"kind": str, "live": bool, "sent": int,
+                                  "state": "playing" | "ended" (files) or the live
+                                      source's state ("connecting", "up", "down",
+                                      "reconnecting", "closed"),
+                                  "since": float (Unix s, live), "reconnects": int (live),
+                                  "last_error": str | null (live, URI redacted),
+                                  "frames_read": int (live), "skipped": int (files)}},
+         "skipped": [{"stream": str, "file": str, "reason": str}] (files of image folders
+             that could not be read, the first 1000 per folder),
+         "done": bool, "time": float (Unix s)}
+
+    ``agegender run`` reads it for the console (each live source's state) and the
+    summary (sources down, files skipped and why).
+    """
+    skipped = [{"stream": p.name, "file": f, "reason": r} for p in playbacks
+               for f, r in getattr(p.source, "skipped_files", [])]
+    data = {"streams": {p.name: stream_status(p) for p in playbacks}, "skipped": skipped,
+            "done": done, "time": time.time()}
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.error("cannot write the status file %s: %s", path, exc)
+
+
 def run_loop(rt: ServiceRuntime, tx, playbacks: list[_Playback], cm: CaptureMetrics,
              notify: threading.Event, positions: PositionFile | None = None,
              on_tick=None) -> int:
@@ -326,6 +372,14 @@ def main(cfg, *, stop: threading.Event | None = None, registry=None) -> int:
                 log.info("stream %s: %s source, %s", p.source.name, p.source.kind,
                          f"one frame per {p.period_s * 1000:.0f} ms" if p.period_s
                          else "unpaced")
+            next_status = [0.0]
+
+            def on_tick() -> None:
+                """Write the status file every STATUS_EVERY_S seconds."""
+                if cfg.status_path is not None and time.monotonic() >= next_status[0]:
+                    write_status(cfg.status_path, playbacks)
+                    next_status[0] = time.monotonic() + STATUS_EVERY_S
+
             positions = None
             if cfg.position_file is not None:
                 resume(playbacks, read_positions(cfg.position_file))
@@ -334,10 +388,12 @@ def main(cfg, *, stop: threading.Event | None = None, registry=None) -> int:
             rt.health.enter(ServiceState.RUNNING)
             log.info("capture ready: %d source(s) -> %s", len(sources), cfg.output)
             try:
-                rc = run_loop(rt, tx, playbacks, cm, notify, positions)
+                rc = run_loop(rt, tx, playbacks, cm, notify, positions, on_tick)
             finally:
                 if positions is not None:
                     positions.close()
+                if cfg.status_path is not None:
+                    write_status(cfg.status_path, playbacks, done=True)
             if not rt.stop.is_set():
                 rt.health.enter(ServiceState.DRAINING)
                 # Normal end: frames and end of stream may still sit in ZeroMQ's queue; the

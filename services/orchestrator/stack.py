@@ -27,6 +27,15 @@ log = logging.getLogger("agegender.run")
 HEALTH_EVERY_S = 1.0
 
 
+def _read_json(path: Path) -> dict:
+    """The JSON object in ``path``; ``{}`` when absent, unreadable or not an object."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 class Stack:
     """The four services as processes, wired over ``ipc://`` endpoints in a temp dir.
 
@@ -123,10 +132,12 @@ class Stack:
 
     def status(self) -> dict:
         """The sink's newest status (frames, faces, fps, latency); ``{}`` before any."""
-        try:
-            return json.loads(self.status_path.read_text())
-        except (OSError, ValueError):
-            return {}
+        return _read_json(self.status_path)
+
+    def capture_status(self) -> dict:
+        """Capture's newest status (each stream's state, skipped files; see
+        :func:`services.capture.main.write_status`); ``{}`` before any."""
+        return _read_json(self.run_dir / "capture_status.json")
 
     def scrape_all(self) -> None:
         """Fetch the metrics of every started service (kept per child); running ones'
@@ -197,4 +208,5 @@ class Stack:
             self.status(), {s: c.last_metrics for s, c in self.children.items()},
             {s: c.total_restarts for s, c in self.children.items()}, elapsed_s,
             gave_up=self.watchdog.gave_up, refused=self.watchdog.refused,
-            outputs=outputs, stalls=self.watchdog.stall_events, unreadable=unreadable)
+            outputs=outputs, stalls=self.watchdog.stall_events, unreadable=unreadable,
+            capture=self.capture_status())

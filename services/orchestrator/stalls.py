@@ -165,6 +165,7 @@ class StallDetector:
             w.waiting_since = now
         idle = now - max(w.received_t, w.since, w.waiting_since)
         if idle > self.timeout_s:
-            return (f"received nothing for {idle:.1f} s while {waiting:.0f} message(s) "
-                    f"from {up} wait")
+            n = round(waiting)
+            return (f"received nothing for {idle:.1f} s while {n} message"
+                    f"{' waits' if n == 1 else 's wait'} from {up}")
         return None

@@ -66,7 +66,7 @@ def written_outputs(out_dir: Path | None) -> tuple[list[str], list[str]]:
 def build_summary(status: dict, metrics: dict[str, str], restarts: dict[str, int],
                   elapsed_s: float, gave_up: str | None = None, refused: dict | None = None,
                   outputs: list[str] | None = None, stalls: list[dict] | None = None,
-                  unreadable: list[str] | None = None) -> dict:
+                  unreadable: list[str] | None = None, capture: dict | None = None) -> dict:
     """Frames, faces, fps, e2e latency percentiles (s), drops and malformed messages
     by stage and reason, restarts by service.
 
@@ -80,6 +80,8 @@ def build_summary(status: dict, metrics: dict[str, str], restarts: dict[str, int
         outputs: files the sink wrote.
         stalls: ``{"service", "reason", "t"}`` of each stall the watchdog found.
         unreadable: videos a killed sink left unreadable.
+        capture: capture's last status (:func:`services.capture.main.write_status`):
+            live sources' states go to ``sources``, files skipped and why to ``skipped``.
 
     ``fps`` is over the frames' own span at the sink (first to last frame, ``span_s``),
     not over the run's wall clock with its start-up; ``per_stream`` has each stream's
@@ -108,10 +110,44 @@ def build_summary(status: dict, metrics: dict[str, str], restarts: dict[str, int
         "latency_s": status.get("latency_s", {}), "streams": status.get("streams", {}),
         "per_stream": per_stream, "sink_breaks": list(status.get("breaks") or []),
         "unreadable": list(unreadable or []),
+        "sources": {name: {k: st.get(k) for k in ("state", "since", "reconnects",
+                                                   "last_error", "frames_read", "sent")}
+                    for name, st in ((capture or {}).get("streams") or {}).items()
+                    if st.get("live")},
+        "skipped": list((capture or {}).get("skipped") or []),
         "drops": drops, "malformed": malformed, "restarts": dict(restarts),
         "gave_up": gave_up, "refused": refused, "outputs": list(outputs or []),
         "stalls": list(stalls or []),
     }
+
+
+#: Skipped input files listed one per line in the printed summary (all are in the JSON).
+MAX_SKIPPED_SHOWN = 10
+
+
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """``"1 face"``, ``"2 faces"``: ``n`` and the word in the number ``n`` calls for."""
+    return f"{n} {word if n == 1 else (words or word + 's')}"
+
+
+def source_state(name: str, src: dict, now: float | None = None) -> str:
+    """A live source's state in words: ``"cam0 down since 22:41:03 (for 12 s), never up;
+    reconnect attempt 4; last error: cannot open rtsp://127.0.0.1:8599/x"``."""
+    import time
+    state = src.get("state") or "?"
+    text = f"{name} {state}"
+    since = src.get("since")
+    if isinstance(since, (int, float)):
+        now = time.time() if now is None else now
+        text += (f" since {time.strftime('%H:%M:%S', time.localtime(since))} "
+                 f"(for {max(now - since, 0):.0f} s)")
+    if not src.get("frames_read"):
+        text += ", never up"
+    if src.get("reconnects"):
+        text += f"; reconnect attempt {src['reconnects']}"
+    if src.get("last_error"):
+        text += f"; last error: {src['last_error']}"
+    return text
 
 
 def format_summary(s: dict) -> str:
@@ -151,18 +187,31 @@ def format_summary(s: dict) -> str:
             f"{k} {v['frames']} ({v['fps']:.1f} fps)" for k, v in sorted(per_stream.items())))
     gaps = {k: v["gap"] for k, v in per_stream.items() if v.get("gap")}
     if gaps:
-        lines.append(f"  LOST         {counts(gaps)} frame(s) never reached the sink (seq "
-                     "gaps: lost with a killed or restarted service)")
+        lines.append(f"  LOST         {counts(gaps)} (frames sent that never reached the "
+                     "sink, by stream: lost with a killed or restarted service)")
     for b in s.get("sink_breaks") or []:
-        lines.append(f"  sink break   a restarted sink continued after {b['frames']} "
-                     f"frame(s) (next seq {counts(b.get('next_seq') or {})})")
+        lines.append(f"  sink break   a restarted sink continued after "
+                     f"{plural(b['frames'], 'frame')} (next seq "
+                     f"{counts(b.get('next_seq') or {})})")
     if s.get("unreadable"):
         lines.append(f"  UNREADABLE   {', '.join(s['unreadable'])} (not an output: its "
                      "writer was killed, or could not finish it, before the index)")
     if s.get("gave_up"):
         lines.append(f"  GAVE UP on   {s['gave_up']} (crashed too often)")
+    for name, src in sorted((s.get("sources") or {}).items()):
+        if src.get("state") != "up" or not src.get("frames_read"):
+            lines.append(f"  SOURCE       {source_state(name, src)}")
+    skipped = s.get("skipped") or []
+    for item in skipped[:MAX_SKIPPED_SHOWN]:
+        lines.append(f"  SKIPPED      {item['file']}: {item['reason']}")
+    if len(skipped) > MAX_SKIPPED_SHOWN:
+        lines.append(f"  SKIPPED      ... and {plural(len(skipped) - MAX_SKIPPED_SHOWN, 'more file')}"
+                     " (all of them in summary.json / --summary-json)")
     if s["frames"] == 0 and not s.get("refused"):
-        lines.append("  WARNING      no frame reached the sink (see drops above)")
+        down = [k for k, v in (s.get("sources") or {}).items() if not v.get("frames_read")]
+        why = (f": source {', '.join(sorted(down))} never delivered one (see SOURCE above)"
+               if down else " (see drops above)")
+        lines.append(f"  WARNING      no frame reached the sink{why}")
     if s.get("refused"):
         lines.append(f"  FAILED       {s['refused']['service']}: {s['refused']['error']}")
     if s.get("outputs"):

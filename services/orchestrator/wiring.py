@@ -70,7 +70,8 @@ def service_arguments(opts: StackOptions, run_dir: Path, ports: dict[str, int],
     ``results.sock``, which the sink binds. The sink writes its status to
     ``run_dir/sink_status.json`` (a restarted sink continues from it), capture its
     streams' positions to ``run_dir/capture_position.json`` (a restarted capture resumes
-    from it).
+    from it) and its status (source states, skipped files) to
+    ``run_dir/capture_status.json``.
 
     Args:
         opts: what to run.
@@ -86,7 +87,8 @@ def service_arguments(opts: StackOptions, run_dir: Path, ports: dict[str, int],
         "capture": ["--output", f"bind:{ep['frames']}",
                     "--realtime", str(opts.realtime).lower(),
                     "--loop", str(opts.loop).lower(),
-                    "--position-file", str(run_dir / "capture_position.json")]
+                    "--position-file", str(run_dir / "capture_position.json"),
+                    "--status-path", str(run_dir / "capture_status.json")]
         + [a for s in opts.sources for a in ("--sources", s)],
         "detector": ["--input", f"connect:{ep['frames']}",
                      "--output", f"connect:{ep['faces']}",

@@ -155,13 +155,14 @@ def test_killed_sink_is_continued_counts_track_ids_and_outputs(tmp_path, model_n
     assert not any(o.endswith("annotated.mp4") for o in summary["outputs"])
 
 
-def start_run(args: list[str], tmp_path, tag: str):
+def start_run(args: list[str], tmp_path, tag: str, progress: bool = False):
     """``agegender run ARGS`` as its own process group; stdout/stderr in tmp_path."""
     import subprocess
     import sys
     out = open(tmp_path / f"{tag}.out", "w")
     err = open(tmp_path / f"{tag}.err", "w")
-    return subprocess.Popen([sys.executable, "-m", "services.cli", "run", "--no-progress",
+    return subprocess.Popen([sys.executable, "-m", "services.cli", "run",
+                             "--progress" if progress else "--no-progress",
                              "--http-base-port", "0", *args], stdout=out, stderr=err,
                             stdin=subprocess.DEVNULL, start_new_session=True)
 
@@ -233,3 +234,65 @@ def test_full_disk_during_a_run_stops_it_with_exit_2_and_no_restart(tmp_path, mo
         assert "refused" in err and "sink" in err
     finally:
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_unreachable_camera_is_named_on_the_console_and_in_the_summary(tmp_path,
+                                                                       model_name):
+    # given a run on an RTSP camera nobody serves (credentials in its URL), stderr a file
+    from tests.conftest import free_port
+    url = f"rtsp://admin:Secret-42@127.0.0.1:{free_port()}/x"
+    proc = start_run(["--source", f"door={url}", "--model", model_name,
+                      "--stall-timeout-s", "3"], tmp_path, "cam", progress=True)
+    err_path = tmp_path / "cam.err"
+    try:
+        # then the console says the source is down, with its reconnect attempts and the
+        # last error, and a plain progress line (not a redrawn bar) names it too
+        wait_for(lambda: "reconnect attempt 2" in err_path.read_text()
+                 and "sources=door" in err_path.read_text(), 120, "the source's state")
+    finally:
+        rc = stop_run(proc)
+    err = err_path.read_text()
+    out = (tmp_path / "cam.out").read_text()
+    print("\n".join(x for x in err.splitlines() if "source door" in x or "agegender:" in x))
+    assert rc == 0
+    assert "source door down since" in err and "never up" in err
+    assert "last error: cannot open rtsp://admin:***@127.0.0.1" in err
+    assert "\r" not in err  # no bar redraws into a file
+    # and the summary names it, why no frame arrived, and no stall was reported
+    assert "SOURCE       door down since" in out and "never up" in out
+    assert "no frame reached the sink: source door never delivered one" in out
+    assert "STALLED" not in out and "STALLED" not in err
+    # and the password appears nowhere
+    assert "Secret-42" not in err + out
+
+
+def test_skipped_input_files_are_named_with_their_reasons(tmp_path, model_name):
+    # given a folder with one good photo, a truncated JPEG, an empty .jpg and a text file
+    # named .png
+    import json
+
+    import cv2
+    from skimage import data
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    jpeg = cv2.imencode(".jpg", cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR))[1]
+    (folder / "a_good.jpg").write_bytes(jpeg.tobytes())
+    (folder / "b_cut.jpg").write_bytes(jpeg.tobytes()[: len(jpeg) // 2])
+    (folder / "x.jpg").write_bytes(b"")
+    (folder / "y.png").write_text("hello, not a picture\n")
+    out = tmp_path / "out"
+    proc = start_run(["--source", str(folder), "--out", str(out), "--model", model_name],
+                     tmp_path, "skip")
+    rc = proc.wait(180)
+    stdout = (tmp_path / "skip.out").read_text()
+    # then the run succeeds and its summary names each skipped file and why
+    assert rc == 0, (tmp_path / "skip.err").read_text()[-2000:]
+    print("\n".join(x for x in stdout.splitlines() if "SKIPPED" in x))
+    assert f"SKIPPED      {folder / 'b_cut.jpg'}: truncated JPEG" in stdout
+    assert f"SKIPPED      {folder / 'x.jpg'}: empty file (0 bytes)" in stdout
+    assert f"SKIPPED      {folder / 'y.png'}: not an image" in stdout
+    # and so does summary.json in the output folder, kept after a successful run
+    summary = json.loads((out / "summary.json").read_text())
+    assert sorted(s["file"].rsplit("/", 1)[1] for s in summary["skipped"]) == \
+        ["b_cut.jpg", "x.jpg", "y.png"]
+    assert summary["frames"] == 1 and summary["drops"] == {"capture/bad_image": 3.0}

@@ -97,7 +97,7 @@ def test_ticking_service_that_takes_nothing_while_work_waits_is_stalled(clock):
     clock.t += 2
     feed(d, clock, {"capture": (0, 15), "detector": (10, 10), "classifier": (10, 10)})
     why = d.stalled("detector", 1)
-    assert why and "message(s) from capture wait" in why
+    assert why and "while 5 messages wait from capture" in why
 
 
 def test_service_held_up_by_its_downstream_is_not_stalled(clock):
