@@ -9,6 +9,7 @@ import threading
 
 import cv2
 import numpy as np
+import pytest
 from prometheus_client import CollectorRegistry
 
 from services.capture.config import CaptureConfig
@@ -90,3 +91,46 @@ def test_position_file_is_rewritten_in_place_and_never_left_with_a_longer_tail(t
     # then the file holds exactly the new record (padding is whitespace JSON ignores)
     assert json.loads(path.read_text())["streams"] == {
         "b": {"seq": 1, "position": 0, "pass": 0, "ended": False}}
+
+
+@pytest.mark.slow
+def test_live_stream_gets_its_turn_next_to_a_file_that_always_has_a_frame(rtsp_server,
+                                                                          clip):
+    # given a looping unpaced file (always a frame ready) and a live RTSP camera (12 fps)
+    # into a consumer slower than both together (about 15 messages/s)
+    import collections
+    import time
+
+    import zmq
+
+    from common import wire
+    server = rtsp_server(clip(CLIP), loop=True)
+    port = free_port()
+    cfg = CaptureConfig(sources=[f"file={clip(CLIP)}", f"cam={server.url}"], loop=True,
+                        realtime=False, output=f"bind:tcp://127.0.0.1:{port}", http_port=0,
+                        hwm=1)
+    sock = _pull(port)
+    sock.setsockopt(zmq.RCVHWM, 1)
+    t, stop, rc = run_capture(cfg)
+    t.start()
+    try:
+        counts = collections.Counter()
+        deadline = time.monotonic() + 60
+        # (from the camera's first frame on)
+        while counts["cam"] == 0 and time.monotonic() < deadline:
+            if sock.poll(200):
+                counts[wire.decode(sock.recv_multipart()).stream] += 1
+        counts.clear()
+        # when it takes 75 messages
+        while sum(counts.values()) < 75 and time.monotonic() < deadline:
+            if sock.poll(200):
+                counts[wire.decode(sock.recv_multipart()).stream] += 1
+                time.sleep(1 / 15)
+    finally:
+        stop.set()
+        t.join(10)
+        sock.close()
+    print(f"file + live camera into a 15 msg/s consumer: {dict(counts)}")
+    # then the camera is not starved by the file: it gets a share close to half
+    assert sum(counts.values()) == 75
+    assert counts["cam"] >= 0.3 * 75, counts
