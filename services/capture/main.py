@@ -5,9 +5,15 @@
   backpressure: a frame waits until downstream has room, so none is lost. At the end of a
   non-looping finite source an ``eos`` message is sent losslessly
   (:meth:`common.sockets.Sender.send_control`, which rides out the slow-joiner window).
-* Live sources (RTSP, HTTP MJPEG, cameras) are sent lossily: when downstream is full the
-  frame is dropped (``queue_full``); the reader thread keeps only the newest frame
+* Live sources (RTSP, HTTP MJPEG, cameras) are lossy: the reader thread keeps only the
+  newest frame, and a frame waiting for its turn is replaced by a newer one
   (``superseded``), so a slow pipeline sees fresh frames, never a growing backlog.
+* Streams take turns (round-robin, one frame each, while downstream has room), so when
+  the stack cannot keep up every stream gets the same share.
+* With ``position_file`` each stream's next seq and file position are written before a
+  frame is sent, and a capture started again resumes from them (no ``(stream, seq)`` is
+  sent twice: :mod:`services.capture.position`); ``status_path`` gets the streams' states
+  and the image files skipped, with why (:func:`write_status`).
 
 Every ``frame`` header carries ``stream``, ``seq`` (per stream, from 0; for live sources
 the reader's frame count, so gaps are dropped frames), ``t_capture_ns`` (wall clock when
