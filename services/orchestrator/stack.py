@@ -75,7 +75,9 @@ class Stack:
         self._next_health = 0.0
 
     def _init_metrics(self) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+        from prometheus_client import CollectorRegistry, Counter, Gauge
+
+        from common.http_server import HTTPServer
         self.registry = CollectorRegistry()
         self.restarts_total = Counter("agegender_process_restarts_total",
                                       "Service processes restarted by the watchdog.",
@@ -91,9 +93,9 @@ class Stack:
             self.restarts_total.labels(s)
             self.stalls_total.labels(s)
             self.up.labels(s).set(0)
-        try:
-            self._metrics_server = start_http_server(self.metrics_port, "127.0.0.1",
-                                                     registry=self.registry)
+        try:  # /metrics only: any other path is 404 (common.http_server)
+            self._metrics_server = HTTPServer("127.0.0.1", self.metrics_port, self.registry,
+                                              None).start()
         except OSError as exc:
             log.warning("orchestrator metrics port %d unavailable (%s); restarts are in "
                         "the summary only", self.metrics_port, exc)
@@ -186,9 +188,7 @@ class Stack:
                 child.proc.wait(2.0)
             self.up.labels(s).set(0)
         if self._metrics_server is not None:
-            server, _thread = self._metrics_server
-            server.shutdown()
-            server.server_close()
+            self._metrics_server.close()
             self._metrics_server = None
 
     def cleanup(self, keep_logs: bool = False) -> None:
