@@ -47,6 +47,7 @@ class Stack:
     def __init__(self, opts: StackOptions, stop: threading.Event | None = None):
         self.opts = opts
         self.stop = stop or threading.Event()
+        self.started_at = time.time() - 1.0  # (file times may be a little coarse)
         self.run_dir = Path(tempfile.mkdtemp(prefix="agegender-run-"))
         (self.run_dir / "logs").mkdir()
         self.status_path = self.run_dir / "sink_status.json"
@@ -203,7 +204,7 @@ class Stack:
 
     def summary(self, elapsed_s: float) -> dict:
         """See :func:`services.orchestrator.summary.build_summary`."""
-        outputs, unreadable = summaries.written_outputs(self.opts.out_dir)
+        outputs, unreadable = summaries.written_outputs(self.opts.out_dir, self.started_at)
         return summaries.build_summary(
             self.status(), {s: c.last_metrics for s, c in self.children.items()},
             {s: c.total_restarts for s, c in self.children.items()}, elapsed_s,

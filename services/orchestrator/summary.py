@@ -48,17 +48,23 @@ def video_readable(path: Path) -> bool:
         cap.release()
 
 
-def written_outputs(out_dir: Path | None) -> tuple[list[str], list[str]]:
+def written_outputs(out_dir: Path | None, since: float = 0.0
+                    ) -> tuple[list[str], list[str]]:
     """``(outputs, unreadable)``: the annotated videos and events file the sink wrote
-    that can be read (absolute paths; an empty events.jsonl is not an output), and the
-    videos left unreadable (a sink killed while writing them)."""
+    that can be read (absolute paths; an empty events.jsonl is not an output, nor a file
+    last written before ``since``, Unix seconds: an earlier run's), and the videos left
+    unreadable (a sink killed while writing them)."""
     if out_dir is None:
         return [], []
     out = Path(out_dir).resolve()
-    videos = [p for p in sorted(out.glob("annotated*.mp4")) if p.is_file()]
+
+    def fresh(p: Path) -> bool:
+        return p.is_file() and p.stat().st_mtime >= since
+
+    videos = [p for p in sorted(out.glob("annotated*.mp4")) if fresh(p)]
     readable = [p for p in videos if video_readable(p)]
     events = out / "events.jsonl"
-    extra = [events] if events.is_file() and events.stat().st_size > 0 else []
+    extra = [events] if fresh(events) and events.stat().st_size > 0 else []
     return ([str(p) for p in readable + extra],
             [str(p) for p in videos if p not in readable])
 

@@ -134,3 +134,28 @@ def test_live_stream_gets_its_turn_next_to_a_file_that_always_has_a_frame(rtsp_s
     # then the camera is not starved by the file: it gets a share close to half
     assert sum(counts.values()) == 75
     assert counts["cam"] >= 0.3 * 75, counts
+
+
+@pytest.mark.slow
+def test_live_stream_numbering_continues_after_a_restart(rtsp_server, clip, tmp_path):
+    # given the position file of a capture that had sent a live camera's seq 0..99
+    positions = tmp_path / "position.json"
+    PositionFile(positions).record("cam", seq=100)
+    server = rtsp_server(clip(CLIP), loop=True)
+    port = free_port()
+    cfg = CaptureConfig(sources=[f"cam={server.url}"], output=f"bind:tcp://127.0.0.1:{port}",
+                        http_port=0, position_file=positions)
+    sock = _pull(port)
+    t, stop, rc = run_capture(cfg)
+    t.start()
+    try:
+        from common import wire
+        assert sock.poll(30000), "no live frame within 30 s"
+        first = wire.decode(sock.recv_multipart())
+        # then the new capture numbers the camera's frames from 100 on (no seq twice)
+        assert first.stream == "cam" and first.seq >= 100
+        assert read_positions(positions)["cam"]["seq"] > 100
+    finally:
+        stop.set()
+        t.join(10)
+        sock.close()

@@ -4,6 +4,7 @@ lines, and the orchestrator's metrics port that answers only /metrics."""
 from __future__ import annotations
 
 import http.client
+import os
 
 import cv2
 import numpy as np
@@ -27,6 +28,9 @@ def test_outputs_list_only_readable_videos_and_a_non_empty_events_file(tmp_path)
     outputs, unreadable = written_outputs(tmp_path)
     assert outputs == [str(good.resolve())]
     assert unreadable == [str((tmp_path / "annotated_b.mp4").resolve())]
+    # and files an earlier run left (last written before this run began) are not
+    os.utime(good, (1000.0, 1000.0))
+    assert written_outputs(tmp_path, since=2000.0)[0] == []
 
 
 def test_summary_fps_is_over_the_frames_span_and_names_streams_gaps_and_breaks():
