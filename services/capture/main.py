@@ -329,17 +329,18 @@ def run_loop(rt: ServiceRuntime, tx, playbacks: list[_Playback], cm: CaptureMetr
                 continue
             p.pending, p.pending_at = frame, (src.position, src.loops)
             p.due = max(p.due + p.period_s, now)
-        if sender.send_in_turn(playbacks):
-            wait_s = 0.0 if any(p.pending is None and not p.ended and not p.source.live
-                                and p.due <= time.monotonic() for p in playbacks) \
-                else min(wait_s, 0.005)
-        elif any(p.pending is not None for p in playbacks):
-            wait_s = min(wait_s, 0.005)  # waiting for room downstream
+        sent = sender.send_in_turn(playbacks)
         if all(p.ended for p in playbacks):
             log.info("all sources ended: %s", ", ".join(
                 f"{p.name}={p.sent} frames" for p in playbacks))
             return 0
-        if wait_s > 0:
+        if sent and any(p.pending is None and not p.ended and not p.source.live
+                        and p.due <= time.monotonic() for p in playbacks):
+            continue  # a file is due again at once
+        if any(p.pending is not None for p in playbacks):
+            # frames wait for room downstream: wake when there is some (or a tick passes)
+            tx.sock.poll(max(1, int(min(wait_s, TICK_S) * 1000)), zmq.POLLOUT)
+        elif wait_s > 0:
             notify.wait(wait_s)
             notify.clear()
     log.info("stopping: sending end of stream for %d open stream(s)",

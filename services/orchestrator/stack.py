@@ -143,8 +143,8 @@ class Stack:
         return _read_json(self.run_dir / "capture_status.json")
 
     def scrape_all(self) -> None:
-        """Fetch the metrics of every started service (kept per child); running ones'
-        message counts go to the stall detector."""
+        """Fetch the metrics of every started service (kept per child), downstream first;
+        running ones' message counts go to the stall detector."""
         for s, child in self.children.items():
             if child.proc is None:
                 continue
@@ -153,6 +153,7 @@ class Stack:
             if running:
                 self.watchdog.stalls.counters(
                     s, child.pid, message_totals(text) if child.scrape_ok else None)
+        self.watchdog.stalls.scraped()
 
     def poll_health(self, every_s: float = HEALTH_EVERY_S) -> None:
         """Ask every running service's ``/healthz`` (at most every ``every_s`` seconds)

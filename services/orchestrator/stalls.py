@@ -74,7 +74,8 @@ class StallDetector:
     """Tells which running services are stalled (see the module docstring).
 
     Feed it what the orchestrator observes (:meth:`health` after each ``/healthz`` poll,
-    :meth:`counters` after each ``/metrics`` scrape) and ask :meth:`stalled`.
+    :meth:`counters` after each ``/metrics`` scrape, :meth:`scraped` after a scrape of
+    every service, downstream first) and ask :meth:`stalled`.
 
     Args:
         timeout_s: a service without a tick, or without progress while work waits, for
@@ -123,7 +124,12 @@ class StallDetector:
         if received != w.received:
             w.received, w.received_t = received, self.clock()
         w.sent = sent
-        for up, down in ((UPSTREAM.get(name), name), (name, DOWNSTREAM.get(name))):
+
+    def scraped(self) -> None:
+        """One scrape of every service is complete: update the smallest backlog seen per
+        pair. (Backlogs are taken only from one pass, scraped downstream first, so they
+        never come out below the true one: a count from two seconds earlier would.)"""
+        for down, up in UPSTREAM.items():
             backlog = self._backlog(up, down)
             if backlog is not None:
                 key = (up, down)

@@ -81,6 +81,7 @@ def feed(d, clock, counts: dict[str, tuple[float, float]], pids=None):
         pid = (pids or {}).get(name, 1)
         d.health(name, pid, running(0.05))
         d.counters(name, pid, totals)
+    d.scraped()
 
 
 def test_ticking_service_that_takes_nothing_while_work_waits_is_stalled(clock):
@@ -151,3 +152,18 @@ def test_message_totals_sum_every_kind():
             'agegender_messages_sent_total{stage="sink",kind="result"} 0.0\n')
     assert message_totals(text) == (8.0, 0.0)
     assert message_totals("") is None
+
+
+def test_counts_from_scrapes_of_different_times_are_not_mistaken_for_waiting_work(clock):
+    # given frames flowing, the classifier's count seen before the sink's newer one
+    # (a backlog below the true one, as a mixed-time comparison would give)
+    d = StallDetector(timeout_s=3.0, clock=clock)
+    for i in range(5):
+        clock.t += 2
+        feed(d, clock, {"sink": (10 * i + 9, 0), "classifier": (10 * i + 9, 10 * i + 9)})
+    # when the flow stops because an upstream service stopped, all delivered
+    for _ in range(6):
+        clock.t += 2
+        feed(d, clock, {"sink": (49, 0), "classifier": (49, 49)})
+        # then the sink, which has nothing to do, is never stalled
+        assert d.stalled("sink", 1) is None
