@@ -149,8 +149,8 @@ def run_serial(source: str, model: str, threads: int, max_frames: int = 0) -> di
     set_thread_budget(threads)
     import cv2
 
-    from services.classifier.model import load_model
-    from services.detector.backends import make_detector
+    from common.models import load_model
+    from common.detectors import make_detector
     me = psutil.Process()
     detector = make_detector("ssd", threads=threads)
     clf = load_model(model, threads=threads)

@@ -54,7 +54,7 @@ def worker(role: str, budget: int, start_at: float, seconds: float, batch: int) 
     frame = rng.integers(0, 256, (720, 1280, 3), dtype=np.uint8)
     out: dict = {"role": role}
     if role == "classifier":
-        from services.classifier.model import load_model
+        from common.models import load_model
         model = load_model("compact", threads=budget or None, runtime="keras")
         model.warmup(batch)
         after_warmup = model.trace_count
@@ -67,7 +67,7 @@ def worker(role: str, budget: int, start_at: float, seconds: float, batch: int) 
         step = lambda: model.predict(crops)  # noqa: E731
         unit = len(crops)
     elif role == "detector":
-        from services.detector.backends import SSDDetector
+        from common.detectors.ssd import SSDDetector
         det = SSDDetector(threads=budget or None)
         det.detect(frame)
         step = lambda: det.detect(frame)  # noqa: E731

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -30,8 +30,10 @@ class ServiceConfig(BaseSettings):
         http_port: default HTTP port of the service (0..65535).
     """
 
+    # hide_input_in_errors: a refused value (a source URL with a password) is never
+    # echoed in a validation error
     model_config = SettingsConfigDict(extra="forbid", validate_default=True,
-                                      env_prefix="AGEGENDER_")
+                                      env_prefix="AGEGENDER_", hide_input_in_errors=True)
 
     http_host: str = Field("0.0.0.0", description="Address the HTTP server (/metrics, "
                            "/healthz, /readyz) listens on.")
@@ -54,6 +56,56 @@ class ServiceConfig(BaseSettings):
                                       "'agegender run' reads them for its summary.")
     heartbeat_timeout_s: float = Field(10.0, gt=0, le=600, description="/healthz fails when "
                                        "the main loop has not ticked for this long (seconds).")
+
+    # -- security (docs/deploy.md "Security"; all off by default) ------------------------
+    http_auth_token: SecretStr | None = Field(None, description="Bearer token that /metrics "
+                                              "and the live view require (Authorization: "
+                                              "Bearer TOKEN); none: open. Compared in "
+                                              "constant time, never logged.")
+    http_auth_token_file: Path | None = Field(None, description="File holding the bearer "
+                                              "token (a Docker/Kubernetes secret); instead "
+                                              "of http_auth_token.")
+    http_basic_auth: SecretStr | None = Field(None, description="USER:PASSWORD that /metrics "
+                                              "and the live view accept as HTTP basic auth "
+                                              "(browsers ask for it); none: open.")
+    http_basic_auth_file: Path | None = Field(None, description="File holding USER:PASSWORD; "
+                                              "instead of http_basic_auth.")
+    http_auth_probes: bool = Field(False, description="Also require the credentials on "
+                                   "/healthz and /readyz (off: probes and health checks "
+                                   "stay open; they show no image and no source).")
+    curve_server_secret_key: SecretStr | None = Field(
+        None, description="ZeroMQ CURVE: server secret key (Z85, 40 characters, or a "
+        "server.key_secret certificate file) for the TCP sockets this service binds; "
+        "needs curve_authorized_keys. Setting any curve_* field turns CURVE on for every "
+        "TCP socket of the service (ipc:// is never encrypted).")
+    curve_authorized_keys: str | None = Field(
+        None, description="ZeroMQ CURVE: client public keys allowed to connect to the "
+        "sockets this service binds: a folder of *.key certificates or Z85 keys "
+        "separated by commas.")
+    curve_client_secret_key: SecretStr | None = Field(
+        None, description="ZeroMQ CURVE: this service's client secret key (Z85 or a "
+        "NAME.key_secret certificate file) for the TCP sockets it connects; needs "
+        "curve_server_key.")
+    curve_server_key: str | None = Field(
+        None, description="ZeroMQ CURVE: the server's public key (Z85 or the server.key "
+        "certificate file) that the sockets this service connects must reach.")
+
+    @model_validator(mode="after")
+    def _check_pairs(self):
+        """Credentials come in pairs or not at all (the files are read at start)."""
+        if self.http_auth_token and self.http_auth_token_file:
+            raise ValueError("give http_auth_token or http_auth_token_file, not both")
+        if self.http_basic_auth and self.http_basic_auth_file:
+            raise ValueError("give http_basic_auth or http_basic_auth_file, not both")
+        if self.http_basic_auth and ":" not in self.http_basic_auth.get_secret_value():
+            raise ValueError("http_basic_auth must be USER:PASSWORD")
+        if bool(self.curve_server_secret_key) != bool(self.curve_authorized_keys):
+            raise ValueError("CURVE for binding needs both curve_server_secret_key and "
+                             "curve_authorized_keys")
+        if bool(self.curve_client_secret_key) != bool(self.curve_server_key):
+            raise ValueError("CURVE for connecting needs both curve_client_secret_key and "
+                             "curve_server_key")
+        return self
 
     def __init_subclass__(cls, service: str | None = None, http_port: int | None = None,
                           **kwargs):

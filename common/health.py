@@ -14,7 +14,7 @@ import threading
 import time
 
 from common.metrics import StageMetrics
-from common.states import SERVICE_TRANSITIONS, ServiceState, check_transition, service_state
+from common.states import SERVICE_TRANSITIONS, ServiceState, check_transition
 
 
 class Health:
@@ -41,14 +41,14 @@ class Health:
         return self._state
 
     def enter(self, state: "ServiceState | str") -> None:
-        """Move to ``state``.
+        """Move to ``state`` (a :class:`~common.states.ServiceState` or its value).
 
         Raises:
             common.states.InvalidTransition: the move is not allowed (see
                 :data:`common.states.SERVICE_TRANSITIONS`).
             ValueError: an unknown state name.
         """
-        new = service_state(state)
+        new = ServiceState(state)
         with self._lock:
             self._state = check_transition(SERVICE_TRANSITIONS, self._state, new)
             self.was_ready = self.was_ready or new is ServiceState.RUNNING
@@ -57,12 +57,6 @@ class Health:
         """Record a tick of the main loop."""
         self._beat = time.monotonic()
         self.metrics.heartbeat.labels(self.metrics.stage).set(time.time())
-
-    def set_ready(self, ready: bool = True, state: "ServiceState | str | None" = None) -> None:
-        """Shorthand for :meth:`enter`: ``running`` when ``ready``, else ``state`` (or
-        ``loading``). Kept for services that name their state as a string."""
-        self.enter(state if state is not None else
-                   ServiceState.RUNNING if ready else ServiceState.LOADING)
 
     def heartbeat_age_s(self) -> float:
         """Seconds since the main loop's last tick (``/healthz`` shows it, so a

@@ -15,6 +15,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from common.health import Health
 from common.metrics import StageMetrics
+from common.redact import redact_obj
+from common.security import HttpAuth
 
 log = logging.getLogger(__name__)
 
@@ -47,16 +49,22 @@ class HTTPServer:
     Any other path answers 404. ``HEAD`` gets the headers a ``GET`` would (extra routes,
     which may stream, answer 405 to it).
 
+    With ``auth`` every path but the probes (unless ``auth.probes``) answers 401 with a
+    ``WWW-Authenticate`` challenge to a request without valid credentials
+    (:class:`common.security.HttpAuth`).
+
     Args:
         host: listen address.
         port: TCP port (0 picks a free one; see :attr:`port`).
         metrics: metrics whose registry ``/metrics`` exposes (or just a registry).
         health: liveness/readiness source; ``None``: no ``/healthz``, ``/readyz`` (404).
         routes: extra ``path -> handler`` routes (e.g. the sink's MJPEG page).
+        auth: credentials required; ``None``: open.
     """
 
     def __init__(self, host: str, port: int, metrics: StageMetrics | CollectorRegistry,
-                 health: Health | None, routes: dict[str, Route] | None = None):
+                 health: Health | None, routes: dict[str, Route] | None = None,
+                 auth: HttpAuth | None = None):
         registry = metrics if isinstance(metrics, CollectorRegistry) else metrics.registry
         stage = getattr(metrics, "stage", None)
         extra = dict(routes or {})
@@ -79,13 +87,17 @@ class HTTPServer:
                 """Serve one GET request; a client that goes away is logged at debug level."""
                 path = self.path.split("?", 1)[0]
                 try:
-                    if path == "/metrics":
+                    if auth is not None and auth.required(path) \
+                            and not auth.allows(self.headers.get("Authorization")):
+                        reply(self, 401, "text/plain", b"authentication required\n",
+                              {"WWW-Authenticate": auth.challenge()})
+                    elif path == "/metrics":
                         reply(self, 200, CONTENT_TYPE_LATEST, generate_latest(registry))
                     elif path in ("/healthz", "/readyz") and health is not None:
                         ok = health.alive() if path == "/healthz" else health.ready()
-                        body = json.dumps({
+                        body = json.dumps(redact_obj({
                             "ok": ok, "state": health.state.value, "stage": stage,
-                            "heartbeat_age_s": round(health.heartbeat_age_s(), 3)}).encode()
+                            "heartbeat_age_s": round(health.heartbeat_age_s(), 3)})).encode()
                         reply(self, 200 if ok else 503, "application/json", body)
                     elif path in extra:
                         extra[path](self)
@@ -98,6 +110,7 @@ class HTTPServer:
         ThreadingHTTPServer.daemon_threads = True
         self._server = ThreadingHTTPServer((host, port), Handler)
         self.port = self._server.server_address[1]
+        self.auth = auth
         # a short poll interval keeps close() (shutdown) well under the 2 s exit budget
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.1,),
                                         name="http", daemon=True)
@@ -105,8 +118,10 @@ class HTTPServer:
     def start(self) -> "HTTPServer":
         """Start serving in a daemon thread; returns ``self``."""
         self._thread.start()
-        log.info("HTTP on port %d: /metrics%s", self.port,
-                 "" if self._health is None else " /healthz /readyz")
+        log.info("HTTP on port %d: /metrics%s%s", self.port,
+                 "" if self._health is None else " /healthz /readyz",
+                 "" if self.auth is None else " (credentials required%s)" % (
+                     "" if self.auth.probes else "; probes open"))
         return self
 
     def close(self) -> None:

@@ -1,10 +1,16 @@
-"""Images in and out of messages: the one JPEG decoder (with error and size checks), the
-JPEG encoder, and the check every stage applies to a pixel array.
+"""Images in and out of messages and files: the one JPEG decoder (with error and size
+checks), the JPEG encoder, the check every stage applies to a pixel array, and the reading
+of image files (capture's image folders and ``agegender predict``).
 
-Every stage works on ``(H, W, 3) uint8`` BGR arrays (OpenCV's order).
+Every stage works on ``(H, W, 3) uint8`` BGR arrays (OpenCV's order). Image files come in
+many shapes: grayscale, gray + alpha, RGBA/BGRA, 16-bit, float TIFFs, 1x1 pixels; every
+decoded file goes through :func:`to_bgr8` first.
 """
 
 from __future__ import annotations
+
+import io
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -84,3 +90,114 @@ def encode_jpeg(image: np.ndarray, quality: int = 90) -> bytes:
     if not ok:
         raise ValueError(f"cannot JPEG-encode a {image.shape[1]}x{image.shape[0]} image")
     return buf.tobytes()
+
+
+#: File name endings treated as images in an image folder (lower case).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm",
+                  ".ppm", ".pbm", ".pnm", ".gif", ".jp2")
+
+
+class BadImage(ValueError):
+    """An image that cannot be decoded or normalised; the message says why.
+
+    Attributes:
+        reason: why, without the file name (the message is ``"<file>: <reason>"`` when
+            the error names a file).
+    """
+
+    def __init__(self, message: str, reason: str | None = None):
+        super().__init__(message)
+        self.reason = reason or message
+
+
+def to_bgr8(image: np.ndarray) -> np.ndarray:
+    """Convert a decoded image to a contiguous ``(H, W, 3) uint8`` BGR array.
+
+    Accepts what ``cv2.imread(path, cv2.IMREAD_UNCHANGED)`` returns:
+
+    * ``(H, W)`` or ``(H, W, 1)`` grayscale -> replicated to 3 channels;
+    * ``(H, W, 2)`` gray + alpha -> the gray channel, alpha dropped;
+    * ``(H, W, 3)`` BGR -> unchanged;
+    * ``(H, W, 4)`` BGRA -> alpha dropped (not composited: a face under a transparent
+      pixel keeps its colour);
+    * ``uint16`` -> the high byte (``value >> 8``); other integer types are clipped to
+      0..255; floats are taken as 0..1 when their maximum is <= 1, else clipped to 0..255.
+
+    Raises:
+        BadImage: ``None``/empty input, more than 4 channels, or a non-numeric dtype.
+    """
+    if image is None or not isinstance(image, np.ndarray) or image.size == 0:
+        raise BadImage("empty or undecodable image")
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.ndim != 3 or image.shape[2] not in (1, 2, 3, 4):
+        raise BadImage(f"unsupported image shape {image.shape}")
+    if image.dtype == np.uint8:
+        pass
+    elif image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    elif np.issubdtype(image.dtype, np.integer):
+        image = np.clip(image, 0, 255).astype(np.uint8)
+    elif np.issubdtype(image.dtype, np.floating):
+        finite = np.nan_to_num(image.astype(np.float64), nan=0.0, posinf=255.0, neginf=0.0)
+        scale = 255.0 if finite.max(initial=0.0) <= 1.0 else 1.0
+        image = np.clip(finite * scale, 0, 255).round().astype(np.uint8)
+    else:
+        raise BadImage(f"unsupported pixel type {image.dtype}")
+    channels = image.shape[2]
+    if channels in (1, 2):
+        image = cv2.cvtColor(np.ascontiguousarray(image[:, :, 0]), cv2.COLOR_GRAY2BGR)
+    elif channels == 4:
+        image = image[:, :, :3]
+    return np.ascontiguousarray(image)
+
+
+def why_undecodable(data: bytes) -> str:
+    """Why bytes that OpenCV did not decode are not an image, in words: an empty file, a
+    file with no image format at all (a text file named ``.png``), a JPEG cut short
+    (OpenCV 4.14's ``imdecode`` refuses a JPEG without its end-of-image marker; it does
+    not return the part it could read), or another truncated or corrupt format. The
+    format is identified from the header with Pillow, which reads no pixels for it."""
+    n = len(data)
+    if n == 0:
+        return "empty file (0 bytes)"
+    from PIL import Image, UnidentifiedImageError
+    try:
+        fmt = Image.open(io.BytesIO(data)).format
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        fmt = None
+    if fmt is None:
+        return (f"not an image: no known image format in its {n} bytes (it starts with "
+                f"{data[:16]!r})")
+    if fmt == "JPEG" and not data.rstrip(b"\0").endswith(b"\xff\xd9"):
+        return (f"truncated JPEG ({n} bytes, no end-of-image marker): OpenCV "
+                f"{cv2.__version__} does not decode a JPEG cut short")
+    return f"corrupt or truncated {fmt} ({n} bytes): OpenCV cannot decode it"
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as ``(H, W, 3) uint8`` BGR (see :func:`to_bgr8`).
+
+    Raises:
+        BadImage: the file is missing, unreadable, not an image, or has an unsupported
+            layout; the message names the file.
+    """
+    path = Path(path)
+
+    def bad(reason: str) -> BadImage:
+        return BadImage(f"{path}: {reason}", reason)
+
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except OSError as exc:
+        raise bad(f"cannot read ({exc})") from None
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    except cv2.error as exc:  # e.g. more pixels than OPENCV_IO_MAX_IMAGE_PIXELS
+        raise bad(f"refused by OpenCV ({exc.err or exc})") from None
+    if image is None:
+        raise bad(why_undecodable(data.tobytes()))
+    try:
+        return to_bgr8(image)
+    except BadImage as exc:
+        raise bad(str(exc)) from None

@@ -17,6 +17,8 @@ import sys
 import threading
 from pathlib import Path
 
+from common.redact import install_log_redaction, redact
+
 log = logging.getLogger(__name__)
 
 #: Exit code of a service that refused its configuration or input: a source that cannot
@@ -27,11 +29,23 @@ EXIT_CONFIG = 2
 EXIT_REASON_ENV = "AGEGENDER_EXIT_REASON_FILE"
 
 
-def setup_logging(level: str = "INFO") -> None:
-    """Configure one-line logs: time, level, process name, logger, message."""
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s",
+class Refused(Exception):
+    """A service refuses to run before its ``main`` could return :data:`EXIT_CONFIG`
+    itself (raised by :class:`common.service.ServiceRuntime` for settings that only fail
+    when used, such as a key file that does not load). Its reason was logged and written
+    to the exit-reason file already; the command line exits with :data:`EXIT_CONFIG`."""
+
+
+def setup_logging(level: str = "INFO",
+                  fmt: str = "%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s"
+                  ) -> None:
+    """Configure one-line logs (default: time, level, process name, logger, message) on
+    stderr, every line, traceback and stack passed through :func:`common.redact.redact`
+    (:func:`common.redact.install_log_redaction`), so no camera or broker credential
+    reaches a console or a kept log file."""
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), format=fmt,
                         force=True)
+    install_log_redaction()
 
 
 def limit_image_decoding(max_pixels: int | None = None) -> None:
@@ -122,9 +136,9 @@ def exit_reason_path() -> Path | None:
 
 def write_exit_reason(reason: str, *, refused: bool, path: Path | None = None) -> bool:
     """Write ``{"reason": str, "refused": bool, "pid": int}`` to the exit-reason file
-    (``path``, else :func:`exit_reason_path`; atomic replace). ``refused`` is ``True`` when
-    the service said so explicitly, ``False`` when the reason is only the last error it
-    logged before it got ready.
+    (``path``, else :func:`exit_reason_path`; atomic replace; ``reason`` redacted).
+    ``refused`` is ``True`` when the service said so explicitly, ``False`` when the reason
+    is only the last error it logged before it got ready.
 
     Returns:
         ``True`` when a file was written (``False``: no file configured, or it could not
@@ -135,7 +149,7 @@ def write_exit_reason(reason: str, *, refused: bool, path: Path | None = None) -
         return False
     tmp = path.with_name(path.name + ".tmp")
     try:
-        tmp.write_text(json.dumps({"reason": reason, "refused": refused,
+        tmp.write_text(json.dumps({"reason": redact(reason), "refused": refused,
                                    "pid": os.getpid()}))
         os.replace(tmp, path)
     except OSError as exc:

@@ -16,18 +16,19 @@ import threading
 
 from prometheus_client import generate_latest
 
+from common.curve import Curve
 from common.health import Health
 from common.http_server import HTTPServer
 from common.metrics import StageMetrics
-from common.process import (EXIT_CONFIG, install_signal_handlers, set_thread_budget,
-                            setup_logging, write_exit_reason)
+from common.process import (EXIT_CONFIG, Refused, install_signal_handlers,
+                            set_thread_budget, setup_logging, write_exit_reason)
+from common.redact import install_log_redaction
+from common.security import HttpAuth, SecurityConfigError, is_loopback
 from common.states import ServiceState
 
 log = logging.getLogger(__name__)
 
-# ``set_thread_budget`` is re-exported for services/predict.py, which still imports it
-# from here; import it from common.process instead (remove this line once it does).
-__all__ = ["ServiceRuntime", "terminate_context", "set_thread_budget"]
+__all__ = ["ServiceRuntime", "terminate_context"]
 
 
 class _LastError(logging.Handler):
@@ -63,9 +64,12 @@ class ServiceRuntime:
                 msg = rx.recv(cfg.recv_timeout_ms)
                 ...
 
-    On entry: logging, thread budget, metrics, health, signal handlers (set ``stop``),
-    HTTP server when ``cfg.http_port`` is non-zero (``rt.http.port``). On exit: the
-    state becomes ``stopped``, the final metrics go to ``cfg.metrics_file`` (if set), the
+    On entry: logging, security settings (CURVE keys with the ZAP authenticator,
+    :mod:`common.curve`; HTTP credentials, :mod:`common.security`; one that does not load
+    raises :class:`common.process.Refused`), thread budget, metrics, health, signal
+    handlers (set ``stop``), HTTP server when ``cfg.http_port`` is non-zero
+    (``rt.http.port``). Every socket made by :meth:`receiver`/:meth:`sender` on
+    ``tcp://`` uses CURVE when it is configured. On exit: the state becomes ``stopped``, the final metrics go to ``cfg.metrics_file`` (if set), the
     exit reason to the exit-reason file (see :meth:`refuse`), sockets are closed with
     ``LINGER=0``, the ZeroMQ context terminated, the HTTP server stopped: all within a
     fraction of a second.
@@ -96,18 +100,37 @@ class ServiceRuntime:
         self._errors = _LastError()
         #: Longest wait for the ZeroMQ context to terminate on exit (seconds).
         self.term_timeout_s = 1.0
+        #: CURVE keys (``None``: off) and the ZAP authenticator thread when binding.
+        self.curve: Curve | None = None
+        self._authenticator = None
 
     def __enter__(self) -> "ServiceRuntime":
         import zmq
         setup_logging(self.cfg.log_level)
+        try:
+            self.curve = Curve.from_config(self.cfg)
+            auth = HttpAuth.from_config(self.cfg)
+        except SecurityConfigError as exc:
+            log.error("%s", exc)
+            write_exit_reason(str(exc), refused=True)
+            raise Refused(str(exc)) from None
         logging.getLogger().addHandler(self._errors)
+        install_log_redaction()  # the exit reason is a log message too
         set_thread_budget(self.cfg.threads)
         if self._signals:
             install_signal_handlers(self.stop)
         self.ctx = zmq.Context()
+        if self.curve is not None:
+            self._authenticator = self.curve.start_authenticator(self.ctx)
         if self.cfg.http_port:
             self.http = HTTPServer(self.cfg.http_host, self.cfg.http_port, self.metrics,
-                                   self.health, self._routes).start()
+                                   self.health, self._routes, auth).start()
+            if self._routes and auth is None and not is_loopback(self.cfg.http_host):
+                log.warning("the live view of people's faces (%s) is served on %s:%d to "
+                            "anyone who can reach it, without authentication: set "
+                            "http_basic_auth or http_auth_token (docs/deploy.md, "
+                            "Security), or http_host 127.0.0.1", " ".join(self._routes),
+                            self.cfg.http_host, self.http.port)
         return self
 
     def refuse(self, reason: str) -> int:
@@ -124,25 +147,41 @@ class ServiceRuntime:
         return EXIT_CONFIG
 
     def receiver(self, endpoint: str, kinds: tuple[str, ...] | None = None):
-        """A :class:`common.sockets.Receiver` on ``endpoint`` with the config's limits.
+        """A :class:`common.sockets.Receiver` on ``endpoint`` with the config's limits
+        (and CURVE on ``tcp://`` when configured).
 
         ``kinds``: message kinds the input accepts (others are counted as malformed
         ``bad_kind``, without a log line per message); ``None`` accepts all.
         """
         from common.sockets import Receiver
-        rx = Receiver(self.ctx, endpoint, self.metrics, hwm=self.cfg.hwm,
-                      max_frame_age_s=self.cfg.max_frame_age_s, kinds=kinds)
+        rx = self._guard(lambda: Receiver(
+            self.ctx, endpoint, self.metrics, hwm=self.cfg.hwm,
+            max_frame_age_s=self.cfg.max_frame_age_s, kinds=kinds, curve=self.curve))
         self._sockets.append(rx)
         return rx
 
     def sender(self, endpoint: str):
-        """A :class:`common.sockets.Sender` on ``endpoint`` with the config's HWM; its
-        waits for room downstream keep the heartbeat going."""
+        """A :class:`common.sockets.Sender` on ``endpoint`` with the config's HWM (and
+        CURVE on ``tcp://`` when configured); its waits for room downstream keep the
+        heartbeat going."""
         from common.sockets import Sender
-        tx = Sender(self.ctx, endpoint, self.metrics, self.stop, hwm=self.cfg.hwm,
-                    on_wait=self.health.beat)
+        tx = self._guard(lambda: Sender(self.ctx, endpoint, self.metrics, self.stop,
+                                        hwm=self.cfg.hwm, curve=self.curve,
+                                        on_wait=self.health.beat))
         self._sockets.append(tx)
         return tx
+
+    def _guard(self, make):
+        """``make()``; a socket CURVE cannot cover (it would run in clear) is a refusal.
+
+        Raises:
+            common.process.Refused: see :meth:`common.curve.Curve.apply`.
+        """
+        try:
+            return make()
+        except SecurityConfigError as exc:
+            self.refuse(str(exc))
+            raise Refused(str(exc)) from None
 
     def __exit__(self, *exc) -> None:
         self.health.enter(ServiceState.STOPPED)
@@ -151,6 +190,8 @@ class ServiceRuntime:
         try:
             for s in self._sockets:
                 s.close()
+            if self._authenticator is not None:
+                self._authenticator.stop()
             if self.ctx is not None:
                 terminate_context(self.ctx, self.term_timeout_s)
         finally:

@@ -7,7 +7,9 @@ them). Convention: upstream binds, workers connect, so more detector or classifi
 join by configuration alone.
 
 Every socket gets an explicit high-water mark, ``LINGER=0`` and is polled with a timeout,
-so no call blocks forever and closing never waits for an absent peer.
+so no call blocks forever and closing never waits for an absent peer. With a
+:class:`common.curve.Curve` a socket on ``tcp://`` is a CURVE server (bind) or client
+(connect): encrypted, and only authorized peers get through.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import zmq
 
 from common import wire
 from common.metrics import StageMetrics
+from common.curve import Curve
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +55,14 @@ def parse_endpoint(endpoint: str) -> tuple[str, list[str]]:
     return mode, addrs
 
 
-def make_socket(ctx: zmq.Context, sock_type: int, endpoint: str, hwm: int) -> zmq.Socket:
-    """Create a socket with ``SNDHWM=RCVHWM=hwm``, ``LINGER=0`` and bind/connect it.
+def make_socket(ctx: zmq.Context, sock_type: int, endpoint: str, hwm: int,
+                curve: Curve | None = None) -> zmq.Socket:
+    """Create a socket with ``SNDHWM=RCVHWM=hwm``, ``LINGER=0`` and bind/connect it;
+    with ``curve``, CURVE on ``tcp://`` (:meth:`common.curve.Curve.apply`).
 
     Raises:
         ValueError: bad endpoint string.
+        common.security.SecurityConfigError: CURVE is on but this side has no keys.
         zmq.ZMQError: the address cannot be bound (e.g. port in use).
     """
     mode, addrs = parse_endpoint(endpoint)
@@ -71,6 +77,8 @@ def make_socket(ctx: zmq.Context, sock_type: int, endpoint: str, hwm: int) -> zm
         sock.setsockopt(zmq.SNDBUF, 1 << 20)
         sock.setsockopt(zmq.RCVBUF, 1 << 20)
     try:
+        if curve is not None:
+            curve.apply(sock, mode, addrs)
         for a in addrs:
             (sock.bind if mode == "bind" else sock.connect)(a)
     except Exception:
@@ -88,14 +96,16 @@ class Sender:
         metrics: the stage's metrics (counts sent messages and drops).
         stop: event that aborts blocking sends (shutdown).
         hwm: high-water mark (messages).
+        curve: CURVE keys for ``tcp://`` (``None``: clear).
         on_wait: called about every 50 ms while a blocking or control send waits for
             room downstream (the runtime passes its heartbeat: a service waiting on
             backpressure is alive, not stalled).
     """
 
     def __init__(self, ctx: zmq.Context, endpoint: str, metrics: StageMetrics,
-                 stop: threading.Event, hwm: int = 4, on_wait: Callable[[], None] | None = None):
-        self.sock = make_socket(ctx, zmq.PUSH, endpoint, hwm)
+                 stop: threading.Event, hwm: int = 4, curve: Curve | None = None,
+                 on_wait: Callable[[], None] | None = None):
+        self.sock = make_socket(ctx, zmq.PUSH, endpoint, hwm, curve)
         self.metrics = metrics
         self.stop = stop
         self.on_wait = on_wait or (lambda: None)
@@ -189,12 +199,13 @@ class Receiver:
         max_bytes: largest accepted message (bytes).
         kinds: message kinds this input accepts (e.g. ``("frame", "eos")``); others are
             counted as malformed ``bad_kind`` and skipped. ``None`` accepts every kind.
+        curve: CURVE keys for ``tcp://`` (``None``: clear).
     """
 
     def __init__(self, ctx: zmq.Context, endpoint: str, metrics: StageMetrics, hwm: int = 4,
                  max_frame_age_s: float = 0.0, max_bytes: int = wire.MAX_MESSAGE_BYTES,
-                 kinds: tuple[str, ...] | None = None):
-        self.sock = make_socket(ctx, zmq.PULL, endpoint, hwm)
+                 kinds: tuple[str, ...] | None = None, curve: Curve | None = None):
+        self.sock = make_socket(ctx, zmq.PULL, endpoint, hwm, curve)
         # Refuse oversize messages in libzmq itself, before they are buffered.
         self.sock.setsockopt(zmq.MAXMSGSIZE, max_bytes)
         self.metrics = metrics
@@ -212,7 +223,10 @@ class Receiver:
         """
         if not self.sock.poll(timeout_ms, zmq.POLLIN):
             return None
-        frames = self.sock.recv_multipart(flags=zmq.NOBLOCK, copy=True)
+        try:
+            frames = self.sock.recv_multipart(flags=zmq.NOBLOCK, copy=True)
+        except zmq.Again:  # a readiness that vanished (a peer refused in its handshake)
+            return None
         try:
             msg = wire.decode(frames, self.max_bytes)
         except wire.DecodeError as exc:

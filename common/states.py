@@ -48,20 +48,3 @@ SERVICE_TRANSITIONS = {
     ServiceState.DRAINING: {ServiceState.STOPPED},
     ServiceState.STOPPED: set(),
 }
-
-#: Activity names services passed as free strings before the enum existed, mapped to
-#: their state (detector and classifier still pass them; remove once they use the enum).
-LEGACY_STATE_NAMES = {"capturing": ServiceState.RUNNING, "detecting": ServiceState.RUNNING,
-                      "loading_model": ServiceState.LOADING}
-
-
-def service_state(value: "ServiceState | str") -> ServiceState:
-    """The :class:`ServiceState` named by ``value`` (an enum member, its value, or a
-    legacy activity name from :data:`LEGACY_STATE_NAMES`).
-
-    Raises:
-        ValueError: an unknown name.
-    """
-    if isinstance(value, ServiceState):
-        return value
-    return LEGACY_STATE_NAMES.get(value) or ServiceState(value)

@@ -73,14 +73,17 @@ def build_config(config_cls: type[BaseSettings], options: dict):
     """Instantiate ``config_cls`` from the CLI options that were actually given.
 
     Raises:
-        click.BadParameter: the values fail validation (the message names the field).
+        click.BadParameter: the values fail validation (the message names the field and
+            shows no credential).
     """
     given = {k: (list(v) if isinstance(v, tuple) else v) for k, v in options.items()
              if v is not None and v != ()}
+    from common.redact import redact
     try:
         return config_cls(**given)
     except Exception as exc:  # pydantic.ValidationError: show it as a usage error
-        raise click.BadParameter(str(exc)) from None
+        # the configs hide input values in their errors; a message may still quote one
+        raise click.BadParameter(redact(exc)) from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -101,20 +104,55 @@ def _service_command(name: str, config_ref: str, entry_ref: str):
         A configuration that fails validation is a usage error (exit code 2, see
         :data:`common.process.EXIT_CONFIG`); its message is also the exit reason.
         """
-        from common.process import exit_process, write_exit_reason
+        from common.process import EXIT_CONFIG, Refused, exit_process, write_exit_reason
         try:
             cfg = build_config(config_cls, options)
         except click.BadParameter as exc:
             write_exit_reason(exc.format_message(), refused=True)
             raise
+        try:
+            code = load(entry_ref)(cfg) or 0
+        except Refused:  # logged and written as the exit reason already
+            code = EXIT_CONFIG
         # os._exit after main cleaned up: skips TensorFlow's 2-3 s interpreter teardown
-        exit_process(load(entry_ref)(cfg) or 0)
+        exit_process(code)
 
     return command
 
 
 for _name, (_cfg, _entry) in SERVICES.items():
     _service_command(_name, _cfg, _entry)
+
+
+@main.group(name="keys")
+def keys():
+    """ZeroMQ CURVE keys for encrypted, authenticated TCP between the services."""
+
+
+@keys.command(name="generate")
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--client", "clients", multiple=True, metavar="NAME",
+              help="A client key pair to make (repeatable); default: capture, detector, "
+                   "classifier, sink.")
+@click.option("--force", is_flag=True, help="Replace key files that exist.")
+def keys_generate(folder: Path, clients: tuple[str, ...], force: bool):
+    """Write a CURVE key set to FOLDER with zmq.auth: the server's key pair, one client
+    key pair per service, and FOLDER/authorized/ with the clients' public keys; then print
+    which setting takes which file (docs/deploy.md, Security)."""
+    from common.curve import DEFAULT_CLIENTS, generate_keys
+    try:
+        made = generate_keys(folder, tuple(clients) or DEFAULT_CLIENTS, force=force)
+    except (FileExistsError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    names = [n for n in made if n not in ("server", "server_public", "authorized")]
+    click.echo(f"CURVE keys written to {folder} (secret files: mode 0600). Settings:\n"
+               f"  services that bind TCP:    *_CURVE_SERVER_SECRET_KEY={made['server']}\n"
+               f"                             *_CURVE_AUTHORIZED_KEYS={made['authorized']}\n"
+               f"  services that connect TCP: *_CURVE_SERVER_KEY={made['server_public']}\n"
+               + "".join(f"    {n}: AGEGENDER_{n.upper()}_CURVE_CLIENT_SECRET_KEY={made[n]}\n"
+                         for n in names)
+               + "Keep the *.key_secret files secret; a client is revoked by deleting its "
+                 "public key from authorized/ and restarting the binders.")
 
 
 def _lazy(name: str, ref: str, help_text: str):

@@ -8,7 +8,7 @@ Prints one JSON object per detected face on stdout, one line each::
 
 Folders are expanded to their image files (by suffix, sorted, not recursive). Odd images
 (grayscale, gray + alpha, RGBA, 16-bit, 1x1) are normalised to ``(H, W, 3) uint8`` BGR
-(:func:`services.capture.images.to_bgr8`); unreadable files are reported on stderr and the
+(:func:`common.images.to_bgr8`); unreadable files are reported on stderr and the
 batch goes on.
 
 Exit codes: 0 every file was read (with or without faces); 1 at least one file could not
@@ -29,7 +29,7 @@ from common.detectors import BACKENDS  # names only: no model runtime is importe
 
 def expand(paths: list[Path]) -> list[Path]:
     """Files to process: each file as given, each folder's image files (sorted)."""
-    from services.capture.images import IMAGE_SUFFIXES
+    from common.images import IMAGE_SUFFIXES
     out = []
     for p in paths:
         if p.is_dir():
@@ -154,9 +154,9 @@ def command(paths, model, models_dir, detector_backend, confidence, threads, bat
     """Age and gender of every face in image files or folders: one JSON object per face
     per line on stdout; problems go to stderr and the batch goes on. Exit code 0: every
     file read; 1: some file failed (or none given); 2: the model cannot be used."""
-    from common.service import set_thread_budget
+    from common.process import set_thread_budget
     set_thread_budget(threads)  # before any runtime is imported
-    from services.capture.images import BadImage, read_image
+    from common.images import BadImage, read_image
 
     files = expand(list(paths))
     if not files:

@@ -5,30 +5,29 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import Field, field_validator
-from pydantic_settings import SettingsConfigDict
 
 from common.config import ServiceConfig
 
 
-class CaptureConfig(ServiceConfig):
+class CaptureConfig(ServiceConfig, service="capture", http_port=9101):
     """Where frames come from and where they go."""
-
-    model_config = SettingsConfigDict(env_prefix="AGEGENDER_CAPTURE_", extra="forbid",
-                                      validate_default=True)
 
     sources: list[str] = Field(default_factory=list, description="Sources, each "
                                "'[NAME=]URI': a video file (mp4/avi/gif), an image folder, "
                                "rtsp://..., http(s)://... MJPEG, a camera index ('0') or "
-                               "/dev/videoN. NAME is the stream name (default: file stem, "
-                               "or camN). Empty: the built-in demo scene.")
+                               "/dev/videoN. NAME is the stream name: letters, digits, "
+                               "'_', '-', '.', no spaces (default: file stem, or camN). "
+                               "Empty: the built-in demo scene. Credentials in a URL are "
+                               "never shown (logs, errors, status).")
     output: str = Field("bind:tcp://*:5555", description="Frame output endpoint (PUSH).")
 
     @field_validator("sources")
     @classmethod
     def _parse_sources(cls, sources: list[str]) -> list[str]:
-        """Each source must parse (:func:`services.capture.spec.parse_spec`): an empty
-        string is a mistake (an unset shell variable), not the demo."""
-        from services.capture.spec import parse_spec
+        """Each source must parse (:func:`common.streams.parse_spec`): an empty
+        string is a mistake (an unset shell variable), not the demo; a NAME that is not
+        allowed is refused with the rule."""
+        from common.streams import parse_spec
         for i, spec in enumerate(sources):
             parse_spec(spec, i)
         return sources
@@ -49,7 +48,6 @@ class CaptureConfig(ServiceConfig):
                                    "delay (seconds); doubles up to reconnect_max_s.")
     reconnect_max_s: float = Field(10.0, gt=0.0, le=600.0, description="Largest reconnect "
                                    "delay (seconds).")
-    http_port: int = Field(9101, ge=0, le=65535, description="HTTP port; 0 disables it.")
     status_path: Path | None = Field(None, description="Write a JSON status here every "
                                      "0.5 s and at exit: each stream's state (live sources: "
                                      "up/down since, reconnect attempts, last error), frames "

@@ -15,7 +15,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from services.capture.images import IMAGE_SUFFIXES, BadImage, read_image, to_bgr8
+from common.images import IMAGE_SUFFIXES, BadImage, read_image, to_bgr8
+from common.redact import redact
 from services.capture.metrics import CaptureMetrics
 from services.capture.spec import SourceFrame, SourceOptions
 
@@ -31,8 +32,9 @@ class FiniteSource:
     """Base of sources that end (files, folders, the demo).
 
     Attributes:
-        name: stream name. uri: what was opened. kind: see
-            :func:`services.capture.spec.source_kind`.
+        name: stream name. uri: what was opened (``shown``: the same through
+            :func:`common.redact.redact`, for messages). kind: see
+            :func:`common.streams.source_kind`.
         fps: native frame rate (frames/s) used for pacing. live: always ``False``.
         index: number of frames handed out so far in the current pass.
         loops: passes completed (``loop``).
@@ -48,6 +50,7 @@ class FiniteSource:
                  metrics: CaptureMetrics | None = None):
         self.name = name
         self.uri = uri
+        self.shown = redact(uri)
         self.options = options
         self.metrics = metrics
         self.fps = DEFAULT_FOLDER_FPS
@@ -75,7 +78,7 @@ class FiniteSource:
         image = self._next()
         if image is None and self.options.loop and self.index > 0:
             self.loops += 1
-            log.info("stream %s: end of %s, looping (pass %d)", self.name, self.uri,
+            log.info("stream %s: end of %s, looping (pass %d)", self.name, self.shown,
                      self.loops + 1)
             self._rewind()
             self.index = self.position = 0
@@ -113,15 +116,15 @@ class VideoFileSource(FiniteSource):
     def __init__(self, name, uri, options, metrics=None):
         super().__init__(name, uri, options, metrics)
         if not os.path.isfile(uri):
-            raise FileNotFoundError(f"source {name}: no such file or folder: {uri}")
+            raise FileNotFoundError(f"source {name}: no such file or folder: {self.shown}")
         self.cap = self._open()
         fps = self.cap.get(cv2.CAP_PROP_FPS)
         if not (fps and np.isfinite(fps) and 0.1 <= fps <= 240):
             fps = options.fps or DEFAULT_FOLDER_FPS
             log.warning("stream %s: %s reports no usable frame rate; pacing at %.1f fps",
-                        name, uri, fps)
+                        name, self.shown, fps)
         self.fps = float(fps)
-        log.info("stream %s: video file %s (%dx%d, %.2f fps, %d frames)", name, uri,
+        log.info("stream %s: video file %s (%dx%d, %.2f fps, %d frames)", name, self.shown,
                  int(self.cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
                  int(self.cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), self.fps,
                  int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT)))
@@ -130,7 +133,7 @@ class VideoFileSource(FiniteSource):
         cap = cv2.VideoCapture(self.uri)
         if not cap.isOpened():
             cap.release()
-            raise ValueError(f"source {self.name}: OpenCV cannot open video file {self.uri}")
+            raise ValueError(f"source {self.name}: OpenCV cannot open video file {self.shown}")
         return cap
 
     def _next(self):
@@ -193,7 +196,7 @@ class ImageFolderSource(FiniteSource):
         self.paths = sorted(p for p in Path(uri).iterdir()
                             if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         if not self.paths:
-            raise ValueError(f"source {name}: folder {uri} holds no image files "
+            raise ValueError(f"source {name}: folder {self.shown} holds no image files "
                              f"({', '.join(IMAGE_SUFFIXES)})")
         self.fps = float(options.fps or DEFAULT_FOLDER_FPS)
         self._pos = 0
@@ -201,7 +204,7 @@ class ImageFolderSource(FiniteSource):
         #: ``(file, reason)`` of the files skipped so far (the first
         #: :data:`MAX_SKIPPED_KEPT`; :attr:`skipped` counts them all).
         self.skipped_files: list[tuple[str, str]] = []
-        log.info("stream %s: image folder %s (%d images, %.1f fps)", name, uri,
+        log.info("stream %s: image folder %s (%d images, %.1f fps)", name, self.shown,
                  len(self.paths), self.fps)
 
     @property

@@ -26,11 +26,12 @@ import time
 import cv2
 import numpy as np
 
+from common.images import BadImage, to_bgr8
+from common.redact import redact
 from common.states import InvalidTransition, check_transition
-from services.capture.images import BadImage, to_bgr8
+from common.streams import source_kind
 from services.capture.metrics import CaptureMetrics
-from services.capture.spec import (SOURCE_TRANSITIONS, SourceFrame, SourceOptions, SourceState,
-                                   redact, source_kind)
+from services.capture.spec import SOURCE_TRANSITIONS, SourceFrame, SourceOptions, SourceState
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +177,7 @@ class LiveSource:
                     cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(o.open_timeout_s * 1000),
                     cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(o.read_timeout_s * 1000)])
         except cv2.error as exc:
-            log.warning("stream %s: open failed: %s", self.name, exc)
+            log.warning("stream %s: open failed: %s", self.name, redact(exc))
             return None
         finally:
             reader.busy_since = None

@@ -38,14 +38,16 @@ import time
 import zmq
 
 from common import wire
+from common.redact import redact
 from common.service import ServiceRuntime
 from common.states import ServiceState
+from common.streams import MAX_STREAM_NAME, parse_spec
 from services.capture.finite import FiniteSource
 from services.capture.live import LiveSource, prefer_rtsp_over_tcp
 from services.capture.metrics import CaptureMetrics
 from services.capture.position import PositionFile, read_positions
 from services.capture.sources import open_source
-from services.capture.spec import SourceFrame, SourceOptions, parse_spec
+from services.capture.spec import SourceFrame, SourceOptions
 
 log = logging.getLogger("capture")
 
@@ -118,7 +120,7 @@ def open_sources(cfg, metrics: CaptureMetrics, notify: threading.Event) -> list:
             base, n = name, 1
             while name in names:
                 n += 1
-                name = f"{base}_{n}"
+                name = f"{base[:MAX_STREAM_NAME - len(str(n)) - 1]}_{n}"
             names.add(name)
             sources.append(open_source(spec, options, metrics, index=i, notify=notify,
                                        name=name))
@@ -371,7 +373,7 @@ def main(cfg, *, stop: threading.Event | None = None, registry=None) -> int:
         try:
             sources = open_sources(cfg, cm, notify)
         except (FileNotFoundError, ValueError) as exc:
-            return rt.refuse(f"cannot open source: {exc}")
+            return rt.refuse(f"cannot open source: {redact(exc)}")
         try:
             tx = rt.sender(cfg.output)
             playbacks = [_Playback(s, _period(cfg, s)) for s in sources]

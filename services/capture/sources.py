@@ -1,6 +1,6 @@
 """Frame sources: video files, image folders, the built-in demo, RTSP, HTTP MJPEG, cameras.
 
-A source is opened from a string ``[NAME=]URI`` (see :func:`services.capture.spec.parse_spec`):
+A source is opened from a string ``[NAME=]URI`` (see :func:`common.streams.parse_spec`):
 
 =====================  ======================================================  ======
 URI                    source                                                  kind
@@ -31,7 +31,8 @@ from services.capture.demo import DemoSource
 from services.capture.finite import FiniteSource, ImageFolderSource, VideoFileSource
 from services.capture.live import LiveSource
 from services.capture.metrics import CaptureMetrics
-from services.capture.spec import LIVE_KINDS, SourceOptions, parse_spec, source_kind
+from common.streams import parse_spec, source_kind, validate_stream_name
+from services.capture.spec import LIVE_KINDS, SourceOptions
 
 Source = Union[FiniteSource, LiveSource]
 
@@ -39,7 +40,7 @@ Source = Union[FiniteSource, LiveSource]
 def open_source(spec: str, options: SourceOptions, metrics: CaptureMetrics | None = None,
                 index: int = 0, notify: threading.Event | None = None,
                 name: str | None = None) -> Source:
-    """Open a source from ``[NAME=]URI`` (see :func:`services.capture.spec.parse_spec`).
+    """Open a source from ``[NAME=]URI`` (see :func:`common.streams.parse_spec`).
 
     Live sources never fail here: a camera or server that is down is retried in the
     background. Finite sources are opened at once.
@@ -50,14 +51,16 @@ def open_source(spec: str, options: SourceOptions, metrics: CaptureMetrics | Non
         metrics: capture metrics; the stream's labels are created at zero.
         index: position in the source list (default names of URLs).
         notify: event live sources set when a frame arrives.
-        name: overrides the stream name.
+        name: overrides the stream name (checked by
+            :func:`common.streams.validate_stream_name`).
 
     Raises:
         FileNotFoundError: a file or folder that does not exist.
-        ValueError: a file OpenCV cannot open, or a folder without images.
+        ValueError: a file OpenCV cannot open, a folder without images, or a stream name
+            that is not allowed. No message shows a credential.
     """
     default_name, uri = parse_spec(spec, index)
-    name = name or default_name
+    name = validate_stream_name(name) if name else default_name
     if metrics:
         metrics.add_stream(name)
     kind = source_kind(uri)

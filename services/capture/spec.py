@@ -1,17 +1,17 @@
-"""What a source is: its string ``[NAME=]URI``, its kind, its options, its frames and the
-states of a live source."""
+"""What a source is: its options, its frames and the states of a live source.
+
+Its string ``[NAME=]URI``, its stream name and its kind are :mod:`common.streams`'
+(:func:`~common.streams.parse_spec`, :func:`~common.streams.source_kind`); anything
+that shows a URI shows it through :func:`common.redact.redact`.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import enum
-import os
-import re
-from pathlib import Path
 
 import numpy as np
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 #: Source kinds read by a reader thread that keeps only the newest frame.
 LIVE_KINDS = ("rtsp", "http", "camera")
 
@@ -81,59 +81,3 @@ class SourceFrame:
     image: np.ndarray
     t_capture_ns: int
     index: int
-
-
-def parse_spec(spec: str, index: int = 0) -> tuple[str, str]:
-    """Split a source string ``[NAME=]URI`` into ``(stream_name, uri)``.
-
-    ``NAME`` is taken only when the text before the first ``=`` is a plain name
-    (letters, digits, ``_.-``; no ``/`` or ``:``), so URLs with query strings stay whole.
-    Default names: ``demo`` for ``"demo"``, the file or folder name without suffix, ``camN``
-    for cameras and network URLs (``N`` = ``index`` for URLs, the device number for
-    cameras).
-
-    Raises:
-        ValueError: the URI part is empty.
-    """
-    given, spec = spec, spec.strip()
-    name = ""
-    head, sep, rest = spec.partition("=")
-    if sep and _NAME_RE.match(head):
-        name, spec = head, rest.strip()
-    uri = spec
-    if not uri:
-        raise ValueError(f"empty source {given!r}: give a file, folder, URL or camera, or no "
-                         "source at all for the demo")
-    if not name:
-        kind = source_kind(uri)
-        if kind == "demo":
-            name = "demo"
-        elif kind == "camera":
-            name = f"cam{uri.removeprefix('/dev/video')}"
-        elif kind in ("rtsp", "http"):
-            name = f"cam{index}"
-        else:
-            name = Path(uri.rstrip("/")).stem or f"src{index}"
-            name = re.sub(r"[^A-Za-z0-9_.\-]", "_", name)[:64]
-    return name, uri
-
-
-def source_kind(uri: str) -> str:
-    """Classify a URI: ``demo``, ``rtsp``, ``http``, ``camera``, ``folder`` or ``file``."""
-    low = uri.lower()
-    if low == "demo":
-        return "demo"
-    if low.startswith(("rtsp://", "rtsps://")):
-        return "rtsp"
-    if low.startswith(("http://", "https://")):
-        return "http"
-    if uri.isdigit() or re.fullmatch(r"/dev/video\d+", uri):
-        return "camera"
-    if os.path.isdir(uri):
-        return "folder"
-    return "file"
-
-
-def redact(uri: str) -> str:
-    """Hide a password in ``scheme://user:password@host`` for logs."""
-    return re.sub(r"(://[^:/@]+:)[^@/]*@", r"\1***@", uri)

@@ -24,6 +24,7 @@ from common import wire
 from common.eos import forward_eos
 from common.metrics import inference_seconds
 from common.service import ServiceRuntime
+from common.states import ServiceState
 from services.classifier.batching import PendingFrames, process_batch
 from services.classifier.config import ClassifierConfig
 
@@ -99,13 +100,13 @@ def main(cfg: ClassifierConfig, *, stop: threading.Event | None = None,
         0 on a clean stop, 2 when the model cannot be loaded.
     """
     with ServiceRuntime("classifier", cfg, stop=stop, registry=registry) as rt:
-        rt.health.set_ready(False, "loading_model")
+        rt.health.enter(ServiceState.LOADING)
         if model is None:
             try:
                 model = _load_model(cfg, rt.stop)
-            except Exception as exc:
-                log.error("cannot load model %r: %s: %s", cfg.model, type(exc).__name__, exc)
-                return 2
+            except Exception as exc:  # noqa: BLE001 (any loading failure is a refusal)
+                return rt.refuse(f"cannot load model {cfg.model!r}: "
+                                 f"{type(exc).__name__}: {exc}")
         if model is None:
             log.info("stopped while loading the model")
             return 0
@@ -116,7 +117,7 @@ def main(cfg: ClassifierConfig, *, stop: threading.Event | None = None,
         tx = rt.sender(cfg.output)
         pending = PendingFrames(cfg.max_batch, cfg.max_wait_ms / 1000.0)
         received_at: dict[int, float] = {}
-        rt.health.set_ready()
+        rt.health.enter(ServiceState.RUNNING)
 
         def send(msg: wire.Message, frames: list) -> None:
             # Files get backpressure (no loss); live frames are dropped when downstream is full.

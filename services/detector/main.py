@@ -33,6 +33,7 @@ from common.geometry import widen_box
 from common.images import BadFrame, encode_jpeg, frame_image
 from common.metrics import inference_seconds
 from common.service import ServiceRuntime
+from common.states import ServiceState
 
 log = logging.getLogger("detector")
 
@@ -151,14 +152,13 @@ def main(cfg, *, stop: threading.Event | None = None, registry=None) -> int:
                                      input_size=cfg.input_size, min_face_px=cfg.min_face_px,
                                      threads=cfg.threads)
         except (FileNotFoundError, ValueError, cv2.error) as exc:
-            log.error("cannot load the %s face detector: %s", cfg.backend, exc)
-            return 2
+            return rt.refuse(f"cannot load the {cfg.backend} face detector: {exc}")
         infer = inference_seconds(rt.metrics.registry, "detector", detector.name)
         log.info("detector %s on DNN backend %s, payload %s; %s -> %s", detector.name,
                  getattr(detector, "backend", "cpu"), cfg.payload, cfg.input, cfg.output)
         rx = rt.receiver(cfg.input)
         tx = rt.sender(cfg.output)
-        rt.health.set_ready(True, "detecting")
+        rt.health.enter(ServiceState.RUNNING)
         m = rt.metrics
         while not rt.stop.is_set():
             rt.health.beat()

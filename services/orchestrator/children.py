@@ -15,6 +15,7 @@ import urllib.request
 from pathlib import Path
 
 from common.process import EXIT_REASON_ENV, read_exit_reason
+from common.redact import redact
 
 log = logging.getLogger("agegender.run")
 
@@ -49,12 +50,15 @@ class Child:
         http_port: its HTTP port (``/metrics``, ``/readyz``).
         log_path: file its output is appended to.
         restart_args: extra arguments when it is started again after a crash.
+        env: extra environment variables (capture's sources: kept off the command line,
+            which ``ps`` shows to every local user).
     """
 
     def __init__(self, name: str, args: list[str], http_port: int, log_path: Path,
-                 restart_args: list[str] | None = None):
+                 restart_args: list[str] | None = None, env: dict[str, str] | None = None):
         self.name = name
         self.args = args
+        self.env = dict(env or {})
         self.restart_args = restart_args or []
         self.http_port = http_port
         self.log_path = log_path
@@ -70,7 +74,7 @@ class Child:
 
     def start(self) -> None:
         """Spawn the process in its own session, output appended to its log file."""
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **self.env)
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
         env[EXIT_REASON_ENV] = str(self.exit_reason_file)
@@ -94,12 +98,12 @@ class Child:
         return self.proc is not None and self.proc.poll() is None
 
     def exit_reason(self) -> str:
-        """Why the process refused to run, as it wrote it; a generic sentence naming the
-        log when it wrote none."""
+        """Why the process refused to run, as it wrote it (redacted); a generic sentence
+        naming the log when it wrote none."""
         data = read_exit_reason(self.exit_reason_file)
         if data is None:
             return f"refused to start without saying why (see {self.log_path})"
-        return data["reason"]
+        return redact(data["reason"])
 
     def url(self, path: str) -> str:
         """URL of ``path`` on this service's HTTP server."""
@@ -152,9 +156,11 @@ class Child:
         return self.last_metrics
 
     def log_tail(self, n: int = 15) -> str:
-        """Last ``n`` lines of the service's log."""
+        """Last ``n`` lines of the service's log (redacted: the log also holds what the
+        service's libraries wrote to stderr themselves)."""
         try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+            return redact("\n".join(
+                self.log_path.read_text(errors="replace").splitlines()[-n:]))
         except OSError:
             return ""
 

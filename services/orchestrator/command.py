@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import logging
 import threading
 from pathlib import Path
 
 import click
 
 from common.outdir import OutDirError, OutDirLock
-from common.process import install_signal_handlers
+from common.process import install_signal_handlers, setup_logging
+from common.redact import redact
 from services.orchestrator.options import (EXIT_CONFIG, StackOptions, parse_service_args,
                                            parse_threads)
 from services.orchestrator.runner import run_stack
@@ -24,7 +24,7 @@ def _parsed(parse, hint: str):
         try:
             return parse(values)
         except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint=hint) from None
+            raise click.BadParameter(redact(exc), param_hint=hint) from None
     return callback
 
 
@@ -36,7 +36,9 @@ def _check_sources(ctx, param, sources):
     try:
         CaptureConfig(sources=list(sources))
     except ValidationError as exc:
-        raise click.BadParameter(exc.errors()[0]["msg"], param_hint="--source") from None
+        err = exc.errors()[0]  # the ValueError's own text, without pydantic's prefix
+        raise click.BadParameter(redact(err.get("ctx", {}).get("error") or err["msg"]),
+                                 param_hint="--source") from None
     return list(sources)
 
 
@@ -89,7 +91,7 @@ def command(sources, out_dir, realtime, no_realtime, loop, model, detector_backe
             summary_json, progress, log_level):
     """Run the whole stack (capture -> detector -> classifier -> sink, four processes over
     ipc://) with progress and a summary. Ctrl-C stops everything within 5 s."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s run: %(message)s")
+    setup_logging("INFO", fmt="%(asctime)s %(levelname)s run: %(message)s")  # redacted
     if not sources:
         click.echo("No --source given: playing the built-in demo (a scene synthesized at "
                    "run time from scikit-image's public-domain astronaut photo).", err=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import signal
 import subprocess
@@ -13,13 +12,14 @@ import threading
 import time
 from pathlib import Path
 
+from common.redact import redact
 from services.orchestrator import summary as summaries
 from services.orchestrator.children import Child
 from services.orchestrator.options import SERVICES, StackOptions
 from services.orchestrator.stalls import message_totals
 from services.orchestrator.watchdog import Watchdog
 from services.orchestrator.wiring import (http_ports, probe_video, service_arguments,
-                                          source_path)
+                                          service_environments, single_video_file)
 
 log = logging.getLogger("agegender.run")
 
@@ -55,15 +55,17 @@ class Stack:
         # Live sources never end; files, folders and the demo end with an end of stream.
         self.expected_streams = 0 if opts.loop else max(1, len(opts.sources))
         self.video_fps, self.expected_frames = 0.0, 0
-        if len(opts.sources) == 1 and os.path.isfile(source_path(opts.sources[0])):
-            self.video_fps, n = probe_video(source_path(opts.sources[0]))
+        video = single_video_file(opts.sources)
+        if video is not None:
+            self.video_fps, n = probe_video(video)
             self.expected_frames = 0 if opts.loop else n
         args = service_arguments(opts, self.run_dir, ports, self.expected_streams,
                                  self.video_fps)
+        envs = service_environments(opts)
         self.children = {
             s: Child(s, args[s], ports[s], self.run_dir / "logs" / f"{s}.log",
                      # a restarted sink appends instead of replacing what it wrote
-                     ["--append", "true"] if s == "sink" else None)
+                     ["--append", "true"] if s == "sink" else None, env=envs.get(s))
             for s in SERVICES}
         log.info("live view http://localhost:%d/ ; /metrics on ports capture %d, detector %d, "
                  "classifier %d, sink %d, orchestrator (restarts) %d", ports["sink"],
@@ -194,10 +196,21 @@ class Stack:
             self._metrics_server = None
 
     def cleanup(self, keep_logs: bool = False) -> None:
-        """Remove the temp dir (sockets, status, logs unless ``keep_logs``)."""
+        """Remove the temp dir (sockets, status, logs unless ``keep_logs``).
+
+        Kept logs are passed through :func:`common.redact.redact` once more: besides the
+        services' own (already redacted) lines they hold what C libraries such as FFmpeg
+        wrote to stderr themselves, which may name a source."""
         if keep_logs:
             for p in self.run_dir.glob("*.sock"):
                 p.unlink(missing_ok=True)
+            for p in (self.run_dir / "logs").glob("*.log"):
+                try:
+                    text = p.read_text(errors="replace")
+                    if "://" in text:
+                        p.write_text(redact(text))
+                except OSError as exc:
+                    log.warning("could not redact the kept log %s: %s", p, exc)
         else:
             shutil.rmtree(self.run_dir, ignore_errors=True)
 

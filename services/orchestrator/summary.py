@@ -7,6 +7,8 @@ import logging
 import os
 from pathlib import Path
 
+from common.redact import redact_obj
+
 log = logging.getLogger("agegender.run")
 
 
@@ -94,6 +96,10 @@ def build_summary(status: dict, metrics: dict[str, str], restarts: dict[str, int
     frames, fps and ``gap`` (seqs of a file stream that never reached the sink: frames
     lost with a killed process); ``sink_breaks`` the earlier sink processes a restarted
     sink continued from.
+
+    Every string in it (stream names, the refusal, paths, source errors) is passed
+    through :func:`common.redact.redact`: the summary is printed and written to
+    ``--summary-json`` and ``OUT/summary.json``.
     """
     drops: dict[str, float] = {}
     malformed: dict[str, float] = {}
@@ -108,7 +114,7 @@ def build_summary(status: dict, metrics: dict[str, str], restarts: dict[str, int
                          "gap": 0 if st.get("live") else st.get("missing", 0),
                          "live": bool(st.get("live"))}
                   for name, st in (status.get("stream_stats") or {}).items()}
-    return {
+    return redact_obj({
         "frames": frames, "faces": status.get("faces", 0),
         "faces_per_frame": (status.get("faces", 0) / frames) if frames else 0.0,
         "fps": status.get("fps", 0.0), "span_s": status.get("span_s", 0.0),
@@ -124,7 +130,7 @@ def build_summary(status: dict, metrics: dict[str, str], restarts: dict[str, int
         "drops": drops, "malformed": malformed, "restarts": dict(restarts),
         "gave_up": gave_up, "refused": refused, "outputs": list(outputs or []),
         "stalls": list(stalls or []),
-    }
+    })
 
 
 #: Skipped input files listed one per line in the printed summary (all are in the JSON).

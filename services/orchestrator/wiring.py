@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
 from pathlib import Path
 
+from common.streams import parse_spec
 from services.orchestrator.options import PORT_OFFSET, SERVICES, StackOptions
+
+#: Environment variable that carries capture's sources (JSON list, as the capture
+#: config reads it): not its command line, which any local user can read with ``ps``.
+SOURCES_ENV = "AGEGENDER_CAPTURE_SOURCES"
 
 log = logging.getLogger("agegender.run")
 
@@ -44,9 +50,18 @@ def http_ports(base: int) -> tuple[dict[str, int], int]:
     return ports, (base + 4 if base else free_port())
 
 
-def source_path(spec: str) -> str:
-    """The URI of a source spec ``[NAME=]URI``."""
-    return spec.split("=", 1)[1] if "=" in spec and not os.path.exists(spec) else spec
+def single_video_file(sources: list[str]) -> str | None:
+    """The path of the one source when there is exactly one and it is a video file on
+    disk (its frame rate and length feed the progress bar and the annotated video);
+    ``None`` otherwise. Parsed by :func:`common.streams.parse_spec` (a URL's query
+    string keeps its ``=``; an existing path wins)."""
+    if len(sources) != 1:
+        return None
+    try:
+        _, uri = parse_spec(sources[0])
+    except ValueError:
+        return None
+    return uri if os.path.isfile(uri) else None
 
 
 def probe_video(path: str) -> tuple[float, int]:
@@ -71,7 +86,8 @@ def service_arguments(opts: StackOptions, run_dir: Path, ports: dict[str, int],
     ``run_dir/sink_status.json`` (a restarted sink continues from it), capture its
     streams' positions to ``run_dir/capture_position.json`` (a restarted capture resumes
     from it) and its status (source states, skipped files) to
-    ``run_dir/capture_status.json``.
+    ``run_dir/capture_status.json``. Capture's sources are not arguments (see
+    :func:`service_environments`).
 
     Args:
         opts: what to run.
@@ -88,8 +104,7 @@ def service_arguments(opts: StackOptions, run_dir: Path, ports: dict[str, int],
                     "--realtime", str(opts.realtime).lower(),
                     "--loop", str(opts.loop).lower(),
                     "--position-file", str(run_dir / "capture_position.json"),
-                    "--status-path", str(run_dir / "capture_status.json")]
-        + [a for s in opts.sources for a in ("--sources", s)],
+                    "--status-path", str(run_dir / "capture_status.json")],
         "detector": ["--input", f"connect:{ep['frames']}",
                      "--output", f"connect:{ep['faces']}",
                      "--backend", opts.detector_backend],
@@ -111,3 +126,11 @@ def service_arguments(opts: StackOptions, run_dir: Path, ports: dict[str, int],
     return {s: common + ["--http-port", str(ports[s]), "--threads",
                          str(opts.threads.get(s, 1))]
             + args[s] + list(opts.service_args.get(s, [])) for s in SERVICES}
+
+
+def service_environments(opts: StackOptions) -> dict[str, dict[str, str]]:
+    """Extra environment variables of each service: capture's sources as JSON in
+    :data:`SOURCES_ENV` (a process's environment is readable only by its user and root,
+    its command line by everyone; camera URLs carry passwords). Always set, so a
+    variable of the same name in the user's environment cannot add sources."""
+    return {"capture": {SOURCES_ENV: json.dumps(list(opts.sources))}}

@@ -1,20 +1,37 @@
-"""Sink service configuration (environment prefix ``AGEGENDER_SINK_``)."""
+"""Sink service configuration (environment prefix ``AGEGENDER_SINK_``).
+
+The MQTT output's settings are :class:`services.sink.mqtt.MqttConfig`'s fields with the
+prefix ``mqtt_`` (``mqtt_url``, ``mqtt_topic_prefix``, ...; environment
+``AGEGENDER_SINK_MQTT_URL``, ...), made from that class so they cannot drift from it, plus
+``mqtt`` to switch the output on.
+"""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
-from pydantic import Field
-from pydantic_settings import SettingsConfigDict
+from pydantic import Field, ValidationError, create_model, model_validator
 
 from common.config import ServiceConfig
+from services.sink.mqtt import MqttConfig
+
+#: Prefix of the MQTT settings in the sink's config.
+MQTT_PREFIX = "mqtt_"
+
+# ServiceConfig + ``mqtt`` + one ``mqtt_<field>`` per MqttConfig field (same type,
+# default, bounds and description).
+_WithMqtt = create_model(
+    "_WithMqtt", __base__=ServiceConfig,
+    mqtt=(bool, Field(False, description="Publish events to an MQTT broker (the mqtt_* "
+                      "settings; docs/mqtt.md): person events, and frame events with "
+                      "mqtt_frames. Off by default.")),
+    **{MQTT_PREFIX + name: (f.annotation, copy.deepcopy(f))
+       for name, f in MqttConfig.model_fields.items()})
 
 
-class SinkConfig(ServiceConfig):
-    """Outputs: annotated video, JSON Lines events, MJPEG view, window, metrics."""
-
-    model_config = SettingsConfigDict(env_prefix="AGEGENDER_SINK_", extra="forbid",
-                                      validate_default=True)
+class SinkConfig(_WithMqtt, service="sink", http_port=9104):
+    """Outputs: annotated video, JSON Lines events, MJPEG view, window, MQTT, metrics."""
 
     input: str = Field("bind:tcp://*:5557", description="Result input endpoint (PULL).")
     out_dir: Path | None = Field(None, description="Write annotated.mp4 (one "
@@ -41,7 +58,6 @@ class SinkConfig(ServiceConfig):
                              "union of boxes in consecutive frames for the same track.")
     track_max_gap_s: float = Field(1.0, gt=0.0, le=60.0, description="A track unseen for "
                                    "longer than this (capture time, seconds) ends.")
-    http_port: int = Field(9104, ge=0, le=65535, description="HTTP port; 0 disables it.")
     video_fps: float = Field(0.0, ge=0.0, le=240.0, description="Frame rate written into "
                              "the annotated MP4 (frames/s); 0 = the frame header's 'fps' "
                              "when capture sends one, else 25.")
@@ -63,3 +79,25 @@ class SinkConfig(ServiceConfig):
                          "and track ids (status_path and events.jsonl's tail), write video "
                          "to a new annotated*.partN.mp4 ('agegender run' sets it when it "
                          "restarts a crashed sink).")
+
+    def mqtt_config(self) -> MqttConfig:
+        """The MQTT output's settings (the ``mqtt_*`` fields).
+
+        Raises:
+            pydantic.ValidationError: they do not validate (a bad URL or topic prefix);
+                the message never shows the input.
+        """
+        return MqttConfig(**{name: getattr(self, MQTT_PREFIX + name)
+                             for name in MqttConfig.model_fields})
+
+    @model_validator(mode="after")
+    def _check_mqtt(self):
+        """The MQTT settings validate as a whole when the output is on."""
+        if self.mqtt:
+            try:
+                self.mqtt_config()
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                raise ValueError(f"{MQTT_PREFIX}{'.'.join(map(str, err['loc']))}: "
+                                 f"{err.get('ctx', {}).get('error') or err['msg']}") from None
+        return self

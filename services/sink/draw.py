@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 
 from common import wire
+from common.images import frame_image
 
 #: Box colours (BGR) by gender.
 COLOURS = {"female": (180, 105, 255), "male": (255, 160, 40)}
@@ -52,11 +53,13 @@ def annotate(image: np.ndarray, faces: list[dict]) -> np.ndarray:
     return image
 
 
-def message_image(msg: wire.Message) -> np.ndarray | None:
-    """The message's frame as a writable ``(H, W, 3) uint8`` BGR array (JPEG decoded);
-    ``None`` when a JPEG payload cannot be decoded."""
-    if msg.image is not None:
-        return msg.image.copy()
-    # TODO(struct): use common's one JPEG decoder (with its error and size checks).
-    img = cv2.imdecode(np.frombuffer(msg.image_bytes, np.uint8), cv2.IMREAD_COLOR)
-    return img
+def message_image(msg: wire.Message) -> np.ndarray:
+    """The message's frame as a writable ``(H, W, 3) uint8`` BGR array to draw on (JPEG
+    payloads decoded by :func:`common.images.frame_image`, with its size check).
+
+    Raises:
+        common.images.BadFrame: a JPEG payload cannot be decoded or has another size
+            than the header says.
+    """
+    image = frame_image(msg)
+    return image if image.flags.writeable else image.copy()

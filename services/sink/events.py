@@ -6,7 +6,7 @@ events.jsonl (one JSON object per frame, one line each, flushed per line)::
      "latency_s": float (sink receive time - capture time, seconds),
      "width": int, "height": int (pixels),
      "faces": [{"box": [x1, y1, x2, y2] (int pixels, clipped, x2/y2 exclusive),
-                "confidence": float (0..1, detector),
+                "confidence": float (0..1, detector, 4 decimals),
                 "age": float (years),
                 "age_range": [low, high] (years) or null when the model gives none,
                 "gender": "female" | "male",
@@ -17,7 +17,8 @@ events.jsonl (one JSON object per frame, one line each, flushed per line)::
 
 Age, age range and gender are medians over the face's track (the sink's
 ``track_window`` last frames, :mod:`services.sink.tracking`); ``track_window`` 1 gives the
-classifier's per-frame values.
+classifier's per-frame values. Each face is :func:`common.faces.face_json` of the face
+map (the same form ``agegender predict`` prints), with its track.
 """
 
 from __future__ import annotations
@@ -27,12 +28,14 @@ import os
 from pathlib import Path
 from typing import Callable
 
+from common import faces
+from common.faces import face_json
 from services.sink.outputs import Output, SinkResult
 
 #: Keys of each events.jsonl object, in order.
 EVENT_KEYS = ("stream", "seq", "t_capture", "latency_s", "width", "height", "faces")
-#: Keys of each face in an event, in order.
-FACE_KEYS = ("box", "confidence", "age", "age_range", "gender", "gender_confidence", "track")
+#: Keys of each face in an event, in order (:func:`common.faces.face_json` with ``track``).
+FACE_KEYS = (*faces.FACE_KEYS, "track")
 
 
 def event_record(header: dict, latency_s: float) -> dict:
@@ -42,23 +45,10 @@ def event_record(header: dict, latency_s: float) -> dict:
         header: decoded ``result`` header.
         latency_s: end-to-end latency of the frame (seconds).
     """
-    faces = []
-    # TODO(struct): use common's one face formatter (the JSON form of a face).
-    for f in header.get("faces", []):
-        rng = f.get("age_range")
-        faces.append({
-            "box": [int(round(v)) for v in f["box"]],
-            "confidence": float(f["confidence"]),
-            "age": None if f.get("age") is None else float(f["age"]),
-            "age_range": None if rng is None else [int(rng[0]), int(rng[1])],
-            "gender": f.get("gender"),
-            "gender_confidence": None if f.get("gender_confidence") is None
-            else float(f["gender_confidence"]),
-            "track": None if f.get("track") is None else int(f["track"]),
-        })
     return {"stream": header["stream"], "seq": int(header["seq"]),
             "t_capture": header["t_capture_ns"] / 1e9, "latency_s": float(latency_s),
-            "width": int(header["width"]), "height": int(header["height"]), "faces": faces}
+            "width": int(header["width"]), "height": int(header["height"]),
+            "faces": [face_json(f, track=True) for f in header.get("faces", [])]}
 
 
 def trace_record(header: dict, t_sink_ns: int) -> dict:

@@ -4,7 +4,8 @@ The receive path does only what must be timed or must not be lost: it measures e
 frame's end-to-end latency (receive time minus ``t_capture_ns``) into
 ``agegender_e2e_latency_seconds``, assigns face tracks and smooths age and gender over
 them (median, :mod:`services.sink.tracking`), writes the record outputs (events.jsonl,
-the trace: :mod:`services.sink.events`) and hands the frame to the
+the trace: :mod:`services.sink.events`; MQTT when on: :mod:`services.sink.mqtt_output`)
+and hands the frame to the
 :class:`~services.sink.render.Renderer` thread, which draws it and writes the image
 outputs (annotated video, MJPEG live view, window). Every output sits behind the small
 interface of :mod:`services.sink.outputs`, so one failing output does not stop the others.
@@ -29,6 +30,8 @@ from services.sink.config import SinkConfig
 from services.sink.display import DisplayOutput
 from services.sink.events import cut_torn_line, events_output, read_tail, trace_output
 from services.sink.mjpeg import MJPEGHub
+from services.sink.mqtt import MqttMetrics
+from services.sink.mqtt_output import MqttOutput
 from services.sink.outputs import Output, OutputSet, SinkResult
 from services.sink.render import Renderer
 from services.sink.stats import SinkStats, StreamStats, read_status, write_json_atomic
@@ -66,11 +69,11 @@ class SinkMetrics:
                                      ["output"], registry=registry)
 
 
-def build_outputs(cfg: SinkConfig, hub: MJPEGHub | None, errors=None
-                  ) -> tuple[OutputSet, OutputSet]:
+def build_outputs(cfg: SinkConfig, hub: MJPEGHub | None, errors=None,
+                  mqtt_metrics: MqttMetrics | None = None) -> tuple[OutputSet, OutputSet]:
     """The configured outputs, opened: ``(record outputs, image outputs)``.
 
-    Record outputs (events.jsonl, the trace) are written on the receive path; image
+    Record outputs (events.jsonl, the trace, MQTT) are written on the receive path; image
     outputs (annotated video, the MJPEG ``hub``, a window) by the renderer thread.
     ``metrics_only`` leaves out everything but the trace.
 
@@ -78,6 +81,7 @@ def build_outputs(cfg: SinkConfig, hub: MJPEGHub | None, errors=None
         cfg: the sink's configuration.
         hub: the live view, when served.
         errors: ``agegender_sink_output_errors_total`` counter (``output`` label).
+        mqtt_metrics: the MQTT output's metrics (a registry of their own when ``None``).
     """
     outputs: list[Output] = []
     if cfg.out_dir is not None and not cfg.metrics_only:
@@ -88,6 +92,8 @@ def build_outputs(cfg: SinkConfig, hub: MJPEGHub | None, errors=None
     if cfg.trace_path is not None:
         outputs.append(trace_output(cfg.trace_path, cfg.append))
     if not cfg.metrics_only:
+        outputs += [MqttOutput(cfg.mqtt_config(), mqtt_metrics or MqttMetrics())] \
+            if cfg.mqtt else []
         outputs += [hub] if hub is not None else []
         outputs += [DisplayOutput()] if cfg.display else []
     sets = (OutputSet([o for o in outputs if not o.needs_image], errors),
@@ -163,6 +169,7 @@ def main(cfg: SinkConfig, *, stop: threading.Event | None = None, registry=None)
     with ServiceRuntime("sink", cfg, routes=hub.routes("agegender sink") if hub else None,
                         stop=stop, registry=registry) as rt:
         sm = SinkMetrics(rt.metrics.registry)
+        mqtt_metrics = MqttMetrics(rt.metrics.registry)  # at zero even with MQTT off
         lock = None
         if cfg.out_dir is not None and not cfg.metrics_only:
             try:
@@ -174,16 +181,17 @@ def main(cfg: SinkConfig, *, stop: threading.Event | None = None, registry=None)
                 return rt.refuse(str(exc) if isinstance(exc, OutDirError) else
                                  f"cannot create the output folder {cfg.out_dir}: {exc}")
         try:
-            return _serve(cfg, rt, sm, hub)
+            return _serve(cfg, rt, sm, hub, mqtt_metrics)
         finally:
             if lock is not None:
                 lock.release()
 
 
-def _serve(cfg: SinkConfig, rt: ServiceRuntime, sm: SinkMetrics, hub) -> int:
+def _serve(cfg: SinkConfig, rt: ServiceRuntime, sm: SinkMetrics, hub,
+           mqtt_metrics: MqttMetrics) -> int:
     """The sink's receive loop (see :func:`main`)."""
     stats = continued_stats(cfg) if cfg.append else SinkStats()
-    records, images = build_outputs(cfg, hub, sm.output_errors)
+    records, images = build_outputs(cfg, hub, sm.output_errors, mqtt_metrics)
     events = next((o for o in records.outputs if o.name == "events"), None)
     renderer = Renderer(images, on_drop=rt.metrics.drop) if images else None
     rx = rt.receiver(cfg.input, kinds=("result", "eos"))

@@ -1,10 +1,10 @@
 """The sink's outputs behind one small interface, each isolated from the others.
 
-An output (:class:`Output`) has ``open()``, ``write(result)`` and ``close()``; ``result``
-is a :class:`SinkResult`: the ``result`` message with its faces smoothed, its end-to-end
-latency and, for outputs that set ``needs_image``, the annotated frame. The sink writes
-record outputs (events.jsonl, the trace) on its receive path and image outputs (annotated
-video, MJPEG live view, desktop window) from its renderer thread.
+An output (:class:`Output`) has ``open()``, ``write(result)``, ``write_person(event)`` and
+``close()``; ``result`` is a :class:`SinkResult`: the ``result`` message with its faces
+smoothed, its end-to-end latency and, for outputs that set ``needs_image``, the annotated
+frame. The sink writes record outputs (events.jsonl, the trace) on its receive path and
+image outputs (annotated video, MJPEG live view, desktop window) from its renderer thread.
 
 An :class:`OutputSet` calls every output in turn: an exception from one is counted in
 ``agegender_sink_output_errors_total{output}``, logged the first time (with its
@@ -17,7 +17,13 @@ Files are different: what they should keep would be lost without a word. An outp
 disk) is written no more, and :attr:`OutputSet.fatal` says why; the sink then stops with
 exit code 2 (restarting cannot free the disk).
 
-To add an output (MQTT, a webhook): subclass :class:`Output`, give it a short ``name``
+**Person events** (one record per person when its track ends; issue 11) go through the
+same outputs: whoever produces them calls :meth:`OutputSet.write_person` on the record
+outputs with the event dict, and every output that cares implements
+:meth:`Output.write_person` (the MQTT output publishes it to
+``<prefix>/<stream>/person``; the others ignore it by default).
+
+To add an output (a webhook, ...): subclass :class:`Output`, give it a short ``name``
 (the metric label), and add it where :func:`services.sink.main.build_outputs` builds
 the others.
 """
@@ -92,6 +98,10 @@ class Output:
         """Deliver one result frame; may raise (counted, logged once, others go on)."""
         raise NotImplementedError
 
+    def write_person(self, event: dict) -> None:
+        """Deliver one person event (a JSON-ready dict with at least ``stream``); the
+        default ignores it. May raise (counted, logged once, others go on)."""
+
     def close(self) -> None:
         """Release what :meth:`open` acquired (files finished, windows closed)."""
 
@@ -148,18 +158,23 @@ class OutputSet:
             kept.append(o)
         self.outputs = kept
 
-    def write(self, result: SinkResult) -> None:
-        """Write ``result`` to every output."""
+    def _each(self, what: str, call) -> None:
+        """``call(output)`` for every output; an exception is counted and logged (once
+        per output) and the others go on (a fatal one takes its output out)."""
         for o in list(self.outputs):
             try:
-                o.write(result)
+                call(o)
             except Exception as exc:  # noqa: BLE001 (isolated by design, counted and logged)
-                self._failed(o, "write", exc)
+                self._failed(o, what, exc)
+
+    def write(self, result: SinkResult) -> None:
+        """Write ``result`` to every output."""
+        self._each("write", lambda o: o.write(result))
+
+    def write_person(self, event: dict) -> None:
+        """Write one person event to every output (see :meth:`Output.write_person`)."""
+        self._each("write a person event", lambda o: o.write_person(event))
 
     def close(self) -> None:
         """Close every output (a failing close does not keep the others open)."""
-        for o in list(self.outputs):
-            try:
-                o.close()
-            except Exception as exc:  # noqa: BLE001 (isolated by design, counted and logged)
-                self._failed(o, "close", exc)
+        self._each("close", lambda o: o.close())

@@ -13,6 +13,7 @@ import queue
 import threading
 import time
 
+from common.images import BadFrame
 from services.sink.draw import annotate, message_image
 from services.sink.outputs import OutputSet, SinkResult
 
@@ -61,9 +62,11 @@ class Renderer:
                 return
             try:
                 image = message_image(result.msg)
-                if image is None:
-                    self.on_drop("bad_image")
-                    continue
+            except BadFrame as exc:
+                log.warning("frame %s/%s not rendered: %s", result.stream, result.msg.seq, exc)
+                self.on_drop("bad_image")
+                continue
+            try:
                 result.image = annotate(image, result.header.get("faces", []))
             except Exception as exc:  # one bad frame must not stop the others
                 if self.error is None:

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from common.redact import redact_obj
+
 
 def percentiles(values, qs=(50, 95, 99)) -> dict:
     """``{"p50": ..., ...}`` of ``values`` (``None`` each when empty)."""
@@ -189,8 +191,9 @@ def read_status(path: Path | None) -> dict | None:
 
 
 def write_json_atomic(path: Path, obj: dict) -> None:
-    """Write ``obj`` to ``path`` so readers never see a half-written file."""
+    """Write ``obj`` to ``path`` so readers never see a half-written file; every string
+    in it passes :func:`common.redact.redact_obj` (a status file shows sources)."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj))
+    tmp.write_text(json.dumps(redact_obj(obj)))
     os.replace(tmp, path)

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from services.capture.images import BadImage, read_image
+from common.images import BadImage, read_image
 
 
 @pytest.fixture

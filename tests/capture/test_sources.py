@@ -12,14 +12,14 @@ import pytest
 from PIL import Image
 from prometheus_client import CollectorRegistry
 
+from common.images import BadImage, to_bgr8
 from common.metrics import StageMetrics
-from services.capture.images import BadImage, to_bgr8
 from services.capture.demo import DemoSource
 from services.capture.finite import ImageFolderSource, VideoFileSource
 from services.capture.live import LiveSource
 from services.capture.metrics import CaptureMetrics
 from services.capture.sources import open_source
-from services.capture.spec import SourceOptions, SourceState, parse_spec, source_kind
+from services.capture.spec import SourceOptions, SourceState
 from tests.waits import wait_for
 
 
@@ -36,35 +36,6 @@ def _drain(source, limit=10_000):
             break
         frames.append(f)
     return frames
-
-
-@pytest.mark.parametrize("spec,expected", [
-    ("demo", ("demo", "demo")),
-    ("/data/clips/lobby cam.mp4", ("lobby_cam", "/data/clips/lobby cam.mp4")),
-    ("door=/data/clips/x.mp4", ("door", "/data/clips/x.mp4")),
-    ("rtsp://user:pw@10.0.0.5/live?ch=1&sub=0", ("cam3", "rtsp://user:pw@10.0.0.5/live?ch=1&sub=0")),
-    ("gate=rtsp://10.0.0.5/live?ch=1", ("gate", "rtsp://10.0.0.5/live?ch=1")),
-    ("0", ("cam0", "0")),
-    ("/dev/video2", ("cam2", "/dev/video2")),
-])
-def test_parse_spec_names_streams(spec, expected):
-    # given a source string / when parsed (as the 4th source) / then name and URI split right
-    assert parse_spec(spec, index=3) == expected
-
-
-@pytest.mark.parametrize("spec", ["", "  ", "door="])
-def test_parse_spec_refuses_an_empty_source(spec):
-    with pytest.raises(ValueError, match="empty source"):
-        parse_spec(spec)
-
-
-def test_source_kind_classifies_uris(tmp_path):
-    assert source_kind("rtsp://h/s") == "rtsp"
-    assert source_kind("https://h/video.mjpg") == "http"
-    assert source_kind("1") == "camera"
-    assert source_kind("/dev/video0") == "camera"
-    assert source_kind(str(tmp_path)) == "folder"
-    assert source_kind(str(tmp_path / "a.mp4")) == "file"
 
 
 def test_video_file_reads_every_frame_of_a_real_clip(clip):
@@ -185,7 +156,7 @@ def test_demo_source_is_a_short_scene_with_a_face(caplog):
     assert frames[0].image.shape == (360, 640, 3)
     assert not np.array_equal(frames[0].image, frames[60].image)
     # and the real detector finds the astronaut's face
-    from services.detector.backends import make_detector
+    from common.detectors import make_detector
     det = make_detector("ssd")
     assert all(len(det.detect(frames[i].image)) >= 1 for i in (0, 40, 80, 119))
 

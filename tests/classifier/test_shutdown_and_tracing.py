@@ -163,7 +163,7 @@ def test_sigterm_while_loading_the_model_exits_promptly(tmp_path):
     port = free_port()
     proc = _spawn_classifier(tmp_path, port)
     deadline = time.monotonic() + 30
-    while "loading_model" not in _state(port) and time.monotonic() < deadline:
+    while '"state": "loading"' not in _state(port) and time.monotonic() < deadline:
         assert proc.poll() is None, (tmp_path / "classifier.log").read_text()[-2000:]
         time.sleep(0.05)                           # poll interval of a wait for a state
     # when it gets SIGTERM before it is ready / then it exits without hanging (the 2 s

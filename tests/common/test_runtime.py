@@ -53,16 +53,6 @@ def test_health_moves_only_along_allowed_transitions():
         Health(StageMetrics("sink")).enter("dancing")
 
 
-def test_legacy_state_names_map_onto_the_lifecycle():
-    # given a service that still names its activity as a string (detector, classifier)
-    h = Health(StageMetrics("detector"))
-    h.set_ready(False, "loading_model")
-    assert h.state is ServiceState.LOADING and not h.ready()
-    h.set_ready(True, "detecting")
-    # then it is running and ready
-    assert h.state is ServiceState.RUNNING and h.ready()
-
-
 def test_healthz_and_readyz_show_the_state(runtime):
     # given a runtime serving HTTP, still loading
     port = free_port()

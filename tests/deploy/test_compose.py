@@ -20,6 +20,7 @@ VARIANTS = {
     "demo": ([h.COMPOSE], ["--profile", "demo"]),
     "monitoring": ([h.COMPOSE], ["--profile", "monitoring"]),
     "demo+monitoring": ([h.COMPOSE], FULL),
+    "mqtt": ([h.COMPOSE], ["--profile", "mqtt"]),
     "gpu": ([h.COMPOSE, h.COMPOSE_GPU], []),
     "gpu+demo+monitoring": ([h.COMPOSE, h.COMPOSE_GPU], FULL),
     **{f"example:{p.stem}": ([h.COMPOSE, p], FULL) for p in h.COMPOSE_EXAMPLES},
@@ -28,6 +29,7 @@ EXPECTED_SERVICES = {
     "base": {"capture", "detector", "classifier", "sink"},
     "demo": {"capture", "detector", "classifier", "sink", "rtsp-demo", "capture-demo"},
     "monitoring": {"capture", "detector", "classifier", "sink", "prometheus", "grafana"},
+    "mqtt": {"capture", "detector", "classifier", "sink", "mosquitto"},
 }
 
 
@@ -235,3 +237,19 @@ def test_deploy_doc_config_reference_is_current():
     spec.loader.exec_module(mod)
     text = h.DEPLOY_DOC.read_text()
     assert mod.update(text) == text, "run: python deploy/config_reference.py"
+
+
+def test_mqtt_profile_points_the_sink_at_its_broker():
+    # Given the base file, when the sink's MQTT output is switched on (as the comment says),
+    # then its broker URL names the profile's Mosquitto 2 service, on the port its
+    # configuration listens on, and the output stays off by default
+    from services.sink.mqtt import broker_address
+    model = h.load_compose(h.COMPOSE)
+    env = model["services"]["sink"]["environment"]
+    assert h.build_config("sink", env).mqtt is False
+    cfg = h.build_config("sink", {**env, "AGEGENDER_SINK_MQTT": "true"})
+    address = broker_address(cfg.mqtt_url)
+    broker = model["services"][address.host]
+    assert broker["profiles"] == ["mqtt"] and broker["image"] == "eclipse-mosquitto:2"
+    conf = (h.DEPLOY / "mosquitto" / "mosquitto.conf").read_text()
+    assert f"listener {address.port}" in conf

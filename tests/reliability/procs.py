@@ -35,9 +35,10 @@ def _cfg(http_port: int, hwm: int, max_frame_age_s: float = 2.0):
 def slow_consumer(args) -> int:
     """PULL, sleep per message, print the age of each processed message."""
     from common.service import ServiceRuntime
+    from common.states import ServiceState
     with ServiceRuntime(args.stage, _cfg(args.http_port, args.hwm, args.max_frame_age_s)) as rt:
         rx = rt.receiver(args.input)
-        rt.health.set_ready()
+        rt.health.enter(ServiceState.RUNNING)
         while not rt.stop.is_set():
             rt.health.beat()
             msg = rx.recv(100)
@@ -55,13 +56,14 @@ def live_producer(args) -> int:
     """Send synthetic live frames at a fixed rate, lossy (drop at the high-water mark)."""
     from common import wire
     from common.service import ServiceRuntime
+    from common.states import ServiceState
     rng = np.random.default_rng(0)
     # a few distinct frames so nothing can cache one buffer
     images = [rng.integers(0, 256, (args.height, args.width, 3), dtype=np.uint8)
               for _ in range(4)]
     with ServiceRuntime("capture", _cfg(args.http_port, args.hwm)) as rt:
         tx = rt.sender(args.output)
-        rt.health.set_ready()
+        rt.health.enter(ServiceState.RUNNING)
         period = 1.0 / args.fps
         t_next = time.monotonic()
         seq = 0

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from common import wire
-from services.detector.backends import SSDDetector
+from common.detectors.ssd import SSDDetector
 from tests.reliability.helpers import ROOT
 
 # Largest network input area accepted: a 4:1 panorama at the default short side.

@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-from services.sink.tracking import FaceTracker, iou
+from services.sink.tracking import FaceTracker
 
 
 def face(x, gender="female", conf=0.9, age=30.0, rng=(26, 34)):
     return {"box": [x, 50, x + 40, 110], "confidence": 0.9, "age": age,
             "age_range": list(rng), "gender": gender, "gender_confidence": conf}
-
-
-def test_iou():
-    assert iou([0, 0, 10, 10], [0, 0, 10, 10]) == 1.0
-    assert iou([0, 0, 10, 10], [5, 0, 15, 10]) == 50 / 150
-    assert iou([0, 0, 10, 10], [10, 0, 20, 10]) == 0.0
 
 
 def test_two_people_keep_their_tracks_and_a_one_frame_flip_is_smoothed_away():
