@@ -12,7 +12,7 @@ signs tell such a service apart, as the stall watchdogs of Savant and Frigate do
 * **progress**: its count of received messages (``agegender_messages_received_total``)
   has not moved for ``timeout_s`` although its upstream sent it messages it did not
   receive, and it is not held up by its own downstream (which received everything it
-  sent). Backlogs are ``sent - received`` of the two processes' counters minus the
+  sent, and is running: not a restarted one still loading). Backlogs are ``sent - received`` of the two processes' counters minus the
   smallest value seen since either (re)started, which absorbs messages lost with a killed
   process and in flight at a restart; so a restart never looks like waiting work. Work
   must wait, without progress, for the whole ``timeout_s`` (a message that arrives
@@ -149,6 +149,16 @@ class StallDetector:
             return 0.0
         return backlog - self._floor.get((up, down), backlog)
 
+    def _held_up(self, name: str, down: str | None) -> bool:
+        """True when ``name`` cannot hand on its work: its downstream has not received
+        everything it sent, or is not running (restarted: starting, loading its model)."""
+        if down is None:
+            return False
+        d = self.watch.get(down)
+        if d is not None and (not d.running_seen or d.state != "running"):
+            return True
+        return self.waiting(name, down) > 0
+
     def stalled(self, name: str, pid: int) -> str | None:
         """Why ``name`` (process ``pid``) is stalled, or ``None`` when it is not."""
         w = self._get(name, pid)
@@ -164,7 +174,7 @@ class StallDetector:
         if up is None or w.received is None:
             return None
         waiting = self.waiting(up, name)
-        if waiting <= 0 or self.waiting(name, down) > 0:
+        if waiting <= 0 or self._held_up(name, down):
             w.waiting_since = None  # nothing waits, or held up by its downstream
             return None
         if w.waiting_since is None:

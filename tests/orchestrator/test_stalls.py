@@ -167,3 +167,22 @@ def test_counts_from_scrapes_of_different_times_are_not_mistaken_for_waiting_wor
         feed(d, clock, {"sink": (49, 0), "classifier": (49, 49)})
         # then the sink, which has nothing to do, is never stalled
         assert d.stalled("sink", 1) is None
+
+
+def test_service_waiting_for_a_restarted_downstream_that_still_loads_is_not_stalled(clock):
+    # given a detector blocked since its classifier stopped; the classifier is killed
+    # and a new one (another pid) loads its model for longer than the timeout
+    d = StallDetector(timeout_s=3.0, clock=clock)
+    feed(d, clock, {"capture": (0, 20), "detector": (20, 20), "classifier": (20, 20)})
+    for _ in range(3):
+        clock.t += 2
+        feed(d, clock, {"capture": (0, 23), "detector": (20, 22)})
+        assert d.stalled("detector", 1) is None  # held up: the classifier took nothing
+    d.health("classifier", 2, {"state": "loading", "heartbeat_age_s": 0.0})
+    for _ in range(5):
+        clock.t += 2
+        feed(d, clock, {"capture": (0, 23), "detector": (20, 22)})
+        d.counters("classifier", 2, (0, 0))
+        d.scraped()
+        # then the detector is not blamed while its new downstream is not running
+        assert d.stalled("detector", 1) is None
