@@ -88,7 +88,8 @@ def test_decode_valid_header_with_one_field_mutated(kind, key, value, drop_paylo
 
 @FUZZ
 @given(st.sampled_from(["faces", "result"]), st.sampled_from(
-    ["box", "confidence", "age", "age_range", "gender", "gender_confidence"]), values)
+    ["box", "confidence", "keypoints", "age", "age_range", "gender", "gender_confidence"]),
+    values)
 def test_decoded_face_fields_are_usable_by_consumers(kind, field, value):
     # given a faces/result message whose face map has one field replaced
     header, payloads = _valid(kind)
@@ -104,6 +105,9 @@ def test_decoded_face_fields_are_usable_by_consumers(kind, field, value):
         x1, y1, x2, y2 = f["box"]
         assert all(math.isfinite(c) for c in f["box"]) and x2 > x1 and y2 > y1
         assert 0.0 <= f["confidence"] <= 1.0
+        if "keypoints" in f:
+            assert len(f["keypoints"]) == 6 and all(
+                len(p) == 2 and all(math.isfinite(c) for c in p) for p in f["keypoints"])
         if kind == "result":
             assert math.isfinite(f["age"]) and 0 <= f["age"] <= 150
             assert f["gender"] in ("female", "male")
