@@ -121,6 +121,33 @@ def augment(source: np.ndarray, sbox, name: str, k: int, crop_aspect: float = 0.
 
 # ------------------------------------------------------------------------ cache
 
+#: Faces whose network inputs are stored in the cache (``probe``) to check that another
+#: machine (other OpenCV/libwebp/libjpeg builds) regenerates the same augmentations.
+PROBE_FACES = 2
+
+
+def _probe(sources: np.ndarray, boxes: np.ndarray, names: list[str], k_aug: int,
+           crop_aspect: float) -> np.ndarray:
+    from services.classifier.model import InputSpec, resize_crop
+
+    return np.array([[resize_crop(augment(sources[i], boxes[i], names[i], k, crop_aspect),
+                                  InputSpec(64, 64, 3)) for k in range(k_aug)]
+                     for i in range(len(names))], np.uint8).reshape(-1, k_aug, 64, 64, 3)
+
+
+def probe_difference(cache: "Cache") -> dict | None:
+    """Mean and largest absolute pixel difference between the cache's stored ``probe``
+    inputs and the same augmentations regenerated here (``None`` without a probe)."""
+    if cache.probe is None or not len(cache.probe):
+        return None
+    n, k = cache.probe.shape[:2]
+    now = _probe(cache.sources[:n], cache.boxes[:n], cache.names[:n], k,
+                 cache.meta["crop_aspect"])
+    d = np.abs(now.astype(np.int16) - cache.probe.astype(np.int16))
+    return {"mean": round(float(d.mean()), 3), "max": int(d.max()),
+            "per_k_mean": d.reshape(n, k, -1).mean(axis=(0, 2)).round(3).tolist()}
+
+
 @dataclasses.dataclass
 class Cache:
     """A loaded distillation cache (see :func:`build_cache`).
@@ -146,6 +173,7 @@ class Cache:
     teacher_age_std: np.ndarray
     teacher_ok: np.ndarray
     meta: dict
+    probe: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.names)
@@ -182,7 +210,8 @@ def load_cache(path: str | os.PathLike, workers: int = 1) -> Cache:
                      [str(n) for n in z["names"]], z["split"], z["age"], z["gender"],
                      z["race"], z["teacher_female"].astype(np.float32),
                      z["teacher_age"].astype(np.float32),
-                     z["teacher_age_std"].astype(np.float32), z["teacher_ok"], meta)
+                     z["teacher_age_std"].astype(np.float32), z["teacher_ok"], meta,
+                     z["probe"] if "probe" in z.files else None)
 
 
 def build_cache(folder: str, out: str | os.PathLike, k_aug: int = 4,
@@ -249,6 +278,8 @@ def build_cache(folder: str, out: str | os.PathLike, k_aug: int = 4,
         race.extend(faces.race)
     offsets = np.zeros(len(blobs) + 1, np.int64)
     offsets[1:] = np.cumsum([len(b) for b in blobs])
+    probe = _probe(_decode_all(np.concatenate(blobs[:PROBE_FACES]), offsets[:PROBE_FACES + 1]),
+                   np.array(boxes[:PROBE_FACES]), names[:PROBE_FACES], k_aug, crop_aspect)
     meta = {"version": CACHE_VERSION, "k_aug": k_aug, "size": size, "margin": SOURCE_MARGIN,
             "quality": quality, "codec": "webp", "crop_aspect": crop_aspect, "teacher": teacher,
             "train_params": dataclasses.asdict(TRAIN_PARAMS), "salt": TRAIN_SALT,
@@ -264,7 +295,7 @@ def build_cache(folder: str, out: str | os.PathLike, k_aug: int = 4,
         teacher_female=np.concatenate(tf_).astype(np.float16),
         teacher_age=np.concatenate(ta).astype(np.float16),
         teacher_age_std=np.concatenate(ts).astype(np.float16),
-        teacher_ok=np.concatenate(tok), meta=np.array(json.dumps(meta)))
+        teacher_ok=np.concatenate(tok), probe=probe, meta=np.array(json.dumps(meta)))
     os.replace(tmp, out)
     tfa, okk = np.concatenate(tf_), np.concatenate(tok)
     g = np.array(gender)[:, None]
@@ -412,8 +443,9 @@ def _recalibrate_bn(net, x: np.ndarray, batches: int = 100, batch: int = 256,
     for l in bns:
         l.momentum = momentum
     rng = np.random.default_rng(seed)
-    for _ in range(batches):
-        idx = np.sort(rng.choice(len(x), min(batch, len(x)), replace=False))
+    batch = min(batch, len(x))
+    for _ in range(min(batches, max(10, 2 * len(x) // batch))):  # tiny sets: a few passes
+        idx = np.sort(rng.choice(len(x), batch, replace=False))
         net(x[idx].astype(np.float32), training=True)
     for l, m in zip(bns, old):
         l.momentum = m
@@ -480,6 +512,8 @@ def train(cache_path: str, out_dir: str, epochs: int = 40, batch_size: int = 128
     if len(va) == 0:  # tiny smoke caches: validate on training faces
         va = tr[:64]
     shape = (input_size, input_size)
+    probe = probe_difference(cache)
+    log.info("augmentations regenerated here vs the cache's probe: %s", probe)
     t0 = time.monotonic()
     x_tr = materialise(cache, tr, list(range(K)), shape, workers)          # (N, K, H, W, 3)
     x_va_clean = materialise(cache, va, [0], shape, workers)[:, 0]
@@ -558,7 +592,9 @@ def train(cache_path: str, out_dir: str, epochs: int = 40, batch_size: int = 128
             chosen = "swa"
         else:
             net.set_weights(last)
-    net.save(out / "net.keras")
+    fresh = build_compact(spec, width=width)      # uncompiled copy: no optimizer state
+    fresh.set_weights(net.get_weights())
+    fresh.save(out / "net.keras")
     probs, _ = _predict(net, x_va_clean)
     scale, cov = calibrate_scale(np.asarray(probs, np.float64), va_age)
     meta = json.loads((MODELS_DIR / "compact" / "meta.json").read_text())
@@ -576,7 +612,8 @@ def train(cache_path: str, out_dir: str, epochs: int = 40, batch_size: int = 128
                "weights": chosen, "swa_epochs": swa_n,
                "val": {k_: {"clean": v[0], "wild": v[1]} for k_, v in cand.items()},
                "seconds_total": round(time.monotonic() - t_start, 1),
-               "seconds_data": round(t_data, 1), "backend": keras.backend.backend(),
+               "seconds_data": round(t_data, 1), "probe_difference": probe,
+               "backend": keras.backend.backend(),
                "keras": keras.__version__}
     meta["training"] = summary
     (out / "meta.json").write_text(json.dumps(meta, indent=2))

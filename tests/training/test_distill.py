@@ -74,6 +74,9 @@ def test_cache_round_trip_and_one_epoch_of_training(tmp_path, cache_env, monkeyp
     assert cache.teacher_female.shape == (len(cache), 3) and not cache.teacher_ok.any()
     x = distill.materialise(cache, np.arange(2), [0, 1, 2])
     assert x.shape == (2, 3, 64, 64, 3)
+    # and the stored probe matches the augmentations regenerated from the sources
+    np.testing.assert_array_equal(cache.probe, x)
+    assert distill.probe_difference(cache)["max"] == 0
     # when the network trains one epoch on it (labels only) from the shipped weights
     monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
     from services.classifier.model import MODELS_DIR
