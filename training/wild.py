@@ -230,6 +230,23 @@ def ssd_crop_rule(aspect: float | None = 0.883) -> CropRule:
     return rule
 
 
+def blazeface_crop_rule() -> CropRule:
+    """The serving rule for BlazeFace detections (issue 10,
+    ``services.detector.crop_rule.cut_crop``: a rectangle 0.85 x 0.96 of the box's side,
+    shifted down 0.024 sides and turned upright by the eye line of the keypoints).
+
+    Raises:
+        ImportError: the detector branch's ``services.detector.crop_rule`` is not there.
+    """
+    from services.detector.crop_rule import cut_crop
+
+    def rule(frame, box, keypoints=None):
+        """Cut (and turn upright) by the BlazeFace rule."""
+        return cut_crop(frame, box, keypoints)
+
+    return rule
+
+
 # ------------------------------------------------------------------------ parameters
 
 @dataclasses.dataclass(frozen=True)
@@ -507,8 +524,10 @@ class Faces:
     Attributes:
         paths, names: image files.
         age: ``(N,)`` years. gender: ``(N,)`` 0/1. race: ``(N,)`` UTKFace race codes.
-        boxes: ``(N, 4)`` int SSD boxes in image pixels (:func:`training.cache.detect_boxes`).
+        boxes: ``(N, 4)`` int detector boxes in image pixels (SSD:
+            :func:`training.cache.detect_boxes`; BlazeFace: :func:`blazeface_boxes`).
         no_face: images of the split the detector found no face in.
+        keypoints: ``(N, 6, 2)`` float keypoints (BlazeFace) or ``None`` (SSD).
     """
 
     paths: list[str]
@@ -518,6 +537,7 @@ class Faces:
     race: np.ndarray
     boxes: np.ndarray
     no_face: int
+    keypoints: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.names)
@@ -527,36 +547,97 @@ class Faces:
         idx = np.asarray(idx, np.int64)
         return Faces([self.paths[i] for i in idx], [self.names[i] for i in idx],
                      self.age[idx], self.gender[idx], self.race[idx], self.boxes[idx],
-                     self.no_face)
+                     self.no_face, None if self.keypoints is None else self.keypoints[idx])
+
+
+def blazeface_boxes(paths: list[str], folder: str | os.PathLike, pad: float = 0.5
+                    ) -> dict[str, tuple[np.ndarray, np.ndarray] | None]:
+    """Highest-confidence BlazeFace box and keypoints of each image, cached in
+    ``$AGEGENDER_CACHE/blazeface-<key>.npz``. Each image is centred on a black border of
+    ``pad`` x its longer side before detection (as the detector branch's crop-rule study
+    did on UTKFace chips), and the results are mapped back to image pixels.
+
+    Returns:
+        ``{file name: (box (4,) float, keypoints (6, 2) float) or None}``.
+
+    Raises:
+        ImportError: no ``services.detector.blazeface`` (detector branch not merged).
+    """
+    from training.cache import cache_dir
+
+    key = hashlib.sha1(f"{Path(folder).resolve()}|pad={pad}".encode()).hexdigest()[:12]
+    path = cache_dir() / f"blazeface-{key}.npz"
+    found: dict = {}
+    if path.is_file():
+        with np.load(path, allow_pickle=False) as z:
+            for n, b, k in zip(z["names"], z["boxes"], z["keypoints"]):
+                found[str(n)] = None if not np.isfinite(b).all() else (b, k)
+    todo = [p for p in paths if os.path.basename(p) not in found]
+    if todo:
+        from services.detector.blazeface import BlazeFaceDetector
+
+        det = BlazeFaceDetector(threads=1)
+        for i, p in enumerate(todo):
+            image = cv2.imread(p, cv2.IMREAD_COLOR)
+            found[os.path.basename(p)] = None
+            if image is None:
+                continue
+            b = int(round(pad * max(image.shape[:2])))
+            dets = det.detect(cv2.copyMakeBorder(image, b, b, b, b, cv2.BORDER_CONSTANT))
+            if dets:
+                d = max(dets, key=lambda d: d.confidence)
+                found[os.path.basename(p)] = (np.asarray(d.box, np.float64) - b,
+                                              np.asarray(d.keypoints, np.float64) - b)
+            if (i + 1) % 500 == 0:
+                log.info("BlazeFace: %d / %d images", i + 1, len(todo))
+        names = sorted(found)
+        nan_b, nan_k = np.full(4, np.nan), np.full((6, 2), np.nan)
+        np.savez(path, names=np.array(names),
+                 boxes=np.array([found[n][0] if found[n] else nan_b for n in names]),
+                 keypoints=np.array([found[n][1] if found[n] else nan_k for n in names]))
+    return {os.path.basename(p): found[os.path.basename(p)] for p in paths}
 
 
 def load_faces(folder: str | os.PathLike, split: str = "test", limit: int | None = None,
-               progress: bool = False) -> Faces:
+               progress: bool = False, detector: str = "ssd") -> Faces:
     """UTKFace faces of one split (:func:`training.datasets.split_of`) with their cached
-    SSD boxes (detected once, :func:`training.cache.detect_boxes`).
+    detector boxes.
 
     Args:
         folder: UTKFace folder.
         split: ``"train"``, ``"val"``, ``"test"`` or ``"all"``.
-        limit: keep every ``len // limit``-th face (an even subset across the sorted
-            names) when set.
+        limit: keep every ``len // limit``-th image (an even subset across the sorted
+            names, taken before detection, so a small subset detects only its images).
+        detector: ``"ssd"`` (the training crops' detector, :func:`training.cache.detect_boxes`,
+            boxes only) or ``"blazeface"`` (:func:`blazeface_boxes`, with keypoints).
     """
-    from training.cache import detect_boxes
     from training.datasets import load_utkface, parse_utkface_name, split_of
 
     samples, _ = load_utkface(folder)
     if split != "all":
         samples = [s for s in samples if split_of(s.name) == split]
-    boxes = detect_boxes([s.path for s in samples], folder, progress=progress)
-    keep = [s for s in samples if boxes[s.name][4] > 0]
-    if limit and len(keep) > limit:
-        keep = keep[::len(keep) // limit][:limit]
+    if limit and len(samples) > limit:
+        samples = samples[::len(samples) // limit][:limit]
+    kps = None
+    if detector == "ssd":
+        from training.cache import detect_boxes
+
+        raw = detect_boxes([s.path for s in samples], folder, progress=progress)
+        boxes = {n: (np.asarray(v[:4]), None) if v[4] > 0 else None for n, v in raw.items()}
+    elif detector == "blazeface":
+        boxes = blazeface_boxes([s.path for s in samples], folder)
+    else:
+        raise ValueError(f"detector must be 'ssd' or 'blazeface', got {detector!r}")
+    keep = [s for s in samples if boxes[s.name] is not None]
+    no_face = len(samples) - len(keep)
+    if detector == "blazeface":
+        kps = np.array([boxes[s.name][1] for s in keep], np.float64).reshape(-1, 6, 2)
     return Faces([s.path for s in keep], [s.name for s in keep],
                  np.array([s.age for s in keep], np.int64),
                  np.array([s.gender for s in keep], np.int64),
                  np.array([parse_utkface_name(s.name)[2] for s in keep], np.int64),
-                 np.array([boxes[s.name][:4] for s in keep], np.int64).reshape(-1, 4),
-                 len(samples) - sum(1 for s in samples if boxes[s.name][4] > 0))
+                 np.array([boxes[s.name][0] for s in keep], np.float64).reshape(-1, 4),
+                 no_face, kps)
 
 
 def make_crops(faces: Faces, wild: bool, crop_rule: CropRule | None = None,
@@ -576,7 +657,8 @@ def make_crops(faces: Faces, wild: bool, crop_rule: CropRule | None = None,
             raise OSError(f"cannot read {path}")
         p = sample_params(np.random.default_rng(image_seed(name, index)),
                           params if wild else CLEAN_PARAMS)
-        crops.append(apply_params(image, tuple(box), p, rule))
+        crops.append(apply_params(image, tuple(box), p, rule,
+                                  None if faces.keypoints is None else faces.keypoints[i]))
         if p["face_px"] and p["face_px"] < box[2] - box[0]:
             face_px[i] = p["face_px"]
     return crops, face_px
@@ -737,23 +819,27 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", default="occlude,cast,gray,blur,small,jpeg,box",
                         help="steps to evaluate one at a time (comma list, '' for none)")
     parser.add_argument("--no-align", action="store_true")
+    parser.add_argument("--detector", default="ssd", choices=("ssd", "blazeface"),
+                        help="boxes and crop rule: ssd (today) or blazeface (issue 10)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     from services.classifier.model import load_model
 
-    faces = load_faces(args.dataset, args.split, args.limit)
+    faces = load_faces(args.dataset, args.split, args.limit, detector=args.detector)
     steps = tuple(s for s in args.steps.split(",") if s)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = {}
     for name in args.model or ["compact"]:
         model = load_model(name, threads=args.threads, align=None if args.no_align else "roll")
-        rule = ssd_crop_rule(model.crop_aspect)
+        rule = blazeface_crop_rule() if args.detector == "blazeface" \
+            else ssd_crop_rule(model.crop_aspect)
         results[model.name] = evaluate_wild(student_predictor(model), faces, rule,
                                             steps=steps)
         log.info("%s: clean %s wild %s", model.name, results[model.name]["clean"]["overall"],
                  results[model.name]["wild"]["overall"])
+        results[model.name]["detector"] = args.detector
         (out / f"wild-{model.name}.json").write_text(json.dumps(results[model.name], indent=1))
     (out / "wild.md").write_text(markdown(results))
     print(markdown(results))

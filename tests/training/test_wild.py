@@ -142,3 +142,43 @@ def test_group_metrics_and_report():
     assert r["per_face_size"]["16-24 px"]["n"] == 1
     md = wild.markdown({"m": {"clean": r, "wild": r}})
     assert "| black female | 2 |" in md
+
+
+from tests.conftest import SHARED  # noqa: E402
+
+UTKFACE = SHARED / "datasets" / "utkface" / "UTKFace"
+
+
+@pytest.mark.skipif(not UTKFACE.is_dir(), reason=f"UTKFace not found at {UTKFACE}")
+def test_shipped_model_is_worse_on_the_wild_proxy_than_on_clean_crops(cache_env):
+    # given 60 test-split faces of UTKFace and the shipped compact model
+    from services.classifier.model import load_model
+
+    faces = wild.load_faces(UTKFACE, "test", limit=60)
+    model = load_model("compact", threads=1)
+    # when both versions of each face are evaluated
+    r = wild.evaluate_wild(wild.student_predictor(model), faces,
+                           wild.ssd_crop_rule(model.crop_aspect), steps=("jpeg",))
+    # then every group is reported and the wild version costs age accuracy
+    assert r["n"] == len(faces) >= 55
+    assert r["clean"]["overall"]["n"] == r["wild"]["overall"]["n"] == len(faces)
+    assert sum(g["n"] for g in r["clean"]["per_race_gender"].values()) == len(faces)
+    assert r["wild"]["overall"]["age_mae"] > r["clean"]["overall"]["age_mae"]
+    assert r["clean"]["overall"]["gender_accuracy"] > 0.8
+    assert set(r["only"]) == {"jpeg"}
+    assert "| overall | " in wild.markdown({"compact": r})
+
+
+def test_blazeface_rule_cuts_an_upright_crop_from_rolled_keypoints(face):
+    crop_rule = pytest.importorskip("services.detector.crop_rule")
+    # given a face rolled by 20 degrees with keypoints on its tilted eye line
+    image, box = face
+    kps = np.array([[70.0, 90.0], [130.0, 68.0], [100, 110], [100, 140], [40, 100], [160, 80]])
+    rule = wild.blazeface_crop_rule()
+    # when its wild version is cut by the BlazeFace rule
+    crop = wild.wild_version(image, box, seed=1, crop_rule=rule, keypoints=kps,
+                             params=wild.CLEAN_PARAMS)
+    # then the crop has the rule's shape (0.85 x 0.96 of the box side)
+    side = max(box[2] - box[0], box[3] - box[1])
+    assert crop.shape[0] == pytest.approx(crop_rule.CROP_HEIGHT * side, abs=2)
+    assert crop.shape[1] == pytest.approx(crop_rule.CROP_WIDTH * side, abs=2)
