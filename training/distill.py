@@ -320,6 +320,8 @@ _POOL_CACHE: Cache | None = None
 def _materialise_one(args) -> np.ndarray:
     from services.classifier.model import InputSpec, resize_crop
 
+    cv2.setNumThreads(1)
+
     i, k, h, w = args
     c = _POOL_CACHE
     crop = augment(c.sources[i], c.boxes[i], c.names[i], k, c.meta["crop_aspect"])
@@ -492,17 +494,10 @@ def train(cache_path: str, out_dir: str, epochs: int = 40, batch_size: int = 128
     Returns:
         summary dict (also ``summary.json``).
     """
-    import keras
-
-    from services.classifier.model import MODELS_DIR
-    from training.architectures import build_compact
-    from services.classifier.model import InputSpec
-    from training.train import balance_weights
-
     t_start = time.monotonic()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    keras.utils.set_random_seed(seed)
+    # data first, in forked workers, before the Keras backend (PyTorch/CUDA) starts
     cache = load_cache(cache_path, workers)
     K = int(cache.meta["k_aug"])
     tr = np.flatnonzero(cache.split == 0)
@@ -521,6 +516,14 @@ def train(cache_path: str, out_dir: str, epochs: int = 40, batch_size: int = 128
     t_data = time.monotonic() - t0
     log.info("materialised %d x %d training inputs, %d val in %.0f s", len(tr), K, len(va),
              t_data)
+
+    import keras
+
+    from services.classifier.model import MODELS_DIR, InputSpec
+    from training.architectures import build_compact
+    from training.train import balance_weights
+
+    keras.utils.set_random_seed(seed)
     age_tr, gen_tr = cache.age[tr].astype(np.float64), cache.gender[tr].astype(np.int64)
     w_tr = balance_weights(cache.age[tr].astype(np.int64)) if balance \
         else np.ones(len(tr), np.float32)
@@ -571,27 +574,30 @@ def train(cache_path: str, out_dir: str, epochs: int = 40, batch_size: int = 128
             log.info("time budget reached after epoch %d", epoch + 1)
             break
     last = net.get_weights()
-    x_bn = x_tr[:, 0]
+    # BatchNorm statistics re-estimated on clean crops, or on the training mixture of
+    # clean and wild crops; each candidate is scored on clean + wild validation faces
+    x_mix = x_tr[np.arange(len(tr)), rng.choice(K, size=len(tr), p=probs_k)]
+    bn_sets = {"clean": x_tr[:, 0], "mix": x_mix}
 
     def score(m):
         """Validation score: mean of clean and wild (MAE/10 - gender accuracy)."""
         c, w = m
         return (c["mae"] + w["mae"]) / 20.0 - (c["gender"] + w["gender"]) / 2.0
 
-    _recalibrate_bn(net, x_bn)
-    cand = {"last": (last_m := (val_metrics(net, x_va_clean, va_age, va_gen),
-                                val_metrics(net, x_va_wild, va_age, va_gen)))}
-    last = net.get_weights()
-    chosen = "last"
+    weights = {"last": last}
     if swa is not None and swa_n >= 2:
-        net.set_weights([s.astype(w.dtype) for s, w in zip(swa, last)])
-        _recalibrate_bn(net, x_bn)
-        cand["swa"] = (val_metrics(net, x_va_clean, va_age, va_gen),
-                       val_metrics(net, x_va_wild, va_age, va_gen))
-        if score(cand["swa"]) < score(last_m):
-            chosen = "swa"
-        else:
-            net.set_weights(last)
+        weights["swa"] = [s_.astype(w.dtype) for s_, w in zip(swa, last)]
+    cand, states = {}, {}
+    for wname, wts in weights.items():
+        for bname, xb in bn_sets.items():
+            net.set_weights(wts)
+            _recalibrate_bn(net, xb)
+            key = f"{wname}+bn-{bname}"
+            cand[key] = (val_metrics(net, x_va_clean, va_age, va_gen),
+                         val_metrics(net, x_va_wild, va_age, va_gen))
+            states[key] = net.get_weights()
+    chosen = min(cand, key=lambda k_: score(cand[k_]))
+    net.set_weights(states[chosen])
     fresh = build_compact(spec, width=width)      # uncompiled copy: no optimizer state
     fresh.set_weights(net.get_weights())
     fresh.save(out / "net.keras")
