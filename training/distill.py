@@ -179,9 +179,17 @@ class Cache:
         return len(self.names)
 
 
+def _fork_safe_opencv() -> None:
+    """No OpenCV worker threads in this process: a process forked while OpenCV's thread
+    pool holds a lock can hang in its first OpenCV call (seen here: a pilot's workers
+    sleeping forever in ``pool.map``); the worker processes are the parallelism."""
+    cv2.setNumThreads(0)
+
+
 def _decode_all(data: np.ndarray, offsets: np.ndarray, workers: int = 1) -> np.ndarray:
     blobs = [data[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)]
     if workers > 1 and len(blobs) > 1000:
+        _fork_safe_opencv()
         from multiprocessing import get_context
 
         with get_context("fork").Pool(workers) as pool:
@@ -320,7 +328,7 @@ _POOL_CACHE: Cache | None = None
 def _materialise_one(args) -> np.ndarray:
     from services.classifier.model import InputSpec, resize_crop
 
-    cv2.setNumThreads(1)
+    cv2.setNumThreads(0)
 
     i, k, h, w = args
     c = _POOL_CACHE
@@ -340,6 +348,7 @@ def materialise(cache: Cache, index: np.ndarray, ks: list[int], shape=(64, 64),
     if workers > 1:
         from multiprocessing import get_context
 
+        _fork_safe_opencv()
         with get_context("fork").Pool(workers) as pool:
             out = pool.map(_materialise_one, jobs, chunksize=512)
     else:
