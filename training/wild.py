@@ -664,6 +664,19 @@ def make_crops(faces: Faces, wild: bool, crop_rule: CropRule | None = None,
     return crops, face_px
 
 
+def wild_face_px(faces: Faces, params: WildParams = DEFAULT_PARAMS, index: int = 0
+                 ) -> np.ndarray:
+    """``(N,)`` face box width (pixels) of each face's wild version, NaN where it keeps
+    its native resolution (the ``face_px`` that :func:`make_crops` returns, without
+    cutting any crop)."""
+    out = np.full(len(faces), np.nan)
+    for i, (name, box) in enumerate(zip(faces.names, faces.boxes)):
+        p = sample_params(np.random.default_rng(image_seed(name, index)), params)
+        if p["face_px"] and p["face_px"] < box[2] - box[0]:
+            out[i] = p["face_px"]
+    return out
+
+
 # ------------------------------------------------------------------------ predictors
 
 Predictor = Callable[[list], dict]
@@ -782,11 +795,13 @@ def markdown(results: dict[str, dict]) -> str:
                   "| size | n | " + " | ".join(f"{m} MAE | {m} gender | {m} ±1 band"
                                                  for m in names) + " |",
                   "|---|---:|" + "---:|---:|---:|" * len(names)])
-    for k in results[names[0]]["wild"].get("per_face_size", {}):
-        row = [results[m]["wild"]["per_face_size"][k] for m in names]
-        lines.append(f"| {k} | {row[0]['n']} | " + " | ".join(
+    sizes = next((r["wild"]["per_face_size"] for r in results.values()
+                  if "per_face_size" in r["wild"]), {})
+    for k in sizes:
+        row = [results[m]["wild"].get("per_face_size", {}).get(k) for m in names]
+        lines.append(f"| {k} | {sizes[k]['n']} | " + " | ".join(
             f"{_f(g['age_mae'])} | {_f(g['gender_accuracy'], True)} | "
-            f"{_f(g['within_one_band'], True)}" for g in row) + " |")
+            f"{_f(g['within_one_band'], True)}" if g else "– | – | –" for g in row) + " |")
     lines.append("")
     steps = [s for s in results[names[0]].get("only", {})]
     if steps:

@@ -93,3 +93,23 @@ def test_cache_round_trip_and_one_epoch_of_training(tmp_path, cache_env, monkeyp
     model = AgeGenderModel(tmp_path / "run", runtime="keras")
     pred = model.predict([cache.sources[0]])
     assert pred[0]["gender"] in ("male", "female")
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("face_recognition_models") is None,
+                    reason="face_recognition_models not installed (extra 'teachers')")
+def test_dlib_teacher_fills_only_the_chosen_augmentations(tmp_path, cache_env):
+    # given a small cache without a teacher
+    folder = tmp_path / "faces"
+    make_face_folder(folder, n=24)
+    src = tmp_path / "cache.npz"
+    distill.build_cache(str(folder), src, k_aug=3, teacher=None)
+    # when dlib's descriptor becomes the gender teacher on augmentations 0 and 2
+    out = tmp_path / "dlib.npz"
+    res = distill.add_dlib_teacher(src, out, ks=(0, 2), fit_limit=12, workers=1)
+    cache = distill.load_cache(out)
+    train = cache.split == 0
+    # then those columns hold probabilities for the training faces, the others nothing
+    assert res["faces_with_teacher"] == int(train.sum())
+    assert cache.teacher_ok[train][:, [0, 2]].all() and not cache.teacher_ok[:, 1].any()
+    p = cache.teacher_female[train][:, [0, 2]]
+    assert np.all((p >= 0) & (p <= 1)) and np.isnan(cache.teacher_female[:, 1]).all()
