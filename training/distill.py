@@ -555,12 +555,20 @@ def calibrate_scale(probs: np.ndarray, age: np.ndarray, coverage: float = 0.8) -
     return round(hi_s, 4), round(cov(hi_s), 4)
 
 
+def _write_history(path: Path, history: list[dict]) -> None:
+    keys = list(history[0]) if history else []
+    with path.open("w") as f:
+        f.write(",".join(keys) + "\n")
+        for r in history:
+            f.write(",".join(str(r.get(k, "")) for k in keys) + "\n")
+
+
 def train(cache_path: str, out_dir: str, epochs: int = 40, batch_size: int = 128,
           lr: float = 1e-3, alpha: float = 0.5, temperature: float = 1.0, beta: float = 0.0,
           p_clean: float = 0.25, init: str | None = None, limit: int | None = None,
           workers: int = 1, swa_fraction: float = 0.4, max_minutes: float | None = None,
           balance: bool = True, seed: int = 1234, width: float = 1.0,
-          input_size: int = 64) -> dict:
+          input_size: int = 64, checkpoint_every: int = 5) -> dict:
     """Train (or fine-tune, ``init`` = a ``.keras`` file of the same architecture) the
     compact network on a distillation cache; see the module docstring.
 
@@ -576,6 +584,8 @@ def train(cache_path: str, out_dir: str, epochs: int = 40, batch_size: int = 128
         swa_fraction: average the weights of this last fraction of the epochs.
         max_minutes: stop after the epoch that passes this wall time (the cosine
             schedule follows the larger of epoch and time progress).
+        checkpoint_every: write ``checkpoint.weights.h5`` every this many epochs
+            (``history.csv`` is rewritten after every epoch).
 
     Returns:
         summary dict (also ``summary.json``).
@@ -656,6 +666,9 @@ def train(cache_path: str, out_dir: str, epochs: int = 40, batch_size: int = 128
                     val_metrics(net, x_va_wild, va_age, va_gen).items()})
         history.append(row)
         log.info("epoch %s", row)
+        _write_history(out / "history.csv", history)
+        if (epoch + 1) % checkpoint_every == 0:   # survives a run killed at its time limit
+            net.save_weights(out / "checkpoint.weights.h5")
         if max_minutes and time.monotonic() - t_start > 60 * max_minutes:
             log.info("time budget reached after epoch %d", epoch + 1)
             break
@@ -710,11 +723,7 @@ def train(cache_path: str, out_dir: str, epochs: int = 40, batch_size: int = 128
     meta["training"] = summary
     (out / "meta.json").write_text(json.dumps(meta, indent=2))
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    with (out / "history.csv").open("w") as f:
-        keys = list(history[0]) if history else []
-        f.write(",".join(keys) + "\n")
-        for r in history:
-            f.write(",".join(str(r.get(k_, "")) for k_ in keys) + "\n")
+    _write_history(out / "history.csv", history)
     log.info("saved %s (%s): %s", out / "net.keras", chosen, summary["val"])
     return summary
 
