@@ -20,6 +20,16 @@ def chip() -> np.ndarray:
     return cv2.resize(image[20:260, 110:330], (200, 200))
 
 
+def test_clean_input_is_the_serving_crop_resized(chip):
+    from services.classifier.model import InputSpec, resize_crop
+    from services.detector.backends import widen_box
+
+    x = distill.clean_input(chip, (20, 0, 180, 200))
+    x1, y1, x2, y2 = widen_box((20, 0, 180, 200), 0.883, 200)
+    expect = resize_crop(np.ascontiguousarray(chip[y1:y2, x1:x2]), InputSpec(64, 64, 3))
+    assert np.abs(x.astype(int) - expect.astype(int)).max() <= 1
+
+
 def test_source_keeps_the_box_in_the_middle_at_the_cached_size(chip):
     # given a chip whose detector box spans its height
     src, sbox = distill.source_of(chip, (12, 0, 188, 200), size=80)
@@ -74,8 +84,11 @@ def test_cache_round_trip_and_one_epoch_of_training(tmp_path, cache_env, monkeyp
     assert cache.teacher_female.shape == (len(cache), 3) and not cache.teacher_ok.any()
     x = distill.materialise(cache, np.arange(2), [0, 1, 2])
     assert x.shape == (2, 3, 64, 64, 3)
-    # and the stored probe matches the augmentations regenerated from the sources
+    # and the stored probe matches the augmentations regenerated from the sources, with
+    # the clean input (augmentation 0) cut from the full-resolution image
     np.testing.assert_array_equal(cache.probe, x)
+    assert cache.clean.shape == (len(cache), 64, 64, 3)
+    np.testing.assert_array_equal(x[:, 0], cache.clean[:2])
     assert distill.probe_difference(cache)["max"] == 0
     # when the network trains one epoch on it (labels only) from the shipped weights
     monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
