@@ -42,7 +42,7 @@ def measure(size: int, width: float, repeats: int = 30) -> dict:
     """Export one variant to ONNX (Keras' exporter) and time it on ONNX Runtime."""
     import onnxruntime as ort
 
-    from services.classifier.model import InputSpec
+    from common.models import InputSpec
     from training.architectures import build_compact
 
     net = build_compact(InputSpec(size, size, 3), width=width)

@@ -123,8 +123,8 @@ def clean_input(image: np.ndarray, box, crop_aspect: float = 0.883,
                 size: int = CLEAN_SIZE) -> np.ndarray:
     """The clean network input of a full-resolution dataset image: the serving crop rule
     on its box (through :func:`training.wild.apply_params`, so the frame and rounding are
-    the wild path's) and :func:`services.classifier.model.resize_crop`."""
-    from services.classifier.model import InputSpec, resize_crop
+    the wild path's) and :func:`common.models.resize_crop`."""
+    from common.models import InputSpec, resize_crop
 
     p = sample_params(np.random.default_rng(0), CLEAN_PARAMS)
     crop = apply_params(image, tuple(float(v) for v in box), p, ssd_crop_rule(crop_aspect))
@@ -149,7 +149,7 @@ PROBE_FACES = 2
 
 def _probe(sources: np.ndarray, boxes: np.ndarray, names: list[str], k_aug: int,
            crop_aspect: float, clean: np.ndarray | None = None) -> np.ndarray:
-    from services.classifier.model import InputSpec, resize_crop
+    from common.models import InputSpec, resize_crop
 
     return np.array([[clean[i] if k == 0 and clean is not None else
                       resize_crop(augment(sources[i], boxes[i], names[i], k, crop_aspect),
@@ -442,7 +442,7 @@ _POOL_CACHE: Cache | None = None
 
 
 def _materialise_one(args) -> np.ndarray:
-    from services.classifier.model import InputSpec, resize_crop
+    from common.models import InputSpec, resize_crop
 
     cv2.setNumThreads(0)
 
@@ -458,7 +458,7 @@ def materialise(cache: Cache, index: np.ndarray, ks: list[int], shape=(64, 64),
                 workers: int = 1) -> np.ndarray:
     """Network inputs of faces ``index`` for each augmentation in ``ks``:
     ``(len(index), len(ks), H, W, 3)`` uint8 (:func:`augment` then
-    :func:`services.classifier.model.resize_crop`; augmentation 0 is the stored
+    :func:`common.models.resize_crop`; augmentation 0 is the stored
     full-resolution clean input when the cache has one of that size). ``workers > 1``
     uses forked processes."""
     global _POOL_CACHE
@@ -478,7 +478,7 @@ def materialise(cache: Cache, index: np.ndarray, ks: list[int], shape=(64, 64),
 def eval_inputs(cache: Cache, index: np.ndarray, shape=(64, 64)) -> np.ndarray:
     """Wild-proxy *evaluation* inputs (``training.wild`` recipe and seeds) of cached
     faces, cut from their sources: ``(len(index), H, W, 3)`` uint8."""
-    from services.classifier.model import InputSpec, resize_crop
+    from common.models import InputSpec, resize_crop
     from training.wild import DEFAULT_PARAMS, image_seed
 
     rule = ssd_crop_rule(cache.meta["crop_aspect"])
@@ -582,9 +582,9 @@ def _recalibrate_bn(net, x: np.ndarray, batches: int = 100, batch: int = 256,
 
 
 def calibrate_scale(probs: np.ndarray, age: np.ndarray, coverage: float = 0.8) -> tuple[float, float]:
-    """Smallest width factor of :func:`services.classifier.model.age_interval` whose
+    """Smallest width factor of :func:`common.models.age_interval` whose
     coverage of ``age`` reaches ``coverage`` (bisection). Returns ``(scale, coverage)``."""
-    from services.classifier.model import age_interval
+    from common.models import age_interval
 
     def cov(s):
         lo, hi = age_interval(probs, AGE_BINS, coverage, s)
@@ -657,9 +657,9 @@ def train(cache_path: str, out_dir: str, epochs: int = 40, batch_size: int = 128
 
     import keras
 
-    from services.classifier.model import MODELS_DIR, InputSpec
+    from common.models import InputSpec, models_dir
     from training.architectures import build_compact
-    from training.train import balance_weights
+    from training.batches import balance_weights
 
     keras.utils.set_random_seed(seed)
     age_tr, gen_tr = cache.age[tr].astype(np.float64), cache.gender[tr].astype(np.int64)
@@ -744,7 +744,7 @@ def train(cache_path: str, out_dir: str, epochs: int = 40, batch_size: int = 128
     fresh.save(out / "net.keras")
     probs, _ = _predict(net, x_va_clean)
     scale, cov = calibrate_scale(np.asarray(probs, np.float64), va_age)
-    meta = json.loads((MODELS_DIR / "compact" / "meta.json").read_text())
+    meta = json.loads((models_dir() / "compact" / "meta.json").read_text())
     meta.pop("onnx", None)
     meta.update({"name": out.name, "input": {"height": input_size, "width": input_size,
                                              "channels": 3, "color": "bgr"},

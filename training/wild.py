@@ -208,7 +208,7 @@ class CropRule(Protocol):
     ``frame`` ``(H, W, 3)`` uint8 BGR; ``box`` ``(x1, y1, x2, y2)`` int pixels (``x2``,
     ``y2`` exclusive), as a detector returns it; ``keypoints`` ``(6, 2)`` float pixels in
     MediaPipe's order or ``None``. Returns the ``(h, w, 3)`` uint8 crop the classifier
-    would resize (:func:`services.classifier.model.resize_crop`).
+    would resize (:func:`common.models.resize_crop`).
     """
 
     def __call__(self, frame: np.ndarray, box: tuple[int, int, int, int],
@@ -217,10 +217,10 @@ class CropRule(Protocol):
 
 def ssd_crop_rule(aspect: float | None = 0.883) -> CropRule:
     """Today's serving rule for SSD boxes: the box widened about its centre to ``aspect``
-    = width/height (never taller; :func:`services.detector.backends.widen_box`, the
+    = width/height (never taller; :func:`common.geometry.widen_box`, the
     ``crop_aspect`` 0.883 of ``models/compact/meta.json``) and cut from the frame; no
     keypoints used."""
-    from services.detector.backends import widen_box
+    from common.geometry import widen_box
 
     def rule(frame, box, keypoints=None):
         """Cut the widened box."""
@@ -232,17 +232,17 @@ def ssd_crop_rule(aspect: float | None = 0.883) -> CropRule:
 
 def blazeface_crop_rule() -> CropRule:
     """The serving rule for BlazeFace detections (issue 10,
-    ``services.detector.crop_rule.cut_crop``: a rectangle 0.85 x 0.96 of the box's side,
+    ``common.crops.cut_crop`` with ``CHIP_RULE``: a rectangle 0.85 x 0.96 of the box's side,
     shifted down 0.024 sides and turned upright by the eye line of the keypoints).
 
     Raises:
-        ImportError: the detector branch's ``services.detector.crop_rule`` is not there.
+        ImportError: ``common.crops`` is missing.
     """
-    from services.detector.crop_rule import cut_crop
+    from common.crops import CHIP_RULE, cut_crop
 
     def rule(frame, box, keypoints=None):
         """Cut (and turn upright) by the BlazeFace rule."""
-        return cut_crop(frame, box, keypoints)
+        return cut_crop(frame, box, keypoints, rule=CHIP_RULE)
 
     return rule
 
@@ -561,7 +561,7 @@ def blazeface_boxes(paths: list[str], folder: str | os.PathLike, pad: float = 0.
         ``{file name: (box (4,) float, keypoints (6, 2) float) or None}``.
 
     Raises:
-        ImportError: no ``services.detector.blazeface`` (detector branch not merged).
+        ImportError: no ``common.detectors.blazeface``.
     """
     from training.cache import cache_dir
 
@@ -574,7 +574,7 @@ def blazeface_boxes(paths: list[str], folder: str | os.PathLike, pad: float = 0.
                 found[str(n)] = None if not np.isfinite(b).all() else (b, k)
     todo = [p for p in paths if os.path.basename(p) not in found]
     if todo:
-        from services.detector.blazeface import BlazeFaceDetector
+        from common.detectors.blazeface import BlazeFaceDetector
 
         det = BlazeFaceDetector(threads=1)
         for i, p in enumerate(todo):
@@ -683,7 +683,7 @@ Predictor = Callable[[list], dict]
 
 
 def student_predictor(model) -> Predictor:
-    """Wrap an :class:`services.classifier.model.AgeGenderModel` as a predictor:
+    """Wrap an :class:`common.models.AgeGenderModel` as a predictor:
     crops -> ``{"age", "gender" (0 male / 1 female), "age_lo", "age_hi", "p_female"}``."""
     def predict(crops):
         """Run the model as the classifier does (resize, roll alignment, flip TTA)."""
@@ -839,7 +839,7 @@ def main(argv=None) -> None:
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    from services.classifier.model import load_model
+    from common.models import load_model
 
     faces = load_faces(args.dataset, args.split, args.limit, detector=args.detector)
     steps = tuple(s for s in args.steps.split(",") if s)

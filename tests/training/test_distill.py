@@ -21,8 +21,8 @@ def chip() -> np.ndarray:
 
 
 def test_clean_input_is_the_serving_crop_resized(chip):
-    from services.classifier.model import InputSpec, resize_crop
-    from services.detector.backends import widen_box
+    from common.models import InputSpec, resize_crop
+    from common.geometry import widen_box
 
     x = distill.clean_input(chip, (20, 0, 180, 200))
     x1, y1, x2, y2 = widen_box((20, 0, 180, 200), 0.883, 200)
@@ -92,16 +92,16 @@ def test_cache_round_trip_and_one_epoch_of_training(tmp_path, cache_env, monkeyp
     assert distill.probe_difference(cache)["max"] == 0
     # when the network trains one epoch on it (labels only) from the shipped weights
     monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
-    from services.classifier.model import MODELS_DIR
+    from common.models import models_dir
 
     res = distill.train(str(out), str(tmp_path / "run"), epochs=2, batch_size=16,
-                        alpha=0.0, init=str(MODELS_DIR / "compact" / "net.keras"))
+                        alpha=0.0, init=str(models_dir() / "compact" / "net.keras"))
     # then a loadable model folder with a calibrated interval and a history comes out
     meta = json.loads((tmp_path / "run" / "meta.json").read_text())
     assert meta["interval"]["scale"] > 0 and meta["kind"] == "compact"
     assert (tmp_path / "run" / "net.keras").is_file()
     assert res["epochs_run"] == 2 and "val" in res
-    from services.classifier.model import AgeGenderModel
+    from common.models import AgeGenderModel
 
     model = AgeGenderModel(tmp_path / "run", runtime="keras")
     pred = model.predict([cache.sources[0]])

@@ -23,7 +23,8 @@ def astronaut_crop() -> np.ndarray:
     path cuts it: the SSD detector's box widened to the compact model's aspect 0.883."""
     import skimage.data
 
-    from services.detector.backends import SSDDetector, widen_box
+    from common.detectors.ssd import SSDDetector
+    from common.geometry import widen_box
 
     image = np.ascontiguousarray(skimage.data.astronaut()[:, :, ::-1])
     box = SSDDetector().detect(image)[0].box

@@ -152,7 +152,7 @@ UTKFACE = SHARED / "datasets" / "utkface" / "UTKFace"
 @pytest.mark.skipif(not UTKFACE.is_dir(), reason=f"UTKFace not found at {UTKFACE}")
 def test_shipped_model_is_worse_on_the_wild_proxy_than_on_clean_crops(cache_env):
     # given 60 test-split faces of UTKFace and the shipped compact model
-    from services.classifier.model import load_model
+    from common.models import load_model
 
     faces = wild.load_faces(UTKFACE, "test", limit=60)
     model = load_model("compact", threads=1)
@@ -170,7 +170,7 @@ def test_shipped_model_is_worse_on_the_wild_proxy_than_on_clean_crops(cache_env)
 
 
 def test_blazeface_rule_cuts_an_upright_crop_from_rolled_keypoints(face):
-    crop_rule = pytest.importorskip("services.detector.crop_rule")
+    from common.crops import CHIP_RULE
     # given a face rolled by 20 degrees with keypoints on its tilted eye line
     image, box = face
     kps = np.array([[70.0, 90.0], [130.0, 68.0], [100, 110], [100, 140], [40, 100], [160, 80]])
@@ -180,5 +180,5 @@ def test_blazeface_rule_cuts_an_upright_crop_from_rolled_keypoints(face):
                              params=wild.CLEAN_PARAMS)
     # then the crop has the rule's shape (0.85 x 0.96 of the box side)
     side = max(box[2] - box[0], box[3] - box[1])
-    assert crop.shape[0] == pytest.approx(crop_rule.CROP_HEIGHT * side, abs=2)
-    assert crop.shape[1] == pytest.approx(crop_rule.CROP_WIDTH * side, abs=2)
+    assert crop.shape[0] == pytest.approx(CHIP_RULE.height * side, abs=2)
+    assert crop.shape[1] == pytest.approx(CHIP_RULE.width * side, abs=2)
