@@ -57,9 +57,13 @@ class DemoSource(FiniteSource):
         return frame
 
     def _next(self):
-        if self.index >= self.n_frames:
+        if self.position >= self.n_frames:
             return None
-        return self.render(self.index)
+        self.position += 1
+        return self.render(self.position - 1)
 
     def _rewind(self):
         pass
+
+    def _seek(self, position):
+        self.position = position

@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 #: Frame rate (frames/s) of image folders when the config gives none.
 DEFAULT_FOLDER_FPS = 10.0
+#: Skipped files of one folder kept with their reasons (for the status file/summary).
+MAX_SKIPPED_KEPT = 1000
 
 
 class FiniteSource:
@@ -34,7 +36,11 @@ class FiniteSource:
             :func:`common.redact.redact`, for messages). kind: see
             :func:`common.streams.source_kind`.
         fps: native frame rate (frames/s) used for pacing. live: always ``False``.
-        index: number of frames handed out so far in the current run.
+        index: number of frames handed out so far in the current pass.
+        loops: passes completed (``loop``).
+        position: where the next read starts in the current pass, in the source's own
+            unit (frames read from a video file, files of a folder, demo frames); what
+            :meth:`seek` takes to continue from here in another process.
     """
 
     live = False
@@ -50,6 +56,18 @@ class FiniteSource:
         self.fps = DEFAULT_FOLDER_FPS
         self.index = 0
         self.loops = 0
+        self.position = 0
+
+    def seek(self, position: int, loops: int = 0) -> None:
+        """Continue at ``position`` of pass ``loops`` (see :attr:`position`): a restarted
+        capture resumes where the one before it was. A position past the end reads as
+        the end (or the next pass with ``loop``)."""
+        self.loops = loops
+        self._seek(max(int(position), 0))
+        self.index = self.position
+
+    def _seek(self, position: int) -> None:
+        raise NotImplementedError
 
     def read(self) -> SourceFrame | None:
         """The next frame, or ``None`` at the end (after the last loop when looping).
@@ -63,7 +81,7 @@ class FiniteSource:
             log.info("stream %s: end of %s, looping (pass %d)", self.name, self.shown,
                      self.loops + 1)
             self._rewind()
-            self.index = 0
+            self.index = self.position = 0
             image = self._next()
         if image is None:
             return None
@@ -123,6 +141,7 @@ class VideoFileSource(FiniteSource):
             ok, image = self.cap.read()
             if not ok or image is None:
                 return None
+            self.position += 1
             if image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8:
                 return image
             try:
@@ -134,6 +153,24 @@ class VideoFileSource(FiniteSource):
     def _rewind(self):
         self.cap.release()
         self.cap = self._open()
+
+    def _seek(self, position):
+        """Seek by frame number (FFmpeg seeks to the key frame before it and decodes up
+        to it; exact on the shared clips); when the container cannot seek, read and
+        discard frames up to it."""
+        self._rewind()
+        self.position = 0
+        if position == 0:
+            return
+        if self.cap.set(cv2.CAP_PROP_POS_FRAMES, position) and \
+                int(self.cap.get(cv2.CAP_PROP_POS_FRAMES)) == position:
+            self.position = position
+            return
+        log.info("stream %s: %s cannot seek; reading up to frame %d", self.name, self.uri,
+                 position)
+        self._rewind()
+        while self.position < position and self.cap.grab():
+            self.position += 1
 
     def close(self):
         """Release the underlying ``cv2.VideoCapture`` (idempotent)."""
@@ -164,8 +201,23 @@ class ImageFolderSource(FiniteSource):
         self.fps = float(options.fps or DEFAULT_FOLDER_FPS)
         self._pos = 0
         self.skipped = 0
+        #: ``(file, reason)`` of the files skipped so far (the first
+        #: :data:`MAX_SKIPPED_KEPT`; :attr:`skipped` counts them all).
+        self.skipped_files: list[tuple[str, str]] = []
         log.info("stream %s: image folder %s (%d images, %.1f fps)", name, self.shown,
                  len(self.paths), self.fps)
+
+    @property
+    def position(self) -> int:
+        """Files of the folder taken so far in this pass (read or skipped)."""
+        return self._pos
+
+    @position.setter
+    def position(self, value: int) -> None:
+        self._pos = value
+
+    def _seek(self, position):
+        self._pos = min(position, len(self.paths))
 
     def _next(self):
         while self._pos < len(self.paths):
@@ -175,6 +227,8 @@ class ImageFolderSource(FiniteSource):
                 return read_image(path)
             except BadImage as exc:
                 self.skipped += 1
+                if len(self.skipped_files) < MAX_SKIPPED_KEPT:
+                    self.skipped_files.append((str(path), exc.reason))
                 log.warning("stream %s: image skipped (dropped, reason bad_image): %s",
                             self.name, exc)
                 self._drop_bad_image()
