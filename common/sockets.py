@@ -300,6 +300,10 @@ HELLO, CREDIT, BEAT, BYE, RESET = b"hello", b"credit", b"beat", b"bye", b"reset"
 HEARTBEAT_S = 0.5
 #: A worker silent for this long (seconds) is gone and its streams move.
 WORKER_TIMEOUT_S = 3.0
+#: Streams wait this long (seconds) after a worker joined before they are assigned, so
+#: workers that connect together (a stack starting, a capture restarting: their
+#: reconnects are at most 0.5 s apart) share the streams instead of the first taking all.
+SETTLE_S = 1.0
 
 
 def rendezvous_score(stream: str, worker: bytes) -> int:
@@ -343,13 +347,16 @@ class StreamRouter:
         curve: CURVE keys for ``tcp://`` (``None``: clear).
         worker_timeout_s: a worker without a message for this long is gone (seconds).
         on_wait: called about every 50 ms while a send waits (heartbeat of the caller).
+        settle_s: a stream without a worker is assigned only once no worker joined for
+            this long (at most 3x this after the first of a burst of joins); 0: at once.
         clock: monotonic clock (seconds).
     """
 
     def __init__(self, ctx: zmq.Context, endpoint: str, metrics: StageMetrics,
                  stop: threading.Event, curve: Curve | None = None,
                  worker_timeout_s: float = WORKER_TIMEOUT_S,
-                 on_wait: Callable[[], None] | None = None, clock=time.monotonic):
+                 on_wait: Callable[[], None] | None = None, settle_s: float = SETTLE_S,
+                 clock=time.monotonic):
         # Credits bound what is in flight; the high-water mark only has to stay above
         # any worker's window (and eos messages, which need no credit).
         self.sock = make_socket(ctx, zmq.ROUTER, endpoint, 1000, curve)
@@ -364,6 +371,8 @@ class StreamRouter:
         self.assigned: dict[str, bytes] = {}
         self._reset_sent: dict[bytes, float] = {}
         self._last_service = clock()
+        self.settle_s = settle_s
+        self._last_join = self._burst_start = -1e9
 
     # -- bookkeeping -----------------------------------------------------------------
     def service(self) -> None:
@@ -394,6 +403,9 @@ class StreamRouter:
                 w = self.workers[identity] = _Worker(identity)
                 log.info("detector worker %s joined (%d credits); %d worker(s)",
                          _name(identity), n, len(self.workers))
+                if now - self._last_join >= self.settle_s:
+                    self._burst_start = now
+                self._last_join = now
             w.credit, w.outstanding, w.last_seen = n, 0, now
         elif kind == BYE:
             if w is not None:
@@ -431,6 +443,10 @@ class StreamRouter:
         identity = self.assigned.get(stream)
         if identity is not None and identity in self.workers:
             return identity
+        now = self.clock()
+        if now - self._last_join < self.settle_s and \
+                now - self._burst_start < 3 * self.settle_s:
+            return None  # workers are still joining: let them all in first
         load = {i: 0 for i in self.workers}
         for s, i in self.assigned.items():
             if i in load:
@@ -613,7 +629,7 @@ class StreamDealer:
         sock.setsockopt(zmq.SNDHWM, 1000)
         sock.setsockopt(zmq.RCVHWM, 1000)  # credits bound what arrives
         sock.setsockopt(zmq.RECONNECT_IVL, 100)
-        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 500)  # workers join a new capture together
         sock.setsockopt(zmq.MAXMSGSIZE, max_bytes)
         if addr.startswith("tcp://"):
             sock.setsockopt(zmq.SNDBUF, 1 << 20)

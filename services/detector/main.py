@@ -158,7 +158,8 @@ def detect_frame(msg: wire.Message, detector, info: dict | None = None
 
 def faces_message(msg: wire.Message, image: np.ndarray, faces: list[dict],
                   ended_tracks: list[int] = (), now_ns=time.time_ns, payload: str = "frame",
-                  crop_aspect: float | None = None, jpeg_quality: int = 90) -> list:
+                  crop_aspect: float | None = None, jpeg_quality: int = 90,
+                  worker: str | None = None) -> list:
     """Encode the ``faces`` message of one tracked frame.
 
     Args:
@@ -170,12 +171,16 @@ def faces_message(msg: wire.Message, image: np.ndarray, faces: list[dict],
         payload: ``"frame"`` or ``"crops"`` (see the module docstring).
         crop_aspect: ``"crops"`` only: width/height the boxes are widened to.
         jpeg_quality: ``"crops"`` only: JPEG quality of a raw frame sent along.
+        worker: this detector worker's name, put in the header as ``detector_worker``
+            (which process tracked the frame: logs, traces, tests).
 
     Returns:
         Multipart frames ready to send: ``[header, frame]`` or
         ``[header, frame JPEG, crop1, ...]`` (one crop per face with ``classify``).
     """
     header = wire.stamp(dict(msg.header, kind="faces", faces=faces), "detector", now_ns())
+    if worker:
+        header["detector_worker"] = worker
     if ended_tracks:
         header["ended_tracks"] = [int(t) for t in ended_tracks]
     h, w = image.shape[:2]
@@ -323,6 +328,8 @@ def main(cfg, *, stop: threading.Event | None = None, registry=None) -> int:
                  detector.name, getattr(detector, "backend", "cpu"), cfg.workers,
                  cfg.payload, cfg.input, cfg.output)
         rx = rt.stream_dealer(cfg.input, window=cfg.hwm + cfg.workers)
+        worker = rx.identity.decode()
+        log.info("detector worker %s", worker)
         tx = rt.sender(cfg.output)
         rt.health.enter(ServiceState.RUNNING)
         m = rt.metrics
@@ -349,7 +356,8 @@ def main(cfg, *, stop: threading.Event | None = None, registry=None) -> int:
             ended, reasons = tracking.update(msg.stream, msg.seq, faces, image,
                                              msg.header.get("fps"))
             out = faces_message(msg, image, faces, ended, payload=cfg.payload,
-                                crop_aspect=cfg.crop_aspect, jpeg_quality=cfg.jpeg_quality)
+                                crop_aspect=cfg.crop_aspect, jpeg_quality=cfg.jpeg_quality,
+                                worker=worker)
             m.stage_seconds.labels("detector").observe(time.perf_counter() - item.t0)
             dm.on_frame(reasons)
             # File frames wait for room downstream (nothing lost); live ones are lossy.

@@ -37,11 +37,11 @@ def ctx():
     c.destroy(0)
 
 
-def _router(ctx, timeout_s=1.0, **kw):
+def _router(ctx, timeout_s=1.0, settle_s=0.0, **kw):
     port = free_port()
     metrics = StageMetrics("capture")
     r = StreamRouter(ctx, f"bind:tcp://127.0.0.1:{port}", metrics, threading.Event(),
-                     worker_timeout_s=timeout_s, **kw)
+                     worker_timeout_s=timeout_s, settle_s=settle_s, **kw)
     return r, f"connect:tcp://127.0.0.1:{port}", metrics
 
 
@@ -70,8 +70,14 @@ def test_rendezvous_choice_is_stable_and_balanced():
 
 
 def test_each_stream_goes_to_one_worker_in_order_and_eos_follows(ctx):
-    router, ep, _ = _router(ctx)
-    dealers = {n: _dealer(ctx, ep, n) for n in ("w1", "w2")}
+    # given a router that lets workers joining together settle (0.5 s) and two workers
+    # connecting 0.2 s apart
+    router, ep, _ = _router(ctx, settle_s=0.5)
+    dealers = {"w1": _dealer(ctx, ep, "w1")}
+    wait_for(lambda: router.wait(50) or len(router.workers) == 1, 10, "the first worker")
+    assert router.worker_for("a") is None         # not yet: others may be joining
+    time.sleep(0.2)
+    dealers["w2"] = _dealer(ctx, ep, "w2")
     wait_for(lambda: router.wait(50) or len(router.workers) == 2, 10, "two workers")
     # when 4 streams send 10 frames each and their eos, each frame once its worker has
     # credit, the workers taking what arrives as it comes
