@@ -337,6 +337,29 @@ def test_detector_service_passes_frames_and_eos_over_real_sockets(clip, blazefac
     assert svc.rc == 0
 
 
+def test_two_detection_threads_keep_each_streams_frame_order_and_tracks(clip):
+    frames = _frames(clip(WALKING), 24)
+    with DetectorThread(workers=2, hwm=8) as svc:
+        # given 24 frames of two streams, interleaved, into a detector with 2 threads
+        for i, f in enumerate(frames):
+            for stream in ("a", "b"):
+                hdr = wire.frame_header(stream, i, time.time_ns(), 480, 270)
+                assert svc.push.send(wire.encode_frame(hdr, f), "frame", "x", block=True,
+                                     timeout_s=60)
+        out = []
+        deadline = time.monotonic() + 60
+        while len(out) < 48 and time.monotonic() < deadline:
+            if svc.pull.poll(200):
+                out.append(wire.decode(svc.pull.recv_multipart()))
+    # then every frame came out, each stream's in seq order, and each stream tracked
+    # its 3 people with 3 tracks (every frame was seen by its tracker, in order)
+    for stream in ("a", "b"):
+        mine = [m for m in out if m.stream == stream]
+        assert [m.seq for m in mine] == list(range(24))
+        assert len({f["track"] for m in mine for f in m.header["faces"]}) == 3
+    assert svc.value("agegender_classify_decisions_total", reason="new") == 6
+
+
 @pytest.mark.slow
 def test_detector_service_drops_older_live_frames_when_behind(clip):
     frame = _frames(clip(WALKING), 1)[0]
