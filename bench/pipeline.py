@@ -134,13 +134,13 @@ def stage_latencies(trace_path: Path) -> tuple[dict, float, int, float]:
     return lat, round(fps, 2), len(rows), round(sum(r["faces"] for r in rows) / len(rows), 3)
 
 
-def prom_values(path: Path) -> dict[str, float]:
-    """``{sample name: value}`` of a Prometheus text file, summed over label sets."""
+def prom_values(text: str | None) -> dict[str, float]:
+    """``{sample name: value}`` of Prometheus text, summed over label sets."""
     from prometheus_client.parser import text_string_to_metric_families
     out: dict[str, float] = {}
-    if not path.is_file():
+    if not text:
         return out
-    for fam in text_string_to_metric_families(path.read_text()):
+    for fam in text_string_to_metric_families(text):
         for sample in fam.samples:
             out[sample.name] = out.get(sample.name, 0.0) + sample.value
     return out
@@ -193,9 +193,7 @@ def run_pipeline(sources: list[str], realtime: bool, model: str, threads: dict,
     from services.orchestrator.runner import run_stack
     tmp = Path(tempfile.mkdtemp(prefix="agegender-bench-"))
     trace = tmp / "trace.jsonl"
-    prom = tmp / "classifier.prom"
-    extra = {"classifier": [f"--metrics-file={prom}"]
-             + ([f"--max-batch={max_batch}"] if max_batch else [])}
+    extra = {"classifier": [f"--max-batch={max_batch}"]} if max_batch else {}
     if classify_every is not None:
         extra["detector"] = [f"--classify-every={classify_every}"]
     backend = {"detector_backend": detector_backend} if detector_backend else {}
@@ -209,7 +207,9 @@ def run_pipeline(sources: list[str], realtime: bool, model: str, threads: dict,
     procs = sampler.stop()
     lat, fps, frames, fpf = stage_latencies(trace) if trace.exists() else ({}, 0.0, 0, 0.0)
     det_cpu = procs.get("detector", {}).get("cpu_s")
-    cls = prom_values(prom)
+    # the classifier's final metrics (its metrics file, read by the stack at the end)
+    cls = prom_values(getattr(sampler._stack.children.get("classifier"), "last_metrics",
+                              None) if sampler._stack else None)
     span = frames / fps if fps else 0.0
     crops = cls.get("agegender_faces_classified_total", 0.0)
     calls = cls.get("agegender_classifier_batch_size_count", 0.0)
