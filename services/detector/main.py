@@ -156,7 +156,7 @@ def main(cfg, *, stop: threading.Event | None = None, registry=None) -> int:
         infer = inference_seconds(rt.metrics.registry, "detector", detector.name)
         log.info("detector %s on DNN backend %s, payload %s; %s -> %s", detector.name,
                  getattr(detector, "backend", "cpu"), cfg.payload, cfg.input, cfg.output)
-        rx = rt.receiver(cfg.input)
+        rx = rt.receiver(cfg.input, kinds=("frame", "eos"))
         tx = rt.sender(cfg.output)
         rt.health.enter(ServiceState.RUNNING)
         m = rt.metrics
