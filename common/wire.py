@@ -9,6 +9,10 @@ A message is a ZeroMQ multipart message ``[header, payload...]``:
   since the Unix epoch). Per-stage timestamps are ints in ns named ``t_<stage>_ns``.
   Optional ``live`` (bool): the frame comes from a live source and may be dropped when
   stale. Optional ``fps`` (source frame rate, frames/s, finite, 0 < fps <= 1000).
+  Optional ``t_media_ns`` (int >= 0): the frame's media time in ns since the stream's
+  first frame (files: the container's presentation time, so variable frame rates keep
+  their timing; live sources: the time since their first frame; image folders and the
+  demo: ``index / fps``); the sink times its video by it. Capture always sets it.
   Keys are strings only, in every map of the header.
 * Messages that carry an image (``frame``, ``faces``, ``result``) also carry ``width``,
   ``height`` (pixels) and ``encoding`` (``"bgr8"``: raw ``(H, W, 3) uint8`` BGR bytes in
@@ -321,6 +325,9 @@ def decode(frames: Sequence[bytes], max_bytes: int = MAX_MESSAGE_BYTES) -> Messa
     t_cap = _require(h, "t_capture_ns", (int,))
     if seq < 0 or t_cap < 0:
         raise DecodeError("bad_field", "seq and t_capture_ns must be >= 0")
+    t_media = h.get("t_media_ns", 0)
+    if isinstance(t_media, bool) or not isinstance(t_media, int) or t_media < 0:
+        raise DecodeError("bad_field", f"t_media_ns {t_media!r} is not an int >= 0")
     for key, value in h.items():
         if key.startswith("t_") and key.endswith("_ns") and (
                 isinstance(value, bool) or not isinstance(value, int)):

@@ -30,6 +30,8 @@ import time
 import zmq
 
 from common import wire
+from common.images import MAX_FILE_PIXELS, fit_side
+from common.process import limit_image_decoding
 from common.redact import redact
 from common.service import ServiceRuntime
 from common.states import ServiceState
@@ -59,7 +61,8 @@ class _Playback:
     """Per-stream state of the send loop."""
 
     source: FiniteSource | LiveSource
-    period_s: float             # minimum seconds between two sent frames (0 = no pacing)
+    period_s: float             # minimum seconds between two sent frames (0 = no pacing;
+                                # finite sources: the nominal rate, see _gap)
     due: float = 0.0            # monotonic time the next frame may be sent
     pending: list | None = None  # encoded frame waiting for room downstream (finite)
     sent: int = 0
@@ -68,12 +71,33 @@ class _Playback:
 
 def frame_message(stream: str, seq: int, frame, live: bool, fps: float = 0.0) -> list:
     """Encode one captured frame (:class:`services.capture.spec.SourceFrame`) as a
-    ``frame`` message (``frame_header`` fields plus ``live`` and, when known, ``fps``:
-    the source's frame rate in frames/s, which the sink writes into its video)."""
-    h, w = frame.image.shape[:2]
+    ``frame`` message (``frame_header`` fields plus ``live``, ``t_media_ns`` (the frame's
+    media time) and, when known, ``fps``: the source's frame rate in frames/s).
+
+    A frame with a side longer than :data:`common.wire.MAX_SIDE` (a 12000x9000 photo in an
+    image folder) is downscaled to fit first (:func:`fit_frame`)."""
+    image = fit_frame(frame.image)
+    h, w = image.shape[:2]
     extra = {"fps": round(float(fps), 3)} if 0 < fps <= 1000 else {}
-    header = wire.frame_header(stream, seq, frame.t_capture_ns, w, h, live=live, **extra)
-    return wire.encode_frame(header, frame.image)
+    header = wire.frame_header(stream, seq, frame.t_capture_ns, w, h, live=live,
+                               t_media_ns=max(int(frame.t_media_ns), 0), **extra)
+    return wire.encode_frame(header, image)
+
+
+def fit_frame(image):
+    """``image`` downscaled to fit :data:`common.wire.MAX_SIDE` (what every stage accepts),
+    logged once per size; the same array when it fits."""
+    if max(image.shape[:2]) <= wire.MAX_SIDE:
+        return image
+    size = image.shape[1], image.shape[0]
+    if size not in _DOWNSCALED_SIZES:
+        _DOWNSCALED_SIZES.add(size)
+        log.warning("frames of %dx%d are larger than the wire allows (%d px a side): sent "
+                    "downscaled to fit", *size, wire.MAX_SIDE)
+    return fit_side(image, wire.MAX_SIDE)
+
+
+_DOWNSCALED_SIZES: set = set()
 
 
 def eos_message(stream: str, frames_sent: int, reason: str = "end") -> list:
@@ -135,6 +159,14 @@ def _period(cfg, source) -> float:
     return max(native, cap)
 
 
+def _gap(cfg, frame) -> float:
+    """Seconds from a finite source's frame to its next one: the frame's own media
+    duration in real-time mode (variable frame rates are kept), at least ``1 / max_fps``."""
+    cap = 1.0 / cfg.max_fps if cfg.max_fps else 0.0
+    media = frame.duration_ns / 1e9 if cfg.realtime else 0.0
+    return max(media, cap)
+
+
 def run_loop(rt: ServiceRuntime, tx, playbacks: list[_Playback], cm: CaptureMetrics,
              notify: threading.Event) -> int:
     """The send loop (see the module docstring). Returns the exit code."""
@@ -167,7 +199,7 @@ def run_loop(rt: ServiceRuntime, tx, playbacks: list[_Playback], cm: CaptureMetr
                     continue
                 p.pending = frame_message(p.source.name, p.sent, frame, live=False,
                                           fps=p.source.fps)
-                p.due = max(p.due + p.period_s, now)
+                p.due = max(p.due + _gap(rt.cfg, frame), now)
             # Room downstream (POLLOUT) means the blocking send returns at once; otherwise
             # keep the frame and come back: backpressure without blocking other streams.
             if tx.sock.poll(0, zmq.POLLOUT) and tx.send(p.pending, "frame", block=True):
@@ -221,6 +253,9 @@ def main(cfg, *, stop: threading.Event | None = None, registry=None) -> int:
         0 after all finite sources ended or on stop; 2 when a source cannot be opened.
     """
     prefer_rtsp_over_tcp()
+    # Image folders may hold phone photos over the wire's 8192 px a side (downscaled
+    # before sending): decode up to MAX_FILE_PIXELS (about 400 MB for one such image).
+    limit_image_decoding(MAX_FILE_PIXELS)
     with ServiceRuntime("capture", cfg, stop=stop, registry=registry) as rt:
         cm = CaptureMetrics(rt.metrics.registry, rt.metrics)
         notify = threading.Event()
@@ -234,8 +269,11 @@ def main(cfg, *, stop: threading.Event | None = None, registry=None) -> int:
             playbacks = [_Playback(s, _period(cfg, s)) for s in sources]
             for p in playbacks:
                 log.info("stream %s: %s source, %s", p.source.name, p.source.kind,
-                         f"one frame per {p.period_s * 1000:.0f} ms" if p.period_s
-                         else "unpaced")
+                         "unpaced" if not p.period_s else
+                         f"one frame per {p.period_s * 1000:.0f} ms at most" if p.source.live
+                         else "paced by the frames' media time (nominal one per "
+                              f"{p.period_s * 1000:.0f} ms)" if cfg.realtime
+                         else f"one frame per {p.period_s * 1000:.0f} ms at most")
             rt.health.enter(ServiceState.RUNNING)
             log.info("capture ready: %d source(s) -> %s", len(sources), cfg.output)
             rc = run_loop(rt, tx, playbacks, cm, notify)
