@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 FALLBACK_FPS = 25.0
 #: Largest plausible frame rate a container may state (frames/s); more is ignored.
 MAX_STATED_FPS = 240.0
+#: Damaged frames logged one by one per file; the rest are counted only.
+LOGGED_ERRORS = 5
 
 
 @dataclasses.dataclass
@@ -113,8 +115,11 @@ class VideoDecoder:
                 frames = packet.decode()
             except av.error.FFmpegError as exc:
                 self.decode_errors += 1
-                log.warning("%s: a damaged packet was skipped (frame after %d; %d so far): "
-                            "%s", self.path, self.frames, self.decode_errors, exc)
+                if self.decode_errors <= LOGGED_ERRORS:
+                    log.warning("%s: a damaged frame was skipped (after frame %d)%s: %s",
+                                self.path, self.frames,
+                                "; further ones are only counted"
+                                if self.decode_errors == LOGGED_ERRORS else "", exc)
                 continue
             yield from frames
 
