@@ -196,20 +196,23 @@ def apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
 
 #: Largest image file decoded where files are read directly (``agegender predict``,
 #: capture's image folders), in pixels: 2**27 (a 12000x9000 = 108 Mpx phone photo fits).
-#: One such photo takes about 400 MB as BGR while it is read (``3 * 2**27`` bytes plus the
-#: compressed file). Images sent on the wire are downscaled to fit
-#: :data:`common.wire.MAX_SIDE` first (:func:`fit_side`).
+#: Reading one such photo takes about 3 bytes a pixel (324 MB for 108 Mpx), twice that
+#: while an EXIF orientation turns it. Frames sent on the wire are then downscaled to fit
+#: it (:func:`fit_within`, :data:`common.wire.MAX_FRAME_PIXELS`).
 MAX_FILE_PIXELS = 2 ** 27
 
 
-def fit_side(image: np.ndarray, max_side: int) -> np.ndarray:
+def fit_within(image: np.ndarray, max_side: int, max_pixels: int | None = None) -> np.ndarray:
     """``image`` downscaled (area interpolation, aspect kept) so that neither side is
-    longer than ``max_side`` pixels; the same array when it fits already."""
+    longer than ``max_side`` pixels and it has at most ``max_pixels`` pixels; the same
+    array when it fits already."""
     h, w = image.shape[:2]
-    if max(h, w) <= max_side:
+    scale = min(1.0, max_side / max(h, w))
+    if max_pixels:
+        scale = min(scale, (max_pixels / (h * w)) ** 0.5)
+    if scale >= 1.0:
         return image
-    scale = max_side / max(h, w)
-    size = (max(1, min(max_side, round(w * scale))), max(1, min(max_side, round(h * scale))))
+    size = (max(1, int(w * scale)), max(1, int(h * scale)))
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 

@@ -74,6 +74,10 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 MAX_HEADER_BYTES = 256 * 1024
 #: Largest accepted image side (pixels).
 MAX_SIDE = 8192
+#: Most pixels of a raw ``bgr8`` frame that fit one message with its header: about 22.3
+#: Mpx (e.g. 5456x4092; a 3840x2160 frame is 8.3 Mpx). Larger frames are downscaled by
+#: capture before they are sent.
+MAX_FRAME_PIXELS = (MAX_MESSAGE_BYTES - MAX_HEADER_BYTES) // 3
 #: Largest accepted optional ``fps`` header field (frames/s).
 MAX_FPS = 1000
 #: Largest accepted ``age`` in a result (years).

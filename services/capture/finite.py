@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from common.images import IMAGE_SUFFIXES, BadImage, read_image, to_bgr8
+from common import wire
+from common.images import IMAGE_SUFFIXES, BadImage, fit_within, read_image, to_bgr8
 from common.redact import redact
 from services.capture.decoder import DecodedFrame, VideoDecoder
 from services.capture.metrics import CaptureMetrics
@@ -50,6 +51,7 @@ class FiniteSource:
         self.fps = DEFAULT_FOLDER_FPS
         self.index = 0
         self.loops = 0
+        self._downscaled_sizes: set = set()
         self.pass_start_ns = 0   # media time at which the current pass started
         self._media_end_ns = 0   # media time just after the last frame handed out
 
@@ -71,12 +73,31 @@ class FiniteSource:
             image = self._next()
         if image is None:
             return None
+        if max(image.shape[:2]) > wire.MAX_SIDE \
+                or image.shape[0] * image.shape[1] > wire.MAX_FRAME_PIXELS:
+            image = self._downscale(image)
         t_ns, duration_ns = self._timing()
         t_media = self.pass_start_ns + t_ns
         self._media_end_ns = t_media + duration_ns
         frame = SourceFrame(image, time.time_ns(), self.index, t_media, duration_ns)
         self.index += 1
         return frame
+
+    def _downscale(self, image: np.ndarray) -> np.ndarray:
+        """A frame over the wire's limits (a 12000x9000 photo: :data:`common.wire.MAX_SIDE`
+        a side, :data:`common.wire.MAX_FRAME_PIXELS` in all) downscaled to fit, counted,
+        logged once per size."""
+        small = fit_within(image, wire.MAX_SIDE, wire.MAX_FRAME_PIXELS)
+        size = image.shape[1], image.shape[0]
+        if size not in self._downscaled_sizes:
+            self._downscaled_sizes.add(size)
+            log.warning("stream %s: %dx%d frames are larger than the pipeline takes (%d px "
+                        "a side, %.1f Mpx): sent downscaled to %dx%d", self.name, *size,
+                        wire.MAX_SIDE, wire.MAX_FRAME_PIXELS / 1e6, small.shape[1],
+                        small.shape[0])
+        if self.metrics:
+            self.metrics.downscaled.labels(self.name).inc()
+        return small
 
     def _timing(self) -> tuple[int, int]:
         """``(t_ns, duration_ns)`` of the frame ``_next`` just returned, in media ns

@@ -30,7 +30,7 @@ import time
 import zmq
 
 from common import wire
-from common.images import MAX_FILE_PIXELS, fit_side
+from common.images import MAX_FILE_PIXELS, fit_within
 from common.process import limit_image_decoding
 from common.redact import redact
 from common.service import ServiceRuntime
@@ -74,8 +74,8 @@ def frame_message(stream: str, seq: int, frame, live: bool, fps: float = 0.0) ->
     ``frame`` message (``frame_header`` fields plus ``live``, ``t_media_ns`` (the frame's
     media time) and, when known, ``fps``: the source's frame rate in frames/s).
 
-    A frame with a side longer than :data:`common.wire.MAX_SIDE` (a 12000x9000 photo in an
-    image folder) is downscaled to fit first (:func:`fit_frame`)."""
+    A frame larger than the wire takes is downscaled to fit first (:func:`fit_frame`;
+    finite sources did so already, counted)."""
     image = fit_frame(frame.image)
     h, w = image.shape[:2]
     extra = {"fps": round(float(fps), 3)} if 0 < fps <= 1000 else {}
@@ -85,16 +85,16 @@ def frame_message(stream: str, seq: int, frame, live: bool, fps: float = 0.0) ->
 
 
 def fit_frame(image):
-    """``image`` downscaled to fit :data:`common.wire.MAX_SIDE` (what every stage accepts),
-    logged once per size; the same array when it fits."""
-    if max(image.shape[:2]) <= wire.MAX_SIDE:
-        return image
+    """``image`` downscaled to fit the wire (:data:`common.wire.MAX_SIDE` a side,
+    :data:`common.wire.MAX_FRAME_PIXELS` in all), logged once per size; the same array
+    when it fits."""
+    small = fit_within(image, wire.MAX_SIDE, wire.MAX_FRAME_PIXELS)
     size = image.shape[1], image.shape[0]
-    if size not in _DOWNSCALED_SIZES:
+    if small is not image and size not in _DOWNSCALED_SIZES:
         _DOWNSCALED_SIZES.add(size)
-        log.warning("frames of %dx%d are larger than the wire allows (%d px a side): sent "
-                    "downscaled to fit", *size, wire.MAX_SIDE)
-    return fit_side(image, wire.MAX_SIDE)
+        log.warning("frames of %dx%d are larger than the wire allows: sent downscaled to "
+                    "%dx%d", *size, small.shape[1], small.shape[0])
+    return small
 
 
 _DOWNSCALED_SIZES: set = set()
