@@ -106,3 +106,47 @@ def test_a_damaged_file_is_played_past_its_damage_and_the_summary_says_so(tmp_pa
     assert len(events) > 30 and skipped > 0
     assert len(events) + skipped == 41, (len(events), skipped)
     assert summary["frames"] == len(events)
+
+
+def test_a_sink_killed_mid_run_leaves_playable_videos(tmp_path, model_name):
+    # given the stack on a looping clip at its native frame rate, writing to --out
+    import os
+    import signal
+    out = tmp_path / "out"
+    stop, holder = threading.Event(), {}
+    opts = StackOptions(sources=[str(clip_path(CLIP))], out_dir=out, loop=True,
+                        model=model_name, http_base_port=0)
+    t = threading.Thread(target=lambda: holder.setdefault("result", run_stack(
+        opts, stop, progress=False, on_started=lambda s: holder.update(stack=s))),
+        daemon=True)
+    t.start()
+    try:
+        # when 3 s of video are written and the sink is killed with SIGKILL (watchdog
+        # restarts it), and the run goes on until the new sink wrote 3 s too
+        wait_for(lambda: not t.is_alive() or "stack" in holder
+                 and len(frame_times_or_none(out / "annotated.mp4")) >= 36, 180,
+                 "36 frames readable in annotated.mp4")
+        stack = holder["stack"]
+        os.kill(stack.children["sink"].pid, signal.SIGKILL)
+        wait_for(lambda: stack.children["sink"].total_restarts == 1, 30, "a sink restart")
+        wait_for(lambda: len(frame_times_or_none(out / "annotated.part1.mp4")) >= 36, 180,
+                 "36 frames readable in annotated.part1.mp4")
+    finally:
+        stop.set()
+        t.join(30)
+    # then both files open and decode: the killed sink's up to its last fragment, the
+    # new one's to its end, each frame at its media time (12 fps clip)
+    assert holder["result"][0] == 0, holder["result"]
+    for name in ("annotated.mp4", "annotated.part1.mp4"):
+        times = frame_times(out / name)
+        assert len(times) >= 36, name
+        assert np.allclose(np.diff(times), 1 / 12, atol=0.002), name
+
+
+def frame_times_or_none(path) -> list[float]:
+    """Frame times of ``path`` as it is now, or ``[]`` when it cannot be read (yet)."""
+    import av
+    try:
+        return frame_times(path)
+    except (av.error.FFmpegError, FileNotFoundError, IndexError):
+        return []
