@@ -2,6 +2,8 @@
 
     python -m bench.pipeline --source ../shared/videos/walking-and-pause-720p-loop.mp4 \\
         [--baseline serial] [--realtime] [--model compact] [--threads classifier=2]
+    python -m bench.pipeline --source CLIP --streams 4 --realtime    # 4 cameras
+    python -m bench.pipeline --source a=CLIP1 --source b=CLIP2 --realtime
 
 * Pipeline (default): ``agegender run``'s stack with capture ``realtime=false`` (as fast
   as the stack allows, backpressure, no drops). ``--realtime`` paces the file at its
@@ -11,9 +13,16 @@
   timestamps (``t_capture`` -> ``t_detector`` -> ``t_classifier`` -> sink receive), drops
   by stage and reason, CPU seconds and peak RSS per service (psutil, sampled every
   0.2 s; a restarted service's processes are summed).
+  Several streams: ``--source`` repeated (``[NAME=]FILE``) or ``--streams N`` (the first
+  source N times, streams ``s1..sN``), all through one capture process; fps counts the
+  frames of all streams.
+* Detector cost (``detector``): the detector backend (``--detector-backend``, default
+  BlazeFace) and the SSD (the seed's) on the same frames of the first source, one
+  thread, frames interleaved; median wall and CPU ms per frame and the ratio to the SSD;
+  and, in the pipeline block, the detector process's CPU ms per frame.
 * ``--baseline serial``: the seed's way in one process on the same input: read a frame,
-  detect, classify each face one at a time; reports fps, per-frame latency percentiles,
-  CPU seconds and peak RSS; then the ratio pipeline fps / serial fps.
+  detect with the seed's SSD, classify each face one at a time; reports fps, per-frame
+  latency percentiles, CPU seconds and peak RSS; then the ratio pipeline fps / serial fps.
 
 Numbers, never pass/fail. Latency in seconds, memory in MiB.
 """
@@ -117,29 +126,36 @@ def stage_latencies(trace_path: Path) -> tuple[dict, float, int, float]:
     return lat, round(fps, 2), len(rows), round(sum(r["faces"] for r in rows) / len(rows), 3)
 
 
-def run_pipeline(source: str, realtime: bool, model: str, threads: dict, out: Path | None,
-                 max_batch: int | None, hwm: int = 1) -> dict:
-    """Run the stack once on ``source``; the pipeline half of the report."""
+def run_pipeline(sources: list[str], realtime: bool, model: str, threads: dict,
+                 out: Path | None, max_batch: int | None, hwm: int = 1,
+                 detector_backend: str | None = None) -> dict:
+    """Run the stack once on ``sources`` (``[NAME=]FILE``); the pipeline half of the
+    report."""
     from services.orchestrator.options import StackOptions
     from services.orchestrator.runner import run_stack
     tmp = Path(tempfile.mkdtemp(prefix="agegender-bench-"))
     trace = tmp / "trace.jsonl"
     extra = {"classifier": [f"--max-batch={max_batch}"]} if max_batch else {}
-    opts = StackOptions(sources=[source], out_dir=out, realtime=realtime, model=model,
+    backend = {"detector_backend": detector_backend} if detector_backend else {}
+    opts = StackOptions(sources=list(sources), out_dir=out, realtime=realtime, model=model,
                         threads=threads, http_base_port=0, trace_path=trace,
-                        service_args=extra, log_level="WARNING", hwm=hwm)
+                        service_args=extra, log_level="WARNING", hwm=hwm, **backend)
     sampler = ProcessSampler()
     t0 = time.monotonic()
     code, summary = run_stack(opts, progress=sys.stderr.isatty(), on_started=sampler.start)
     wall = time.monotonic() - t0
     procs = sampler.stop()
     lat, fps, frames, fpf = stage_latencies(trace) if trace.exists() else ({}, 0.0, 0, 0.0)
-    return {"mode": "pipeline (4 processes, ipc://)",
+    det_cpu = procs.get("detector", {}).get("cpu_s")
+    return {"mode": "pipeline (4 processes, ipc://)", "streams": len(sources),
+            "detector_backend": opts.detector_backend,
             "realtime": realtime, "exit_code": code, "frames": frames, "faces_per_frame": fpf,
             "fps": fps, "latency_s": lat, "drops": summary["drops"],
             "malformed": summary["malformed"], "restarts": summary["restarts"],
             "processes": procs,
             "cpu_s_total": round(sum(p["cpu_s"] for p in procs.values()), 2),
+            "detector_cpu_ms_per_frame": round(1e3 * det_cpu / frames, 2)
+            if det_cpu and frames else None,
             "threads": threads, "hwm": hwm, "wall_s_incl_startup": round(wall, 1)}
 
 
@@ -149,10 +165,11 @@ def run_serial(source: str, model: str, threads: int, max_frames: int = 0) -> di
     set_thread_budget(threads)
     import cv2
 
-    from common.models import load_model
+    from common.crops import face_crop
     from common.detectors import make_detector
+    from common.models import load_model
     me = psutil.Process()
-    detector = make_detector("ssd", threads=threads)
+    detector = make_detector("ssd", threads=threads)  # the seed's detector
     clf = load_model(model, threads=threads)
     clf.warmup(1)
     cap = cv2.VideoCapture(source)
@@ -167,7 +184,8 @@ def run_serial(source: str, model: str, threads: int, max_frames: int = 0) -> di
         if not ok or (max_frames and len(lat) >= max_frames):
             break
         for det in detector.detect(frame):
-            clf.predict([det.crop(frame, clf.crop_aspect)])  # one face at a time, as the seed did
+            # one face at a time, as the seed did
+            clf.predict([face_crop(frame, det.box, None, clf.crop_aspect)])
             faces += 1
         lat.append(time.perf_counter() - t0)
         if len(lat) % 10 == 0:
@@ -183,9 +201,55 @@ def run_serial(source: str, model: str, threads: int, max_frames: int = 0) -> di
             "peak_rss_mib": round(peak / 2**20, 1), "threads": threads}
 
 
+def _detector_cost(source: str, backend: str, max_frames: int = 100) -> dict:
+    """Median ms per frame of ``backend`` and of the SSD on up to ``max_frames`` evenly
+    spaced frames of ``source``, one thread, frames interleaved (each frame goes to both,
+    the order alternating), so a busy machine slows both alike."""
+    from services.detector.compare import make_backend, read_frames, time_interleaved
+    frames = read_frames(source, max_frames)
+    names = list(dict.fromkeys([backend, "ssd"]))
+    res = time_interleaved(frames, {n: make_backend(n) for n in names})
+    h, w = frames[0].shape[:2]
+    out = {"size": f"{w}x{h}", "frames": len(frames)}
+    for n in names:
+        out[n] = {"ms_per_frame": round(float(np.median(res[n]["wall_s"])) * 1e3, 2),
+                  "cpu_ms_per_frame": round(float(np.median(res[n]["cpu_s"])) * 1e3, 2),
+                  "faces_per_frame": round(float(np.mean(res[n]["counts"])), 3)}
+    if backend != "ssd":
+        out["ratio_to_ssd"] = round(out[backend]["ms_per_frame"] / out["ssd"]["ms_per_frame"], 3)
+        out["cpu_ratio_to_ssd"] = round(out[backend]["cpu_ms_per_frame"]
+                                        / out["ssd"]["cpu_ms_per_frame"], 3)
+    return out
+
+
+def stream_sources(sources: list[str], streams: int | None) -> list[str]:
+    """``[NAME=]FILE`` sources with absolute paths; with ``streams``, the first source that
+    many times as streams ``s1..sN``.
+
+    Raises:
+        click.BadParameter: a file that does not exist.
+    """
+    out = []
+    for s in sources:
+        name, sep, path = s.rpartition("=")
+        if not Path(path).is_file():
+            raise click.BadParameter(f"no such file: {path}", param_hint="--source")
+        out.append(f"{name}{sep}{Path(path).resolve()}")
+    if streams:
+        path = out[0].rpartition("=")[2]
+        out = [f"s{i + 1}={path}" for i in range(streams)]
+    return out
+
+
 @click.command()
-@click.option("--source", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="Video file to benchmark on.")
+@click.option("--source", "sources", required=True, multiple=True, metavar="[NAME=]FILE",
+              help="Video file to benchmark on (repeatable: one stream each).")
+@click.option("--streams", type=click.IntRange(1, 64), default=None,
+              help="Run the first source as this many streams.")
+@click.option("--detector-backend", default=None,
+              help="Detector backend of the stack [default: the detector's default].")
+@click.option("--detector-cost/--no-detector-cost", default=True, show_default=True,
+              help="Also time the detector and the SSD on the first source (one thread).")
 @click.option("--baseline", type=click.Choice(["none", "serial"]), default="none",
               show_default=True, help="Also run the seed's serial loop and report the ratio.")
 @click.option("--realtime", is_flag=True, help="Pace the file at its native frame rate "
@@ -201,16 +265,23 @@ def run_serial(source: str, model: str, threads: int, max_frames: int = 0) -> di
               help="ZeroMQ high-water mark of the data sockets.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Also write annotated.mp4/events.jsonl (costs sink CPU).")
-def main(source, baseline, realtime, model, threads, serial_threads, max_batch, hwm, out):
+def main(sources, streams, detector_backend, detector_cost, baseline, realtime, model,
+         threads, serial_threads, max_batch, hwm, out):
     """Benchmark the pipeline (and optionally the serial baseline); print JSON."""
+    from common.detectors import BACKENDS, DEFAULT_BACKEND
     from services.orchestrator.options import parse_threads
-    source = str(Path(source).resolve())
-    report = {"source": source, "cpu_cores": os.cpu_count(),
+    if detector_backend is not None and detector_backend not in BACKENDS:
+        raise click.BadParameter(f"use one of {list(BACKENDS)}", param_hint="--detector-backend")
+    sources = stream_sources(list(sources), streams)
+    first = sources[0].rpartition("=")[2]
+    report = {"sources": sources, "cpu_cores": os.cpu_count(),
               "load_avg_1m_at_start": round(os.getloadavg()[0], 2),
-              "pipeline": run_pipeline(source, realtime, model, parse_threads(threads), out,
-                                       max_batch, hwm)}
+              "pipeline": run_pipeline(sources, realtime, model, parse_threads(threads), out,
+                                       max_batch, hwm, detector_backend)}
+    if detector_cost:
+        report["detector"] = _detector_cost(first, detector_backend or DEFAULT_BACKEND)
     if baseline == "serial":
-        report["serial"] = run_serial(source, model, serial_threads)
+        report["serial"] = run_serial(first, model, serial_threads)
         s_fps = report["serial"]["fps"]
         report["fps_ratio_pipeline_over_serial"] = (
             round(report["pipeline"]["fps"] / s_fps, 2) if s_fps else None)

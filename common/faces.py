@@ -1,7 +1,8 @@
 """The face record: one form for a classified face on the wire and in JSON output.
 
 A face map (``result`` messages, :mod:`common.wire`) holds ``box`` ``[x1, y1, x2, y2]``
-(int pixels, clipped, ``x2``/``y2`` exclusive), ``confidence`` (detector score, 0..1) and,
+(int pixels, clipped, ``x2``/``y2`` exclusive), ``confidence`` (detector score, 0..1),
+optionally ``keypoints`` (six ``[x, y]`` float pixels, BlazeFace) and,
 once classified, ``age`` (years, 0..150), ``age_range`` (``[low, high]`` whole years, absent
 when the model gives none), ``gender`` (``"female"`` | ``"male"``) and
 ``gender_confidence`` (0..1). :func:`classified` builds it from a detector face and a
@@ -26,6 +27,7 @@ class Face(TypedDict, total=False):
 
     box: list[int]
     confidence: float
+    keypoints: list[list[float]]
     age: float
     age_range: list[int]
     gender: str

@@ -12,6 +12,12 @@ import math
 import numpy as np
 
 
+#: Face keypoints a detector may give, in MediaPipe's order (BlazeFace; the person's own
+#: right and left, so the right eye is on the image's left for a face looking at the camera).
+KEYPOINT_NAMES = ("right_eye", "left_eye", "nose_tip", "mouth_center",
+                  "right_ear_tragion", "left_ear_tragion")
+
+
 @dataclasses.dataclass(frozen=True)
 class Detection:
     """One face found by a detector.
@@ -19,16 +25,31 @@ class Detection:
     Attributes:
         box: ``(x1, y1, x2, y2)`` int pixels, clipped to the frame, non-empty.
         confidence: detector score, 0..1.
+        keypoints: ``None`` (the detector gives none: SSD, Haar, dlib) or six ``(x, y)``
+            float pixels in :data:`KEYPOINT_NAMES` order, within ``[0, W] x [0, H]``
+            (BlazeFace).
     """
 
     box: tuple[int, int, int, int]
     confidence: float
+    keypoints: tuple[tuple[float, float], ...] | None = None
 
-    def crop(self, frame: np.ndarray, aspect: float | None = None) -> np.ndarray:
-        """The face region of ``frame`` (``(H, W, 3)`` uint8) as a view ``(h, w, 3)``;
-        with ``aspect``, the box widened to that width/height first (:func:`widen_box`)."""
-        x1, y1, x2, y2 = widen_box(self.box, aspect, frame.shape[1])
-        return frame[y1:y2, x1:x2]
+    @property
+    def roll_degrees(self) -> float | None:
+        """Head roll from the eye line (:func:`eye_roll_degrees`), ``None`` without
+        keypoints."""
+        return None if self.keypoints is None else eye_roll_degrees(self.keypoints)
+
+
+def eye_roll_degrees(keypoints) -> float:
+    """Head roll (degrees) from the eye line of six keypoints (:data:`KEYPOINT_NAMES`).
+
+    Counter-clockwise positive as in :func:`cv2.getRotationMatrix2D`: turning the face by
+    ``-roll`` makes it upright. The eye line runs from the person's right eye (image left)
+    to the left eye; with image y pointing down, an upright face has roll 0.
+    """
+    (rx, ry), (lx, ly) = keypoints[0], keypoints[1]
+    return math.degrees(math.atan2(-(float(ly) - float(ry)), float(lx) - float(rx)))
 
 
 def clip_box(x1: float, y1: float, x2: float, y2: float, width: int, height: int,

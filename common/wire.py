@@ -18,9 +18,15 @@ A message is a ZeroMQ multipart message ``[header, payload...]``:
   ``height`` (pixels) and ``encoding`` (``"bgr8"``: raw ``(H, W, 3) uint8`` BGR bytes in
   row-major order; ``"jpeg"``: JPEG bytes) and send the image as the first payload frame.
 * ``faces`` messages carry ``faces``: a list of maps with ``box`` ``[x1, y1, x2, y2]``
-  (absolute pixels, clipped to the frame, ``x2 > x1``, ``y2 > y1``) and ``confidence``
-  (0..1). The pixels the classifier needs travel once, in one of two forms (the
-  detector's ``payload`` setting):
+  (absolute pixels, clipped to the frame, ``x2 > x1``, ``y2 > y1``), ``confidence``
+  (0..1) and, optionally, ``keypoints``: exactly six ``[x, y]`` pairs of finite numbers
+  (float pixels of the frame, within ``[0, width] x [0, height]``: the detector clips
+  them), in MediaPipe's order: the person's right eye, left eye, nose tip, mouth centre,
+  right ear tragion, left ear tragion (:data:`common.geometry.KEYPOINT_NAMES`). Detectors
+  that give keypoints (BlazeFace) send them; faces from the others (SSD, Haar, dlib) have
+  no ``keypoints`` key. The classifier cuts a face with keypoints upright by its eye line
+  (:func:`common.crops.face_crop`). The pixels the classifier needs travel once, in one
+  of two forms (the detector's ``payload`` setting):
 
   - *frame* (default): no ``crops`` key; the payload is the frame only, raw ``bgr8``, and
     the classifier cuts each face from it by its model's rule. Cheapest on one host:
@@ -28,9 +34,10 @@ A message is a ZeroMQ multipart message ``[header, payload...]``:
   - *crops*: ``crops`` is a list of ``[h, w]``, one per face, and one raw BGR crop per
     face follows the image as a payload frame; the image is usually JPEG (the sink still
     draws the frame) so far fewer bytes cross the network, for classifiers on another
-    host. The classifier classifies the crops as they are (cut by the detector, widened
-    to its ``crop_aspect``) whenever it has no raw frame to cut from.
-* ``result`` messages carry ``faces`` maps that add ``age`` (years, finite, 0..150),
+    host. The classifier classifies the crops as they are (cut by the detector by the
+    same rule: upright by the keypoints, or widened to its ``crop_aspect``) whenever it
+    has no raw frame to cut from.
+* ``result`` messages carry the ``faces`` maps (``keypoints`` kept) and add ``age`` (years, finite, 0..150),
   ``age_range`` (``[low, high]`` years, ``None`` or absent), ``gender`` (``"female"`` |
   ``"male"``) and ``gender_confidence`` (0..1). Every number is finite (no NaN/inf, no
   bool where a number belongs).
@@ -83,6 +90,8 @@ MAX_FPS = 1000
 #: Largest accepted ``age`` in a result (years).
 MAX_AGE_YEARS = 150
 GENDERS = ("female", "male")
+#: Keypoints per face when a face map has ``keypoints``.
+NUM_KEYPOINTS = 6
 # Stream names end up in metric labels and file names (annotated_<stream>.mp4).
 _BAD_STREAM = re.compile(r"[/\\\x00-\x1f\x7f]")
 #: Reasons a message can be rejected; metrics labels are created from this tuple.
@@ -231,6 +240,8 @@ def _check_face(face: Any, kind: str, width: int, height: int) -> None:
     conf = face.get("confidence")
     if not _is_number(conf) or not 0.0 <= conf <= 1.0:
         raise DecodeError("bad_field", f"face confidence {conf!r} is not a number in 0..1")
+    if "keypoints" in face:
+        _check_keypoints(face["keypoints"], width, height)
     if kind != "result":
         return
     age = face.get("age")
@@ -245,6 +256,17 @@ def _check_face(face: Any, kind: str, width: int, height: int) -> None:
     if rng is not None and not (isinstance(rng, list) and len(rng) == 2
                                 and all(_is_number(a) for a in rng) and rng[0] <= rng[1]):
         raise DecodeError("bad_field", f"age_range {rng!r} is not [low, high] years")
+
+
+def _check_keypoints(kps: Any, width: int, height: int) -> None:
+    """Exactly :data:`NUM_KEYPOINTS` ``[x, y]`` pairs of finite numbers within the frame."""
+    if not isinstance(kps, list) or len(kps) != NUM_KEYPOINTS:
+        raise DecodeError("bad_field", f"keypoints must be a list of {NUM_KEYPOINTS} [x, y]")
+    for p in kps:
+        if not (isinstance(p, list) and len(p) == 2 and all(_is_number(c) for c in p)):
+            raise DecodeError("bad_field", f"keypoint {p!r} is not [x, y] finite numbers")
+        if not (0 <= p[0] <= width and 0 <= p[1] <= height):
+            raise DecodeError("bad_field", f"keypoint {p} outside {width}x{height}")
 
 
 def _check_box(box: Any, width: int, height: int) -> None:

@@ -155,8 +155,9 @@ def keys_generate(folder: Path, clients: tuple[str, ...], force: bool):
                  "public key from authorized/ and restarting the binders.")
 
 
-def _lazy(name: str, ref: str, help_text: str):
-    """Register a subcommand whose click command object lives in another module.
+def _lazy(name: str, ref: str, help_text: str, group: click.Group = main):
+    """Register a subcommand of ``group`` whose click command object lives in another
+    module.
 
     The module is imported only when the subcommand runs or its help is shown.
     """
@@ -181,7 +182,12 @@ def _lazy(name: str, ref: str, help_text: str):
             """Parse arguments with the real command."""
             return self._real().make_context(info_name, args, parent=parent, **extra)
 
-    main.add_command(Lazy(name, help=help_text))
+    group.add_command(Lazy(name, help=help_text))
+
+
+@main.group()
+def detectors():
+    """Face detectors: the detector study (docs/detectors.md)."""
 
 
 _lazy("run", "services.orchestrator.command:command",
@@ -195,6 +201,10 @@ _lazy("export", "training.cli:export_command",
       "Export a model folder to ONNX (checked against Keras) or a TF SavedModel.")
 _lazy("prepare", "training.cli:prepare_command",
       "Prepare a dataset: detect and crop faces, split 80/10/10, cache arrays.")
+_lazy("compare", "services.detector.compare:compare_command",
+      "Compare face detectors on clips: faces per frame against ground_truth.json, frames "
+      "with all faces, false positives, ms per frame on one core, smallest face.",
+      group=detectors)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,11 @@ Prints one JSON object per detected face on stdout, one line each::
      "age": float (years), "age_range": [low, high] (years) or null, "gender":
      "female" | "male", "gender_confidence": float (0..1)}
 
-Folders are expanded to their image files (by suffix, sorted, not recursive). Odd images
+Faces are found by the default detector, BlazeFace (``--detector-backend``): photos larger
+than the detector's tiles are read on a pyramid of tiles (a 12000x9000 photo: three tile
+levels, faces from about 60 px wide), and each face is cut from the original image by
+the model's crop rule (:func:`common.crops.face_crop`). Folders are expanded to their
+image files (by suffix, sorted, not recursive). Odd images
 (grayscale, gray + alpha, RGBA, 16-bit, 1x1) are normalised to ``(H, W, 3) uint8`` BGR
 (:func:`common.images.to_bgr8`); unreadable files are reported on stderr and the
 batch goes on. The exit code is non-zero only when no image at all could be read.
@@ -20,7 +24,12 @@ from pathlib import Path
 
 import click
 
-from common.detectors import BACKENDS  # names only: no model runtime is imported here
+from common.detectors import BACKENDS, DEFAULT_BACKEND  # names only: no runtime imported
+
+#: Largest image decoded (pixels): 2**27, e.g. a 12000x9000 photo (108 Mpx) fits; about
+#: 400 MB as BGR. Photos are not sent over the wire, so the services' cap (8192x8192) does
+#: not apply; a header announcing more is refused before any allocation.
+MAX_PIXELS = 2 ** 27
 
 
 def expand(paths: list[Path]) -> list[Path]:
@@ -52,13 +61,13 @@ class Predictor:
     Args:
         model: model name or folder (``load_model``).
         detector_backend: a name of :data:`common.detectors.BACKENDS`.
-        confidence: minimum SSD detection confidence (0..1).
+        confidence: minimum detection confidence (0..1); ``None``: the backend's default.
         threads: thread budget (OpenCV, ONNX Runtime or TensorFlow).
         batch: crops per model call.
         emit: called with each face record.
-        pad: SSD border around each image, fraction of its longer side (``SSDDetector``).
+        pad: border for close-ups, fraction of the image's longer side (SSD: added around
+            the image; BlazeFace: one more whole-image pass inside it).
         runtime: ``auto``, ``onnx`` or ``keras`` (``load_model``).
-        align: turn rolled heads upright first (``load_model(align="roll")``).
         models_dir: folder of the named models (``None``: the registry's search,
             :func:`common.models.registry.models_dir`).
 
@@ -67,24 +76,21 @@ class Predictor:
         ValueError: the runtime is unavailable for it, or a bad detector setting.
     """
 
-    def __init__(self, model: str, detector_backend: str, confidence: float, threads: int,
-                 batch: int, emit, pad: float = 0.5, runtime: str = "auto",
-                 align: bool = True, models_dir: str | Path | None = None):
+    def __init__(self, model: str, detector_backend: str, confidence: float | None,
+                 threads: int, batch: int, emit, pad: float = 0.5, runtime: str = "auto",
+                 models_dir: str | Path | None = None):
         from common.detectors import make_detector
-        from common.models import (DEFAULT_ROLL_MODEL, choose_runtime, read_meta,
-                                   resolve_model_dir)
+        from common.models import choose_runtime, read_meta, resolve_model_dir
         folder = resolve_model_dir(model, models_dir)  # fail now, not at the first face
         choose_runtime(folder, read_meta(folder), runtime)
-        self.align = DEFAULT_ROLL_MODEL if align else None
-        if self.align:
-            resolve_model_dir(self.align, models_dir)  # likewise for the roll estimator
         self.models_dir = models_dir
         self.model_name = model
         self.runtime = runtime
         self.threads = threads
         self.batch = batch
         self.emit = emit
-        # Photos are often close-ups, where the SSD needs a border (SSDDetector's pad).
+        # Photos are often close-ups (a face filling the image), which both detectors only
+        # find inside a border (their pad setting).
         self.detector = make_detector(detector_backend, confidence=confidence, threads=threads,
                                       pad=pad)
         self._model = None
@@ -92,7 +98,7 @@ class Predictor:
 
     def add(self, path: Path, image) -> int:
         """Detect faces in a ``(H, W, 3) uint8`` BGR image and queue them (the crops are
-        cut at :meth:`flush`, with the model's ``crop_aspect``).
+        cut from it at :meth:`flush` by the model's rule, :func:`common.crops.face_crop`).
 
         Returns:
             Number of faces found.
@@ -110,13 +116,14 @@ class Predictor:
         if self._model is None:
             from common.models import load_model
             self._model = load_model(self.model_name, threads=self.threads,
-                                     runtime=self.runtime, align=self.align,
-                                     models=self.models_dir)
+                                     runtime=self.runtime, models=self.models_dir)
+        from common.crops import face_crop
         items, self._pending = self._pending, []
+        m = self._model
         for i in range(0, len(items), self.batch):
             chunk = items[i:i + self.batch]
-            aspect = self._model.crop_aspect
-            preds = self._model.predict([d.crop(image, aspect) for _, d, image in chunk])
+            preds = m.predict([face_crop(image, d.box, d.keypoints, m.crop_aspect, m.crop_rule)
+                               for _, d, image in chunk])
             for (path, det, _), pred in zip(chunk, preds):
                 self.emit(face_record(path, det, pred))
 
@@ -128,10 +135,11 @@ class Predictor:
 @click.option("--models-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder of the named models [default: $AGEGENDER_MODELS_DIR, else the "
                    "checkout's models/ or the installed package's].")
-@click.option("--detector-backend", type=click.Choice(list(BACKENDS)), default="ssd",
-              show_default=True, help="Face detector.")
-@click.option("--confidence", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.5,
-              show_default=True, help="Minimum face detection confidence (SSD).")
+@click.option("--detector-backend", type=click.Choice(list(BACKENDS)),
+              default=DEFAULT_BACKEND, show_default=True, help="Face detector.")
+@click.option("--confidence", type=click.FloatRange(0.0, 1.0, min_open=True), default=None,
+              help="Minimum face detection confidence [default: the backend's own: "
+                   "blazeface 0.4, ssd 0.5].")
 @click.option("--threads", type=click.IntRange(1, 64), default=2, show_default=True,
               help="Thread budget (OpenCV, ONNX Runtime or TensorFlow).")
 @click.option("--runtime", type=click.Choice(["auto", "onnx", "keras"]), default="auto",
@@ -140,16 +148,23 @@ class Predictor:
 @click.option("--batch", type=click.IntRange(1, 1024), default=32, show_default=True,
               help="Face crops per model call.")
 @click.option("--pad", type=click.FloatRange(0.0, 2.0), default=0.5, show_default=True,
-              help="Black border added around each image before SSD detection, as a "
-                   "fraction of its longer side: close-ups (a face filling the photo) need "
-                   "it; use 0 for wide photos with small faces.")
-@click.option("--align/--no-align", default=True, show_default=True,
-              help="Turn rolled heads upright before classification (models/roll).")
+              help="Black border around each image for close-ups (a face filling the "
+                   "photo), as a fraction of its longer side: BlazeFace reads the image once "
+                   "more inside it (small faces are still found); the SSD reads the image "
+                   "only inside it (use 0 for wide SSD photos with small faces).")
+@click.option("--max-pixels", type=click.IntRange(1, 2 ** 31), default=None,
+              help="Largest image decoded (width x height); larger ones are reported and "
+              f"skipped [default: $OPENCV_IO_MAX_IMAGE_PIXELS if set, else {MAX_PIXELS}].")
 def command(paths, model, models_dir, detector_backend, confidence, threads, batch, pad,
-            runtime, align):
+            runtime, max_pixels):
     """Age and gender of every face in image files or folders: one JSON object per face
     per line on stdout; problems go to stderr and the batch goes on."""
-    from common.process import set_thread_budget
+    import os
+
+    from common.process import limit_image_decoding, set_thread_budget
+    if max_pixels is not None:  # the option wins over the environment
+        os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"] = str(max_pixels)
+    limit_image_decoding(MAX_PIXELS)  # before the first decode; photos may exceed 8192x8192
     set_thread_budget(threads)  # before any runtime is imported
     from common.images import BadImage, read_image
 
@@ -165,8 +180,8 @@ def command(paths, model, models_dir, detector_backend, confidence, threads, bat
 
     try:
         predictor = Predictor(model, detector_backend, confidence, threads, batch, emit, pad,
-                              runtime, align, models_dir)
-    except (FileNotFoundError, ValueError) as exc:
+                              runtime, models_dir)
+    except (FileNotFoundError, ValueError, ImportError) as exc:
         click.echo(f"error: {exc}", err=True)
         raise SystemExit(2)
     import cv2

@@ -74,6 +74,49 @@ def test_predict_normalises_odd_images_and_reports_broken_ones(odd_images):
     assert "5 of 6 images read" in r.stderr
 
 
+@pytest.mark.slow
+def test_predict_finds_one_face_per_utkface_chip_and_no_phantom(utkface_dir):
+    # given 40 UTKFace chips (200x200 close-ups: the face fills the image; the SSD without
+    # a border reported a second, phantom face in the lower right on 11 of them)
+    chips = sorted(p for p in utkface_dir.iterdir() if p.suffix == ".jpg")[::500][:40]
+    # when predict runs with its defaults (BlazeFace)
+    r = run_predict([str(p) for p in chips])
+    assert r.returncode == 0, r.stderr
+    records = [json.loads(line) for line in r.stdout.splitlines()]
+    # then every chip has exactly one face, and it covers the chip's centre
+    per_chip = {str(p): [rec for rec in records if rec["file"] == str(p)] for p in chips}
+    assert all(len(v) == 1 for v in per_chip.values()), \
+        {k: len(v) for k, v in per_chip.items() if len(v) != 1}
+    for (x1, y1, x2, y2) in (v[0]["box"] for v in per_chip.values()):
+        assert x1 < 100 < x2 and y1 < 100 < y2 and (x2 - x1) > 100
+
+
+@pytest.mark.slow
+def test_predict_reads_a_12000x9000_photo_on_the_tile_pyramid(tmp_path):
+    from services.detector.compare import paste_face
+    # given a 12000x9000 photo (more pixels than a frame may have) with a face 400 px wide
+    # and one 160 px wide, far apart
+    photo = np.full((9000, 12000, 3), 115, np.uint8)
+    photo, big = paste_face(photo, 400, (2000, 2000))
+    photo, small = paste_face(photo, 160, (8000, 3000))
+    path = tmp_path / "big.jpg"
+    cv2.imwrite(str(path), photo, [cv2.IMWRITE_JPEG_QUALITY, 85])
+    del photo
+    # when predict runs on it (with a cap above its size, whatever the environment says)
+    r = run_predict(["--max-pixels", str(2 ** 27), str(path)])
+    assert r.returncode == 0, r.stderr
+    boxes = sorted(json.loads(line)["box"] for line in r.stdout.splitlines())
+    # then both faces are found where they are, in the photo's own pixels
+    assert len(boxes) == 2, r.stderr
+    for box, face in zip(boxes, sorted([big, small])):
+        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        assert face[0] < cx < face[2] and face[1] < cy < face[3], (box, face)
+        assert 0.7 < (box[2] - box[0]) / (face[2] - face[0]) < 1.5
+    # and a cap below its size refuses it with a clear error
+    r = run_predict(["--max-pixels", str(8192 * 8192), str(path)])
+    assert r.returncode == 1 and "error:" in r.stderr
+
+
 def test_predict_fails_only_when_nothing_can_be_read(tmp_path):
     # given only unreadable inputs
     (tmp_path / "x.png").write_bytes(b"garbage")

@@ -24,9 +24,8 @@ def _logging(verbose: bool) -> None:
 
 
 @click.command("train")
-@click.option("--model", "model", type=click.Choice([*RECIPES, "roll"]),
-              default="compact", show_default=True,
-              help="Model family to train (roll: the head-roll estimator used for alignment).")
+@click.option("--model", "model", type=click.Choice(list(RECIPES)),
+              default="compact", show_default=True, help="Model family to train.")
 @click.option("--dataset", default=DEFAULT_DATASET, show_default=True,
               help="utkface=FOLDER (UTKFace-named images), imdb=imdb.mat or wiki=wiki.mat.")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
@@ -35,11 +34,11 @@ def _logging(verbose: bool) -> None:
 @click.option("--run-dir", type=click.Path(file_okay=False), default=None,
               help="Checkpoints, history, curve [default: $AGEGENDER_CACHE/runs/<name>].")
 @click.option("--epochs", type=click.IntRange(1, 10000), default=None,
-              help="[default: 30 roll, 60 others]")
+              help="[default: 60]")
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=None,
-              help="[default: 128 seed and roll, 64 compact]")
+              help="[default: 128 seed, 64 compact]")
 @click.option("--lr", type=click.FloatRange(1e-7, 1.0), default=None,
-              help="Adam learning rate [default: 2e-3 roll, 1e-3 others].")
+              help="Adam learning rate [default: 1e-3].")
 @click.option("--patience", type=click.IntRange(1, 10000), default=None,
               help="Early-stopping patience, epochs [default: 50 seed, 10 compact].")
 @click.option("--max-minutes", type=click.FloatRange(0.1, None), default=None,
@@ -66,13 +65,6 @@ def train_command(model, dataset, out, name, run_dir, epochs, batch_size, lr, pa
 
     name = name or model
     out = out or str(models_dir() / name)
-    if model == "roll":
-        from training.roll import train_roll
-
-        info = train_roll(dataset, out, epochs=epochs or 30, batch_size=batch_size or 128,
-                          lr=lr or 2e-3, max_minutes=max_minutes, threads=threads, limit=limit)
-        click.echo(json.dumps(info, indent=2))
-        return
     lr, epochs = lr or 1e-3, epochs or 60
     run_dir = run_dir or str(cache_dir() / "runs" / name)
     info = train(model, dataset, out, run_dir, TrainOptions(
@@ -96,12 +88,10 @@ def train_command(model, dataset, out, name, run_dir, epochs, batch_size, lr, pa
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--runtime", type=click.Choice(["auto", "onnx", "keras"]), default="auto",
               show_default=True, help="ONNX Runtime or Keras (auto: ONNX when exported).")
-@click.option("--align/--no-align", default=True, show_default=True,
-              help="Turn rolled heads upright first (models/roll), as the pipeline does.")
 @_device
 @_threads
 @click.option("-v", "--verbose", is_flag=True)
-def evaluate_command(model, dataset, split, limit, latency, as_json, runtime, align, device,
+def evaluate_command(model, dataset, split, limit, latency, as_json, runtime, device,
                      threads, verbose):
     """Age MAE, gender accuracy, per age band / gender, interval coverage, latency."""
     _logging(verbose)
@@ -109,8 +99,7 @@ def evaluate_command(model, dataset, split, limit, latency, as_json, runtime, al
     from training.evaluate import evaluate, format_report
 
     try:
-        m = load_model(model, threads=threads, device=device, runtime=runtime,
-                       align="roll" if align else None)
+        m = load_model(model, threads=threads, device=device, runtime=runtime)
         report = evaluate(m, dataset, split=split, limit=limit, with_latency=latency,
                           progress=sys.stderr.isatty())
     except (FileNotFoundError, ValueError) as exc:

@@ -94,9 +94,7 @@ def evaluate(model: AgeGenderModel, dataset: str, split: str = "all", limit: int
         with_latency: also measure latency per crop.
 
     Returns:
-        ``{"model", "runtime" ("onnx" or "keras"), "dataset", "split", "aligned" (faces the
-        model's roll estimator turned upright; ``None`` without one, or when its input size
-        differs from the model's, as for the seed's 80x60 gray crops), "images",
+        ``{"model", "runtime" ("onnx" or "keras"), "dataset", "split", "images",
         "skipped_names", "no_face",
         "evaluated", **metrics, "latency": {...}}``.
     """
@@ -110,13 +108,9 @@ def evaluate(model: AgeGenderModel, dataset: str, split: str = "all", limit: int
     if split in ("all", "train") and trained_on and same:
         log.warning("model %s was trained on %s: split %r includes its training images",
                     model.name, dataset, split)
-    x, aligned = arrays.x, None
-    if model.aligner is not None and model.aligner.spec == model.spec:
-        x, angles = model.aligner.upright_arrays(x)
-        aligned = int(np.sum(np.abs(angles) >= model.aligner.min_degrees))
-    out = model.predict_arrays(x)
+    out = model.predict_arrays(arrays.x)
     report = {"model": model.name, "runtime": model.runtime, "dataset": dataset,
-              "split": split, "aligned": aligned,
+              "split": split,
               "images_with_label": len(arrays) + (loaded.no_face if split == "all" else 0),
               "skipped_names": loaded.skipped_names,
               "no_face_dropped": loaded.no_face, "evaluated": len(arrays)}
@@ -147,8 +141,7 @@ def format_report(r: dict) -> str:
              f"(split {r['split']}): "
              f"{r['evaluated']} faces evaluated, {r['no_face_dropped']} image(s) with no "
              f"detected face{' in the whole folder' if r['split'] != 'all' else ''}, "
-             f"{r['skipped_names']} malformed name(s) skipped"
-             + (f", {r['aligned']} turned upright" if r.get("aligned") is not None else ""),
+             f"{r['skipped_names']} malformed name(s) skipped",
              f"{'group':<10}{'n':>7}{'age MAE':>10}{'gender acc':>12}{'interval cov':>14}"
              f"{'width':>8}"]
     for name, (n, mae, acc, cov, width) in _rows(r, "overall", _fmt):

@@ -1,10 +1,14 @@
 """Check a model's genders on a clip with known people, left to right.
 
 ``python -m training.video_check --model compact --clip PATH --expect female,male,female``
-detects faces with the pipeline's SSD detector on every frame, sorts the boxes by their
-left edge ``x1`` and compares the predicted genders with the expected order. Prints JSON:
-frames, frames with the expected number of faces, and the fraction of those frames whose
-genders all match.
+detects faces with the pipeline's default detector (BlazeFace, as the detector service
+runs it) on every frame, cuts each face as the classifier does
+(:func:`common.crops.face_crop`: upright by the eye line when the detector gives
+keypoints, else the box widened to the model's ``crop_aspect``), sorts the faces by their
+box's left edge ``x1`` and compares the predicted genders with the expected order. Prints
+JSON: frames, frames with the expected number of faces, frames whose genders all match
+(and their fraction of the frames with the expected number of faces), per-position
+accuracy and mean age.
 """
 
 from __future__ import annotations
@@ -14,6 +18,9 @@ import json
 import click
 import cv2
 
+from common.crops import face_crop
+from common.detectors import BACKENDS, DEFAULT_BACKEND
+
 
 def check_clip(model, clip: str, expect: list[str], detector=None) -> dict:
     """Gender order check of ``model`` on ``clip``.
@@ -22,7 +29,8 @@ def check_clip(model, clip: str, expect: list[str], detector=None) -> dict:
         model: an :class:`common.models.AgeGenderModel`.
         clip: video file path.
         expect: genders left to right (``"female"``/``"male"``).
-        detector: a detector (default: :class:`SSDDetector` with pipeline defaults).
+        detector: a detector (default: the default backend with the detector service's
+            defaults, :func:`common.detectors.make_detector`).
 
     Returns:
         ``{"frames", "frames_with_n_faces", "frames_all_correct", "fraction_correct"
@@ -31,9 +39,9 @@ def check_clip(model, clip: str, expect: list[str], detector=None) -> dict:
     Raises:
         FileNotFoundError: the clip cannot be opened.
     """
-    from common.detectors.ssd import SSDDetector
-
-    detector = detector or SSDDetector()
+    if detector is None:
+        from common.detectors import make_detector
+        detector = make_detector()
     cap = cv2.VideoCapture(str(clip))
     if not cap.isOpened():
         raise FileNotFoundError(f"cannot open clip {clip}")
@@ -51,7 +59,8 @@ def check_clip(model, clip: str, expect: list[str], detector=None) -> dict:
             if len(dets) != n:
                 continue
             with_n += 1
-            preds = model.predict([d.crop(frame, model.crop_aspect) for d in dets])
+            preds = model.predict([face_crop(frame, d.box, d.keypoints, model.crop_aspect)
+                                   for d in dets])
             genders = [p["gender"] for p in preds]
             all_ok += genders == list(expect)
             for i, (g, e) in enumerate(zip(genders, expect)):
@@ -70,17 +79,19 @@ def check_clip(model, clip: str, expect: list[str], detector=None) -> dict:
 @click.option("--clip", required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--expect", default="female,male,female", show_default=True,
               help="Genders left to right, comma separated.")
+@click.option("--detector-backend", type=click.Choice(list(BACKENDS)),
+              default=DEFAULT_BACKEND, show_default=True, help="Face detector.")
 @click.option("--threads", type=int, default=None)
-@click.option("--align/--no-align", default=True, show_default=True,
-              help="Turn rolled heads upright first (models/roll), as the pipeline does.")
-def main(model, clip, expect, threads, align):
+def main(model, clip, expect, detector_backend, threads):
     """Print the gender-order check as JSON."""
+    from common.detectors import make_detector
     from common.models import load_model
 
-    m = load_model(model, threads=threads, align="roll" if align else None)
-    click.echo(json.dumps({"model": m.name, "clip": clip,
-                           **check_clip(m, clip, [e.strip() for e in expect.split(",")])},
-                          indent=2))
+    m = load_model(model, threads=threads)
+    det = make_detector(detector_backend, threads=threads)
+    click.echo(json.dumps({"model": m.name, "clip": clip, "detector": detector_backend,
+                           **check_clip(m, clip, [e.strip() for e in expect.split(",")],
+                                        det)}, indent=2))
 
 
 if __name__ == "__main__":

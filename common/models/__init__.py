@@ -1,5 +1,5 @@
 """Models shared by the services and training: the registry that finds model folders,
-the runtimes that run them, crop preprocessing, the age/gender model and the roll aligner.
+the runtimes that run them, crop preprocessing and the age/gender model.
 
 Importing this package loads neither TensorFlow nor ONNX Runtime; a model does when it is
 loaded. Public names:
@@ -9,22 +9,20 @@ loaded. Public names:
 * :mod:`~common.models.runtimes`: ``RUNTIMES``, ``choose_runtime``, ``load_networks``,
   ``onnx_session``, ``run_session``, ``configure_tensorflow``;
 * :mod:`~common.models.preprocess`: ``InputSpec``, ``resize_crop``;
-* :mod:`~common.models.agegender`: ``AgeGenderModel``, ``load_model``, ``age_interval``;
-* :mod:`~common.models.align`: ``RollEstimator``, ``load_roll_estimator``,
-  ``rotate_crop``, ``DEFAULT_ROLL_MODEL``.
+* :mod:`~common.models.agegender`: ``AgeGenderModel``, ``load_model``, ``age_interval``.
+
+Faces are turned upright before classification by the crop itself (BlazeFace's eye line,
+:func:`common.crops.face_crop`), not by a network.
 """
 
 from common.models.agegender import AgeGenderModel, age_interval, load_model
-from common.models.align import (DEFAULT_ROLL_MODEL, RollEstimator, load_roll_estimator,
-                                 rotate_crop)
 from common.models.preprocess import InputSpec, resize_crop
 from common.models.registry import (MODELS_ENV, models_dir, read_meta, resolve_model_dir,
                                     shipped_models)
 from common.models.runtimes import (RUNTIMES, choose_runtime, configure_tensorflow,
                                     load_networks, onnx_session, run_session)
 
-__all__ = ["AgeGenderModel", "age_interval", "load_model", "DEFAULT_ROLL_MODEL",
-           "RollEstimator", "load_roll_estimator", "rotate_crop", "InputSpec", "resize_crop",
+__all__ = ["AgeGenderModel", "age_interval", "load_model", "InputSpec", "resize_crop",
            "MODELS_ENV", "models_dir", "read_meta", "resolve_model_dir", "shipped_models",
            "RUNTIMES", "choose_runtime", "configure_tensorflow", "load_networks",
            "onnx_session", "run_session"]

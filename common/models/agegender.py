@@ -4,10 +4,10 @@ A model lives in a folder (:mod:`common.models.registry`) with ``meta.json`` and
 files (``.keras``, standard layers only), plus, when exported (:mod:`training.export`),
 the same networks as ONNX files; they run on ONNX Runtime or Keras
 (:mod:`common.models.runtimes`). :meth:`AgeGenderModel.predict` takes face crops
-(``(h, w, 3)`` uint8 BGR: the detector box, widened by the caller to the model's
-``crop_aspect``, :func:`common.geometry.widen_box`), preprocesses them
-(:func:`common.models.preprocess.resize_crop`), turns rolled heads upright when the model
-has a roll estimator (:mod:`common.models.align`) and returns one dict per crop.
+(``(h, w, 3)`` uint8 BGR, cut by the caller with :func:`common.crops.face_crop`: upright
+by the eye line by the model's :attr:`AgeGenderModel.crop_rule` when the detector gives
+keypoints, else the box widened to its ``crop_aspect``), preprocesses them
+(:func:`common.models.preprocess.resize_crop`) and returns one dict per crop.
 
 Two kinds (``meta["kind"]``):
 
@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.models.align import load_roll_estimator
+from common.crops import CropRule
 from common.models.preprocess import InputSpec, resize_crop
 from common.models.registry import read_meta, resolve_model_dir
 from common.models.runtimes import load_networks, run_session
@@ -87,18 +87,19 @@ class AgeGenderModel:
         device: ``"auto"``, ``"cpu"`` or ``"gpu"``.
         runtime: ``"auto"``, ``"onnx"`` or ``"keras"`` (see
             :func:`common.models.runtimes.choose_runtime`).
-        aligner: a :class:`common.models.align.RollEstimator` that turns rolled heads
-            upright in :meth:`predict` (``None``: crops are used as cut).
 
     Attributes:
         name: model name (``meta["name"]``).
         meta: the parsed ``meta.json``.
         spec: network input size.
         runtime: ``"onnx"`` or ``"keras"``, the one in use.
-        aligner: the roll estimator or ``None``.
         crop_aspect: width/height the face boxes are widened to before cutting
             (``meta["crop_aspect"]``, the median of the training crops; ``None``: boxes
-            are cut as detected); see :func:`common.geometry.widen_box`.
+            are cut as detected), for faces without keypoints; see
+            :func:`common.crops.face_crop`.
+        crop_rule: :class:`common.crops.CropRule` for faces with keypoints
+            (``meta["crop_rule"]``; default :data:`common.crops.SSD_VIDEO_RULE`, the
+            served crops of models trained on SSD crops).
         trace_count: number of TensorFlow graph traces so far (Keras runtime; always 0 on
             ONNX Runtime, which has no tracing); stays constant across batch sizes after
             :meth:`warmup` (the graph has a ``[None, H, W, C]`` input signature).
@@ -108,9 +109,8 @@ class AgeGenderModel:
     """
 
     def __init__(self, directory: str | os.PathLike, threads: int | None = None,
-                 device: str = "auto", runtime: str = "auto", aligner=None):
+                 device: str = "auto", runtime: str = "auto"):
         self.directory = Path(directory)
-        self.aligner = aligner
         self.meta = read_meta(self.directory)
         self.name = str(self.meta.get("name", self.directory.name))
         self.kind = self.meta["kind"]
@@ -119,6 +119,7 @@ class AgeGenderModel:
         self.spec = InputSpec.from_meta(self.meta)
         self.genders = list(self.meta.get("genders", ["male", "female"]))
         self.crop_aspect = self.meta.get("crop_aspect")
+        self.crop_rule = CropRule.from_meta(self.meta)
         self.tta_flip = bool(self.meta.get("tta_flip", False))
         self.trace_count = 0
         self._lock = threading.Lock()
@@ -216,12 +217,10 @@ class AgeGenderModel:
     def predict(self, crops: list[np.ndarray]) -> list[dict]:
         """Age and gender of each face crop.
 
-        Crops are turned upright first when the model has an :attr:`aligner`.
-
         Args:
-            crops: face crops, each ``(h, w, 3)`` uint8 BGR (any size), cut from the
-                detector box widened to :attr:`crop_aspect`
-                (``Detection.crop(frame, model.crop_aspect)``).
+            crops: face crops, each ``(h, w, 3)`` uint8 BGR (any size), cut by
+                :func:`common.crops.face_crop` with :attr:`crop_aspect` and
+                :attr:`crop_rule`.
 
         Returns:
             One dict per crop, same order: ``{"age": float years, "age_range": [lo, hi]
@@ -240,12 +239,6 @@ class AgeGenderModel:
                 batch[i] = resize_crop(crop, self.spec)
             except ValueError as exc:
                 raise ValueError(f"crop {i}: {exc}") from None
-        if self.aligner is not None:
-            same = self.aligner.spec == self.spec
-            turned, _ = self.aligner.upright(crops, batch if same else None)
-            for i, (crop, up) in enumerate(zip(crops, turned)):
-                if up is not crop:
-                    batch[i] = resize_crop(up, self.spec)
         out = self.predict_arrays(batch)
         results = []
         for i in range(len(crops)):
@@ -259,19 +252,15 @@ class AgeGenderModel:
         return results
 
     def warmup(self, max_batch: int) -> None:
-        """Trace the graph once and run batch sizes 1 and ``max_batch`` (no retrace later);
-        the roll estimator, if any, runs the same sizes."""
+        """Trace the graph once and run batch sizes 1 and ``max_batch`` (no retrace later)."""
         for n in sorted({1, max(1, min(int(max_batch), CHUNK))}):
             self.raw(np.zeros((n, *self.spec.shape), np.float32))
-            if self.aligner is not None:
-                self.aligner.angles(np.zeros((n, *self.aligner.spec.shape), np.float32))
         log.info("model %s warmed up on %s (%d trace(s))", self.name, self.runtime,
                  self.trace_count)
 
 
 def load_model(name_or_path: str = "compact", threads: int | None = None,
                device: str = "auto", runtime: str = "auto",
-               align: str | None = "roll",
                models: str | os.PathLike | None = None) -> AgeGenderModel:
     """Load a shipped model by name (``"compact"``, ``"seed"``) or a model folder path.
 
@@ -280,16 +269,11 @@ def load_model(name_or_path: str = "compact", threads: int | None = None,
         threads: intra-op thread budget of the runtime (``None``: its default).
         device: ``"auto"`` (GPU when present), ``"cpu"`` or ``"gpu"``.
         runtime: ``"auto"``, ``"onnx"`` or ``"keras"``.
-        align: roll estimator (name or folder) that turns rolled heads upright before
-            classification (:mod:`common.models.align`); ``None``: no alignment.
         models: the models folder (``None``: :func:`common.models.registry.models_dir`).
 
     Raises:
-        FileNotFoundError: no such model or roll estimator folder.
+        FileNotFoundError: no such model folder.
         ValueError: unknown model kind in ``meta.json``; runtime unavailable.
     """
     directory = resolve_model_dir(name_or_path, models)
-    aligner = load_roll_estimator(align, threads=threads, runtime=runtime, device=device,
-                                  models=models) if align else None
-    return AgeGenderModel(directory, threads=threads, device=device, runtime=runtime,
-                          aligner=aligner)
+    return AgeGenderModel(directory, threads=threads, device=device, runtime=runtime)

@@ -1,7 +1,7 @@
 """Where model folders are found: the model registry.
 
 A model is a folder with ``meta.json`` (and its network files) named after the model
-(``compact``, ``seed``, ``roll``). The folder of shipped models is, first match wins:
+(``compact``, ``seed``). The folder of shipped models is, first match wins:
 
 1. the ``models_dir`` argument (the services' ``models_dir`` setting, ``agegender predict
    --models-dir``);
@@ -56,13 +56,13 @@ def read_meta(directory: str | os.PathLike) -> dict:
 
 
 def shipped_models(models: str | os.PathLike | None = None) -> list[str]:
-    """Names of the age/gender models in the models folder (not the roll estimator)."""
+    """Names of the age/gender models in the models folder (folders with ``meta.json``;
+    the detector's ``blazeface/`` has none)."""
     try:
         root = models_dir(models)
     except FileNotFoundError:
         return []
-    return sorted(p.parent.name for p in root.glob("*/meta.json")
-                  if json.loads(p.read_text()).get("kind") != "roll")
+    return sorted(p.parent.name for p in root.glob("*/meta.json"))
 
 
 def resolve_model_dir(name_or_path: str | os.PathLike,

@@ -108,10 +108,10 @@ def onnx_session(path: Path, threads: int | None):
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.log_severity_level = 3
-    # No busy-waiting between runs: the classifier runs two sessions back to back (roll
-    # estimator, then age/gender), and a spinning pool of one steals the cores of the other
-    # (`agegender evaluate --threads 2`, alignment on: 3.3 / 2.6 ms per crop at batch 1 / 32
-    # with spinning, 1.9-2.5 / 1.3-1.9 ms without).
+    # No busy-waiting between runs: a spinning pool steals the cores of whatever runs next
+    # (measured with two sessions back to back, `agegender evaluate --threads 2`: 3.3 / 2.6
+    # ms per crop at batch 1 / 32 with spinning, 1.9-2.5 / 1.3-1.9 ms without), and the
+    # detector and the classifier share a small CPU.
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 

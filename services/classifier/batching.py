@@ -18,8 +18,9 @@ from typing import Any, Callable, Protocol
 import numpy as np
 
 from common import wire
+from common.crops import DEFAULT_RULE, CropRule, face_crop
 from common.faces import classified
-from common.geometry import clip_box, widen_box
+from common.geometry import clip_box
 
 
 class Model(Protocol):
@@ -130,14 +131,18 @@ class PendingFrames:
         return msgs
 
 
-def face_crops(msg: wire.Message, aspect: float | None) -> list[np.ndarray]:
-    """The crops of a ``faces`` message for a model trained on ``aspect`` (width/height).
+def face_crops(msg: wire.Message, aspect: float | None, rule: CropRule = DEFAULT_RULE
+               ) -> list[np.ndarray]:
+    """The crops of a ``faces`` message for a model with crop aspect ``aspect``
+    (width/height) and crop rule ``rule``.
 
     With a raw frame (``msg.image``), each face box is rounded outwards and clipped to the
-    frame (:func:`common.geometry.clip_box`), widened to ``aspect``
-    (:func:`common.geometry.widen_box`; ``None``: as detected) and cut from the frame.
-    Without one (a JPEG frame in the crops form) the detector's crops are used as they
-    are; so is a box that rounds to nothing when the message has crops.
+    frame (:func:`common.geometry.clip_box`) and cut by :func:`common.crops.face_crop`:
+    upright by the eye line by ``rule`` when the face has ``keypoints``, else widened to
+    ``aspect`` (``None``: as detected). Without a raw frame (a JPEG frame in the crops
+    form) the detector's crops, cut by the same function with the default rule and its
+    ``crop_aspect`` setting, are used as they are; so is a box that rounds to nothing when
+    the message has crops.
     """
     if msg.image is None or (not aspect and msg.crops):
         return list(msg.crops)
@@ -149,8 +154,8 @@ def face_crops(msg: wire.Message, aspect: float | None) -> list[np.ndarray]:
         if box is None and crop is not None:
             out.append(crop)
             continue
-        x1, y1, x2, y2 = widen_box(box or face["box"], aspect, width)
-        out.append(msg.image[y1:y2, x1:x2])
+        out.append(face_crop(msg.image, box or face["box"], face.get("keypoints"), aspect,
+                             rule))
     return out
 
 
@@ -170,7 +175,9 @@ def process_batch(msgs: list[wire.Message], model: Model, max_batch: int,
         ``[(msg, frames), ...]``: each input message with its encoded ``result`` frames, in
         the same order.
     """
-    crops = [c for m in msgs for c in face_crops(m, getattr(model, "crop_aspect", None))]
+    aspect = getattr(model, "crop_aspect", None)
+    rule = getattr(model, "crop_rule", DEFAULT_RULE)
+    crops = [c for m in msgs for c in face_crops(m, aspect, rule)]
     preds = classify(crops, model, max_batch, on_batch) if crops else []
     t = now_ns()
     out = []

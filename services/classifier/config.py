@@ -25,9 +25,6 @@ class ClassifierConfig(ServiceConfig, service="classifier", http_port=9103):
         "auto", description="Inference runtime: 'onnx' (ONNX Runtime, CPU, no TensorFlow "
         "import), 'keras' (TensorFlow, CPU or GPU); 'auto' takes ONNX when the model folder "
         "has an ONNX export.")
-    align: str = Field("roll", description="Roll estimator that turns rolled heads upright "
-                       "before classification (model in the models folder or a folder); "
-                       "empty: classify crops as cut.")
     max_batch: int = Field(32, ge=1, le=1024, description="Largest batch of crops per "
                            "inference call.")
     max_wait_ms: float = Field(10.0, ge=0.0, le=1000.0, description="Longest wait for more "

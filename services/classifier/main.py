@@ -70,7 +70,7 @@ def _load_model(cfg: ClassifierConfig, stop: threading.Event):
         try:
             from common.models import load_model  # the runtime is imported on load
             model = load_model(cfg.model, threads=cfg.threads, runtime=cfg.runtime,
-                               align=cfg.align or None, models=cfg.models_dir)
+                               models=cfg.models_dir)
             model.warmup(cfg.max_batch)
             box["model"] = model
         except BaseException as exc:  # handed to the main thread and re-raised there

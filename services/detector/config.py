@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from common.config import ServiceConfig
-from common.detectors import BACKENDS
+from common.detectors import BACKENDS, DEFAULT_BACKEND
 
 
 class DetectorConfig(ServiceConfig, service="detector", http_port=9102):
@@ -18,13 +18,36 @@ class DetectorConfig(ServiceConfig, service="detector", http_port=9102):
     output: str = Field("connect:tcp://localhost:5556", description="Faces output endpoint "
                         "(PUSH).")
     backend: Literal[tuple(BACKENDS)] = Field(  # type: ignore[valid-type]
-        "ssd", description="'ssd' (OpenCV DNN res10_300x300_ssd_iter_140000, the seed's "
-        "choice) or 'haar' (Haar cascade); see common/detectors.")
-    confidence: float = Field(0.5, gt=0.0, le=1.0, description="Minimum SSD confidence.")
-    input_size: int = Field(300, ge=0, le=4096, description="Short side of the SSD input "
-                            "(pixels); the aspect ratio is kept; 0 = native frame size.")
-    min_face_px: int = Field(12, ge=1, le=4096, description="Smallest face kept (pixels, "
-                             "each side, after clipping).")
+        DEFAULT_BACKEND, description="'blazeface' (MediaPipe BlazeFace full-range: boxes "
+        "and six keypoints, tiled; the default), 'ssd' (OpenCV DNN res10 SSD, the seed's "
+        "choice), 'haar' (Haar cascade), 'dlib-hog' / 'dlib-mmod' (optional extra "
+        "'detectors'); see docs/detectors.md.")
+    confidence: float | None = Field(None, gt=0.0, le=1.0, description="Minimum detection "
+                                     "confidence; default: the backend's own (blazeface "
+                                     "0.4, ssd 0.5).")
+    input_size: int = Field(300, ge=0, le=4096, description="ssd only: short side of the "
+                            "SSD input (pixels); the aspect ratio is kept; 0 = native frame "
+                            "size.")
+    min_face_px: int | None = Field(None, ge=1, le=4096, description="Smallest box kept "
+                                    "(pixels, each side, after clipping); default: the "
+                                    "backend's own (blazeface 4, others 12).")
+    tiles: bool = Field(True, description="blazeface only: also read non-square frames in "
+                        "square tiles of their short side (a 1280x720 frame costs 3 network "
+                        "passes instead of 1 and faces from ~44 px instead of ~71 px are "
+                        "found); false: one whole-frame pass.")
+    max_tile_side: int = Field(1080, ge=96, le=8192, description="blazeface only: largest "
+                               "tile side (pixels); larger frames get a pyramid of tile "
+                               "levels whose finest tiles are this large.")
+    refine_roll_degrees: float = Field(8.0, ge=0.0, le=90.0, description="blazeface only: "
+                                       "faces whose eye line is rolled by at least this "
+                                       "(degrees) are read again on an upright view (one "
+                                       "more network pass each; keypoints and box follow "
+                                       "the roll); 0: never.")
+    expected_min_face_px: float = Field(24.0, ge=0.0, le=4096.0, description="Smallest "
+                                        "face width (pixels) the cameras are expected to "
+                                        "show; a warning is logged once per stream when "
+                                        "the frame size and settings make the smallest "
+                                        "face the detector finds larger. 0: no warning.")
     payload: Literal["frame", "crops"] = Field(
         "frame", description="What a faces message carries besides the boxes: 'frame' "
         "(the raw frame; the classifier cuts the faces; best on one host) or 'crops' (one "

@@ -2,12 +2,18 @@
 
 Per frame (:func:`process_frame`): decode the image (raw ``bgr8`` or JPEG,
 :func:`common.images.frame_image`), run the face detector (a backend of
-:mod:`common.detectors`), and send a ``faces`` message whose header keeps every upstream
-field, adds ``faces`` (``[{box: [x1, y1, x2, y2] absolute pixels clipped to the frame,
-confidence: 0..1}]``) and stamps ``t_detector_ns``. The payload follows the ``payload``
-setting (:mod:`common.wire`): ``frame`` sends the raw ``(H, W, 3)`` uint8 BGR frame only;
-``crops`` sends the frame as JPEG followed by one raw ``(h, w, 3)`` crop per face (the box
-widened to ``crop_aspect``), their shapes in ``crops``.
+:mod:`common.detectors`, BlazeFace by default), and send a ``faces`` message whose header
+keeps every upstream field, adds ``faces`` (``[{box: [x1, y1, x2, y2] absolute pixels
+clipped to the frame, confidence: 0..1, keypoints: [[x, y] x 6] float pixels (BlazeFace
+only)}]``) and stamps ``t_detector_ns``. The payload follows the ``payload`` setting
+(:mod:`common.wire`): ``frame`` sends the raw ``(H, W, 3)`` uint8 BGR frame only;
+``crops`` sends the frame as JPEG followed by one raw ``(h, w, 3)`` crop per face (cut by
+:func:`common.crops.face_crop`: upright by the keypoints, or the box widened to
+``crop_aspect``), their shapes in ``crops``.
+
+What the detector cannot see: a backend that knows its smallest face
+(``smallest_face_px``) gets a warning logged once per stream and frame size when that is
+larger than ``expected_min_face_px`` (:class:`SmallFaceWarning`).
 
 ``eos`` messages pass through losslessly. When live frames queue up faster than the
 detector runs, only the newest live frame per stream is processed and the older ones
@@ -29,7 +35,7 @@ from prometheus_client import Counter
 from common import wire
 from common.detectors import make_detector
 from common.eos import forward_eos
-from common.geometry import widen_box
+from common.crops import face_crop
 from common.images import BadFrame, encode_jpeg, frame_image
 from common.metrics import inference_seconds
 from common.service import ServiceRuntime
@@ -45,8 +51,9 @@ def detect_faces(image: np.ndarray, detector, info: dict | None = None) -> list[
     """Run ``detector`` on a ``(H, W, 3) uint8`` BGR image.
 
     Returns:
-        ``[{"box": [x1, y1, x2, y2], "confidence": c}]`` (absolute pixels, clipped,
-        non-empty; confidence rounded to 4 decimals). Detections whose box is empty or
+        ``[{"box": [x1, y1, x2, y2], "confidence": c, "keypoints": [[x, y] x 6]}]``
+        (absolute pixels, clipped, non-empty; confidence rounded to 4 decimals, keypoints
+        to 0.01 px, only for backends that give them). Detections whose box is empty or
         outside are dropped (defence in depth: the backends already clip and enforce a
         minimum size). ``info["detect_s"]`` gets the model time (seconds) when ``info``
         is given.
@@ -63,19 +70,57 @@ def detect_faces(image: np.ndarray, detector, info: dict | None = None) -> list[
             log.warning("detector returned an empty or outside box %s for %dx%d; dropped",
                         det.box, w, h)
             continue
-        faces.append({"box": [x1, y1, x2, y2], "confidence": round(float(det.confidence), 4)})
+        face = {"box": [x1, y1, x2, y2], "confidence": round(float(det.confidence), 4)}
+        kps = getattr(det, "keypoints", None)
+        if kps is not None:
+            face["keypoints"] = [[round(min(max(float(x), 0.0), w), 2),
+                                  round(min(max(float(y), 0.0), h), 2)] for x, y in kps]
+        faces.append(face)
     return faces
 
 
 def cut_crops(image: np.ndarray, faces: list[dict], aspect: float | None = None
               ) -> list[np.ndarray]:
-    """One ``(h, w, 3)`` view of ``image`` per face: its box widened to ``aspect``
-    (width/height, :func:`common.geometry.widen_box`; ``None``/0: the box as detected)."""
-    out = []
-    for face in faces:
-        x1, y1, x2, y2 = widen_box(face["box"], aspect, image.shape[1])
-        out.append(image[y1:y2, x1:x2])
-    return out
+    """One ``(h, w, 3)`` crop of ``image`` per face (:func:`common.crops.face_crop`):
+    upright by its keypoints when it has them, else its box widened to ``aspect``
+    (width/height; ``None``/0: the box as detected)."""
+    return [face_crop(image, f["box"], f.get("keypoints"), aspect) for f in faces]
+
+
+class SmallFaceWarning:
+    """Logs once per stream and frame size when faces the cameras show may be too small
+    for the detector.
+
+    Args:
+        detector: a backend; only one with ``smallest_face_px(width, height)`` is checked.
+        expected_min_face_px: smallest face width (pixels) expected in the frames; 0: off.
+        tiles: the BlazeFace ``tiles`` setting (the message says when tiling is off).
+    """
+
+    def __init__(self, detector, expected_min_face_px: float, tiles: bool | None = None):
+        self.smallest = getattr(detector, "smallest_face_px", None)
+        self.expected = float(expected_min_face_px)
+        self.tiles = tiles
+        self.name = getattr(detector, "name", "detector")
+        self._seen: set[tuple[str, int, int]] = set()
+
+    def check(self, stream: str, width: int, height: int) -> str | None:
+        """The warning for a ``width`` x ``height`` frame of ``stream`` the first time it
+        applies (also logged), else ``None``."""
+        if self.smallest is None or not self.expected or (stream, width, height) in self._seen:
+            return None
+        self._seen.add((stream, width, height))
+        px = float(self.smallest(width, height))
+        if px <= self.expected:
+            return None
+        hint = (" (tiling is off: set tiles true)" if self.tiles is False else
+                " (a smaller max_tile_side finds smaller faces with more tiles, at more "
+                "cost; a lower-resolution stream does not)" if self.tiles else "")
+        msg = (f"stream {stream}: at {width}x{height} the {self.name} detector finds faces "
+               f"from about {px:.0f} px wide, larger than expected_min_face_px "
+               f"{self.expected:g}; smaller faces are missed{hint}")
+        log.warning("%s", msg)
+        return msg
 
 
 def process_frame(msg: wire.Message, detector, now_ns=time.time_ns, info: dict | None = None,
@@ -150,10 +195,14 @@ def main(cfg, *, stop: threading.Event | None = None, registry=None) -> int:
         try:
             detector = make_detector(cfg.backend, confidence=cfg.confidence,
                                      input_size=cfg.input_size, min_face_px=cfg.min_face_px,
-                                     threads=cfg.threads)
-        except (FileNotFoundError, ValueError, cv2.error) as exc:
+                                     threads=cfg.threads, tiles=cfg.tiles,
+                                     max_tile_side=cfg.max_tile_side,
+                                     refine_roll_degrees=cfg.refine_roll_degrees)
+        except (FileNotFoundError, ValueError, ImportError, cv2.error) as exc:
             return rt.refuse(f"cannot load the {cfg.backend} face detector: {exc}")
         infer = inference_seconds(rt.metrics.registry, "detector", detector.name)
+        small_faces = SmallFaceWarning(detector, cfg.expected_min_face_px,
+                                       cfg.tiles if cfg.backend == "blazeface" else None)
         log.info("detector %s on DNN backend %s, payload %s; %s -> %s", detector.name,
                  getattr(detector, "backend", "cpu"), cfg.payload, cfg.input, cfg.output)
         rx = rt.receiver(cfg.input, kinds=("frame", "eos"))
@@ -193,6 +242,8 @@ def main(cfg, *, stop: threading.Event | None = None, registry=None) -> int:
                     m.drop("bad_image")
                     continue
                 infer.observe(info.get("detect_s", 0.0))
+                small_faces.check(msg.stream, int(msg.header["width"]),
+                                  int(msg.header["height"]))
                 m.stage_seconds.labels("detector").observe(time.perf_counter() - t0)
                 faces_total.inc(info["faces"])
                 # File frames wait for room downstream (nothing lost); live ones are lossy.

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from common.detectors import BACKENDS, DEFAULT_BACKEND
 from common.process import install_signal_handlers, setup_logging
 from common.redact import redact
 from services.orchestrator.options import StackOptions, parse_service_args, parse_threads
@@ -54,8 +55,9 @@ def _check_sources(ctx, param, sources):
 @click.option("--loop", is_flag=True, help="Repeat files (run until Ctrl-C).")
 @click.option("--model", default="compact", show_default=True,
               help="Age/gender model under models/ or a model directory.")
-@click.option("--detector-backend", type=click.Choice(["ssd", "haar"]), default="ssd",
-              show_default=True, help="Face detector.")
+@click.option("--detector-backend", type=click.Choice(list(BACKENDS)),
+              default=DEFAULT_BACKEND, show_default=True,
+              help="Face detector (docs/detectors.md).")
 @click.option("--display", is_flag=True, help="Show a desktop window (needs a display).")
 @click.option("--threads", "threads", multiple=True, metavar="N|SERVICE=N",
               callback=_parsed(parse_threads, "--threads"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from common.detectors import DEFAULT_BACKEND
 from common.process import EXIT_CONFIG
 
 #: Start order: downstream binders first, capture last (after the others are ready).
@@ -29,7 +30,8 @@ class StackOptions:
         realtime: pace files at their native frame rate.
         loop: repeat files.
         model: classifier model name or path.
-        detector_backend: ``ssd`` or ``haar``.
+        detector_backend: a name of :data:`common.detectors.BACKENDS` (default
+            ``blazeface``).
         display: sink opens a desktop window.
         threads: thread budget per service.
         http_base_port: first HTTP port (capture; +1 detector, +2 classifier, +3 sink,
@@ -52,7 +54,7 @@ class StackOptions:
     realtime: bool = True
     loop: bool = False
     model: str = "compact"
-    detector_backend: str = "ssd"
+    detector_backend: str = DEFAULT_BACKEND
     display: bool = False
     threads: dict[str, int] = dataclasses.field(
         default_factory=lambda: {s: 1 for s in SERVICES})

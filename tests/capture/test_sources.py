@@ -157,7 +157,7 @@ def test_demo_source_is_a_short_scene_with_a_face(caplog):
     assert not np.array_equal(frames[0].image, frames[60].image)
     # and the real detector finds the astronaut's face
     from common.detectors import make_detector
-    det = make_detector("ssd")
+    det = make_detector()                      # the default backend
     assert all(len(det.detect(frames[i].image)) >= 1 for i in (0, 40, 80, 119))
 
 

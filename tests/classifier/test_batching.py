@@ -126,3 +126,27 @@ def test_crops_form_with_a_jpeg_frame_is_classified_and_the_jpeg_passed_on(stand
     assert result.header["faces"][0]["age"] == pytest.approx(120 / 4.0)
     assert result.header["encoding"] == "jpeg" and "crops" not in result.header
     assert bytes(result.image_bytes) == jpg.tobytes()
+
+
+def test_faces_with_keypoints_are_cut_upright_by_the_model_rule():
+    from common.crops import CHIP_RULE, SSD_VIDEO_RULE, cut_crop
+    # given a frame with a 20 px face whose eye line is turned by 30 degrees (keypoints)
+    # and a face without keypoints (an SSD face)
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, (80, 100, 3), dtype=np.uint8)
+    c, s = np.cos(np.radians(30)), np.sin(np.radians(30))
+    eyes = [[40 - 5 * c, 40 + 5 * s], [40 + 5 * c, 40 - 5 * s]]
+    kps = eyes + [[40.0, 44.0], [40.0, 48.0], [31.0, 40.0], [49.0, 40.0]]
+    header = wire.frame_header("s", 1, time.time_ns(), 100, 80, t_detector_ns=time.time_ns())
+    header.update(kind="faces", faces=[
+        {"box": [30, 30, 50, 50], "confidence": 0.9, "keypoints": kps},
+        {"box": [70, 10, 80, 22], "confidence": 0.9}])
+    msg = wire.decode(wire.encode(header, [image]))
+    # when cut for a model with crop aspect 1.0 and a rule
+    for rule in (CHIP_RULE, SSD_VIDEO_RULE):
+        crops = face_crops(msg, 1.0, rule)
+        # then the first is the rule's upright crop (one warp from the frame) and the
+        # second the box widened to 1.0
+        np.testing.assert_array_equal(crops[0], cut_crop(image, (30, 30, 50, 50), kps, rule))
+        assert crops[0].shape == (round(rule.height * 20), round(rule.width * 20), 3)
+        np.testing.assert_array_equal(crops[1], image[10:22, 69:81])

@@ -1,11 +1,10 @@
-"""Box geometry: clipping, widening to a model's crop aspect, IoU, Detection crops."""
+"""Box geometry: clipping, widening to a model's crop aspect, IoU, eye-line roll."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
-from common.geometry import Detection, clip_box, iou, widen_box
+from common.geometry import Detection, clip_box, eye_roll_degrees, iou, widen_box
 
 
 def test_clip_box_contract():
@@ -15,7 +14,6 @@ def test_clip_box_contract():
     assert clip_box(50, 50, 60, 60, 40, 30) is None                 # outside
     assert clip_box(float("inf"), 0, 10, 10, 40, 30) is None
     assert clip_box(float("nan"), 0, 10, 10, 40, 30) is None
-    assert Detection((0, 0, 1, 1), 0.9).crop(np.zeros((5, 5, 3), np.uint8)).shape == (1, 1, 3)
 
 
 def test_widen_box_to_the_training_aspect():
@@ -25,9 +23,17 @@ def test_widen_box_to_the_training_aspect():
     assert widen_box((0, 0, 40, 60), 0.9, 45) == (0, 0, 45, 60)
     assert widen_box((100, 50, 160, 110), 0.9, 640) == (100, 50, 160, 110)
     assert widen_box((100, 50, 140, 110), None, 640) == (100, 50, 140, 110)
-    # and Detection.crop cuts the widened box
-    frame = np.zeros((200, 640, 3), np.uint8)
-    assert Detection((100, 50, 140, 110), 0.9).crop(frame, 0.9).shape == (60, 54, 3)
+
+
+def test_roll_from_the_eye_line():
+    # level eyes: 0; the left eye (image right) higher: counter-clockwise, positive
+    level = [(10, 20), (30, 20)] + [(0, 0)] * 4
+    assert eye_roll_degrees(level) == 0.0
+    assert eye_roll_degrees([(10, 20), (30, 0)] + [(0, 0)] * 4) == pytest.approx(45.0)
+    assert eye_roll_degrees([(10, 20), (30, 40)] + [(0, 0)] * 4) == pytest.approx(-45.0)
+    # a detection without keypoints has no roll
+    assert Detection((0, 0, 4, 4), 0.5).roll_degrees is None
+    assert Detection((0, 0, 4, 4), 0.5, tuple(level)).roll_degrees == 0.0
 
 
 @pytest.mark.parametrize("a, b, expected", [

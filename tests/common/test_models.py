@@ -11,7 +11,7 @@ from common.models import (InputSpec, age_interval, choose_runtime, load_model, 
                            read_meta, resize_crop, shipped_models)
 from tests.conftest import ROOT
 
-#: Shipped age/gender models (models/roll is the roll estimator, tested in test_align.py).
+#: Shipped age/gender models (models/blazeface is the detector, tested in test_blazeface.py).
 SHIPPED = shipped_models()
 #: (model, runtime) pairs: every shipped model on Keras, and on ONNX Runtime when exported.
 RUNS = [(name, "keras") for name in SHIPPED] + [

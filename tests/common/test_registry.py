@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 
 import pytest
@@ -20,7 +19,7 @@ def test_checkout_models_are_found_by_default(monkeypatch):
     monkeypatch.delenv(MODELS_ENV, raising=False)
     assert models_dir() == ROOT / "models"
     assert {"compact", "seed"} <= set(shipped_models())
-    assert "roll" not in shipped_models()                 # the roll estimator is no model
+    assert "blazeface" not in shipped_models()            # the detector's model is no model
     assert resolve_model_dir("compact") == ROOT / "models" / "compact"
 
 
@@ -32,7 +31,7 @@ def test_a_configured_folder_wins_over_the_environment_and_the_checkout(tmp_path
     # when named through the environment / then it is found there, not in the checkout
     monkeypatch.setenv(MODELS_ENV, str(folder))
     assert models_dir() == folder and shipped_models() == ["mine"]
-    model = load_model("mine", threads=1, align=None)
+    model = load_model("mine", threads=1)
     assert model.directory == folder / "mine" and model.runtime == "onnx"
     # and an explicit folder wins over the environment
     other = tmp_path / "other"
@@ -44,15 +43,14 @@ def test_a_configured_folder_wins_over_the_environment_and_the_checkout(tmp_path
     assert resolve_model_dir(str(other / "theirs")) == other / "theirs"
 
 
-def test_the_roll_estimator_comes_from_the_same_folder(tmp_path, monkeypatch):
+def test_the_detector_model_comes_from_the_same_folder(tmp_path, monkeypatch):
+    from common.detectors import make_detector
     folder = tmp_path / "models"
     _copy_model(ROOT / "models" / "compact", folder / "compact")
     monkeypatch.setenv(MODELS_ENV, str(folder))
-    # given a models folder without a roll estimator / then alignment is a clear error
-    with pytest.raises(FileNotFoundError, match="no roll estimator 'roll'"):
-        load_model("compact", threads=1)
-    # and with one it is loaded from there
-    _copy_model(ROOT / "models" / "roll", folder / "roll")
-    model = load_model("compact", threads=1)
-    assert model.aligner.directory == folder / "roll"
-    assert json.loads((folder / "roll" / "meta.json").read_text())["kind"] == "roll"
+    # given a models folder without BlazeFace / then the default detector is a clear error
+    with pytest.raises(FileNotFoundError, match="BlazeFace model file missing"):
+        make_detector("blazeface", threads=1)
+    # and with it the detector loads from there
+    shutil.copytree(ROOT / "models" / "blazeface", folder / "blazeface")
+    assert make_detector("blazeface", threads=1).model_path.parent == folder / "blazeface"

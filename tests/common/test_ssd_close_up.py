@@ -34,7 +34,6 @@ def test_pad_finds_the_whole_face_in_frame_coordinates(face_chip):
     x1, y1, x2, y2 = dets[0].box
     assert 0 <= x1 < 100 < x2 <= 200 and 0 <= y1 < 100 < y2 <= 200
     assert (x2 - x1) * (y2 - y1) > 0.5 * 200 * 200
-    assert dets[0].crop(face_chip).size > 0
 
 
 def test_pad_out_of_range_is_rejected():

@@ -63,3 +63,38 @@ def test_both_forms_are_decoded_strictly(frame, header, payloads, reason):
     with pytest.raises(wire.DecodeError) as err:
         wire.decode(wire.encode(header, [parts[p] for p in payloads]))
     assert err.value.reason == reason
+
+
+KEYPOINTS = [[4.5, 6.0], [9.5, 6.0], [7.0, 9.0], [7.0, 11.5], [2.0, 8.0], [12.0, 8.0]]
+
+
+def test_keypoints_travel_in_faces_and_results(frame):
+    # given a face with six keypoints (a BlazeFace face) and one without (an SSD face)
+    faces = [dict(FACES[0], keypoints=KEYPOINTS), FACES[1]]
+    msg = wire.decode(wire.encode(dict(_header(), faces=faces), [frame]))
+    # then both decode, the keypoints as sent, the other face with none
+    assert msg.header["faces"][0]["keypoints"] == KEYPOINTS
+    assert "keypoints" not in msg.header["faces"][1]
+    # and a result keeps them
+    result = dict(_header(), kind="result", faces=[
+        dict(f, age=30.0, gender="female", gender_confidence=0.9) for f in faces])
+    assert wire.decode(wire.encode(result, [frame])).header["faces"][0]["keypoints"] == KEYPOINTS
+
+
+@pytest.mark.parametrize("keypoints", [
+    KEYPOINTS[:5],                                   # five pairs
+    KEYPOINTS + [[1.0, 1.0]],                        # seven
+    [[1.0, 2.0, 3.0]] + KEYPOINTS[1:],               # a triple
+    [[float("nan"), 2.0]] + KEYPOINTS[1:],           # not finite
+    [[True, 2.0]] + KEYPOINTS[1:],                   # a bool
+    [["1", 2.0]] + KEYPOINTS[1:],                    # a string
+    [[41.0, 2.0]] + KEYPOINTS[1:],                   # outside the 40x24 frame
+    [[1.0, -0.5]] + KEYPOINTS[1:],
+    {"right_eye": [1, 2]},                           # not a list
+    None,
+])
+def test_malformed_keypoints_are_bad_fields(frame, keypoints):
+    faces = [dict(FACES[0], keypoints=keypoints)]
+    with pytest.raises(wire.DecodeError) as err:
+        wire.decode(wire.encode(dict(_header(), faces=faces), [frame]))
+    assert err.value.reason == "bad_field"

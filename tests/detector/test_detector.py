@@ -1,5 +1,6 @@
-"""Detector: per-frame processing on real frames with the real SSD model, boxes at the
-edge, detection quality on the shared clips, and the service over real sockets."""
+"""Detector: per-frame processing on real frames with the real SSD and BlazeFace models,
+keypoints on the wire, boxes at the edge, detection quality on the shared clips, the
+small-face warning, and the service (BlazeFace by default) over real sockets."""
 
 from __future__ import annotations
 
@@ -21,8 +22,9 @@ from common.detectors import make_detector
 from common.detectors.ssd import SSDDetector
 from common.images import BadFrame
 from services.detector.config import DetectorConfig
-from services.detector.main import (cut_crops, detect_faces, main as detector_main,
-                                    newest_live, process_frame)
+from common.crops import DEFAULT_RULE, crop_region
+from services.detector.main import (SmallFaceWarning, cut_crops, detect_faces,
+                                    main as detector_main, newest_live, process_frame)
 from tests.conftest import clip_path, free_port, wait_http
 
 WALKING = "face-demographics-walking-and-pause.mp4"
@@ -31,6 +33,12 @@ WALKING = "face-demographics-walking-and-pause.mp4"
 @pytest.fixture(scope="module")
 def ssd():
     return make_detector("ssd")
+
+
+@pytest.fixture(scope="module")
+def blazeface():
+    """The default backend with the service's defaults."""
+    return make_detector(threads=1)
 
 
 def _frames(path, limit=10_000):
@@ -202,8 +210,23 @@ def test_haar_backend_finds_faces_too(walking_frame):
     assert all(c.size > 0 for c in cut_crops(walking_frame, faces))
 
 
+def test_the_default_backend_and_its_own_defaults():
+    # given the detector's configuration with nothing set / then BlazeFace is the backend
+    cfg = DetectorConfig()
+    assert cfg.backend == "blazeface" and cfg.confidence is None and cfg.tiles
+    # and a setting left at None takes each backend's own default; BlazeFace-only
+    # settings are ignored by the SSD, as the service passes them to every backend
+    bf = make_detector(cfg.backend, confidence=None, min_face_px=None, tiles=True)
+    ssd = make_detector("ssd", confidence=None, min_face_px=None, tiles=True,
+                        max_tile_side=1080, refine_roll_degrees=8.0)
+    assert (bf.confidence, bf.min_face_px) == (0.4, 4)
+    assert (ssd.confidence, ssd.min_face_px) == (0.5, 12)
+    # and refine_roll_degrees 0 turns the upright re-reading off
+    assert make_detector("blazeface", refine_roll_degrees=0).refine_roll_degrees is None
+
+
 def test_unknown_backend_and_unknown_setting_are_clear_errors():
-    with pytest.raises(ValueError, match="unknown detector backend 'yolo'.*'ssd', 'haar'"):
+    with pytest.raises(ValueError, match="unknown detector backend 'yolo'.*'blazeface', 'ssd'"):
         make_detector("yolo")
     with pytest.raises(TypeError):
         make_detector("haar", colour=True)          # not a setting any backend shares
@@ -262,9 +285,9 @@ class DetectorThread:
 
 
 @pytest.mark.parametrize("payload", ["frame", "crops"])
-def test_detector_service_passes_frames_and_eos_over_real_sockets(clip, ssd, payload):
+def test_detector_service_passes_frames_and_eos_over_real_sockets(clip, blazeface, payload):
     frames = _frames(clip(WALKING), 12)
-    expected = [len(ssd.detect(f)) for f in frames]       # the same model, in this process
+    expected = [len(blazeface.detect(f)) for f in frames]  # the same model, in this process
     with DetectorThread(payload=payload) as svc:
         # given 12 file frames, a malformed message and an end of stream sent to its input
         for i, f in enumerate(frames):
@@ -293,7 +316,9 @@ def test_detector_service_passes_frames_and_eos_over_real_sockets(clip, ssd, pay
         # and the metrics count faces, inference time and the malformed message
         assert svc.value("agegender_faces_detected_total") == sum(expected)
         assert svc.value("agegender_inference_seconds_count", stage="detector",
-                         model="ssd") == 12
+                         model="blazeface") == 12
+        # and every face carries its six keypoints
+        assert all(len(f["keypoints"]) == 6 for m in out[:-1] for f in m.header["faces"])
         assert svc.value("agegender_messages_malformed_total", stage="detector",
                          reason="not_msgpack") == 1
     assert svc.rc == 0
@@ -351,3 +376,47 @@ def test_detector_cli_process_stops_within_2s_without_peers():
     # then it exits 0 within 2 s and said which DNN backend it used
     assert rc == 0 and took < 2.0, f"rc={rc}, took {took:.2f} s"
     assert "DNN backend cpu" in log or "DNN backend cuda" in log
+
+
+def test_blazeface_faces_carry_keypoints_and_upright_crops(blazeface, walking_frame):
+    # given frame 0 of the walking clip, when processed by the default detector
+    out = wire.decode(process_frame(_frame_msg(walking_frame), blazeface))
+    faces = out.header["faces"]
+    # then the three faces carry six keypoints each, in the frame, eyes inside the box,
+    # and they pass the wire's strict decoding
+    assert len(faces) == 3
+    for f in faces:
+        kp = np.array(f["keypoints"])
+        x1, y1, x2, y2 = f["box"]
+        assert kp.shape == (6, 2) and np.all(np.isfinite(kp))
+        assert np.all((kp >= 0) & (kp <= (480, 270)))
+        assert np.all((kp[:2, 0] > x1) & (kp[:2, 0] < x2) & (kp[:2, 1] > y1) & (kp[:2, 1] < y2))
+    # when the crops form is asked for / then each crop is cut by the crop rule (upright,
+    # the rule's size), not the box widened
+    crops = wire.decode(process_frame(_frame_msg(walking_frame), blazeface, payload="crops",
+                                      crop_aspect=0.88)).crops
+    for f, c in zip(faces, crops):
+        _, _, w, h, _ = crop_region(f["box"], f["keypoints"], DEFAULT_RULE)
+        assert c.shape == (round(h), round(w), 3)
+
+
+def test_small_face_warning_once_per_stream_and_size(caplog):
+    # given the default detector and cameras expected to show faces from 24 px
+    det = make_detector("blazeface", threads=1)
+    warn = SmallFaceWarning(det, 24.0, tiles=True)
+    # when a 480x270 stream arrives / then nothing: it finds faces from ~17 px
+    assert warn.check("small", 480, 270) is None
+    # when 1080p frames arrive / then one warning naming the size and the smallest face,
+    # and only once per stream and size
+    msg = warn.check("hd", 1920, 1080)
+    assert msg and "1920x1080" in msg and "68 px" in msg and "expected_min_face_px 24" in msg
+    assert warn.check("hd", 1920, 1080) is None
+    assert warn.check("hd2", 1920, 1080) is not None
+    # and with tiling off even 480x270 is too coarse, and the message says why
+    untiled = SmallFaceWarning(make_detector("blazeface", threads=1, tiles=False), 24.0,
+                               tiles=False)
+    assert "tiling is off" in untiled.check("small", 480, 270)
+    # and 0 turns the warning off; a backend without the estimate is never warned about
+    assert SmallFaceWarning(det, 0, tiles=True).check("hd", 1920, 1080) is None
+    haar = make_detector("haar")
+    assert SmallFaceWarning(haar, 24.0).check("hd", 1920, 1080) is None

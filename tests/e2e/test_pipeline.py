@@ -43,9 +43,8 @@ def test_file_run_has_an_event_per_frame_and_three_faces(walking_run, ground_tru
     assert all(tuple(e) == EVENT_KEYS and (e["width"], e["height"]) == tuple(truth["size"])
                for e in events)
     assert all(tuple(f) == FACE_KEYS for e in events for f in e["faces"])
-    # and on average at least 2.7 of the 3 faces are found
-    mean_faces = sum(len(e["faces"]) for e in events) / len(events)
-    assert mean_faces >= 2.7, mean_faces
+    # and the default detector (BlazeFace) finds all 3 faces on at least 40 of the 41 frames
+    assert sum(len(e["faces"]) == 3 for e in events) >= 40, [len(e["faces"]) for e in events]
     # and the summary agrees with the events
     assert summary["frames"] == truth["frames"]
     assert summary["faces"] == sum(len(e["faces"]) for e in events)

@@ -116,7 +116,8 @@ def test_a_non_string_key_anywhere_is_a_bad_field(kind, key, value, where):
 
 @FUZZ
 @given(st.sampled_from(["faces", "result"]), st.sampled_from(
-    ["box", "confidence", "age", "age_range", "gender", "gender_confidence"]), values)
+    ["box", "confidence", "keypoints", "age", "age_range", "gender", "gender_confidence"]),
+    values)
 def test_decoded_face_fields_are_usable_by_consumers(kind, field, value):
     # given a faces/result message whose face map has one field replaced
     header, payloads = _valid(kind)
@@ -132,6 +133,9 @@ def test_decoded_face_fields_are_usable_by_consumers(kind, field, value):
         x1, y1, x2, y2 = f["box"]
         assert all(math.isfinite(c) for c in f["box"]) and x2 > x1 and y2 > y1
         assert 0.0 <= f["confidence"] <= 1.0
+        if "keypoints" in f:
+            assert len(f["keypoints"]) == 6 and all(
+                len(p) == 2 and all(math.isfinite(c) for c in p) for p in f["keypoints"])
         if kind == "result":
             assert math.isfinite(f["age"]) and 0 <= f["age"] <= 150
             assert f["gender"] in ("female", "male")

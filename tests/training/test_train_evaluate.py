@@ -101,27 +101,6 @@ def test_evaluate_missing_folder_is_a_clear_error(tmp_path, cache_env):
     assert "not found" in result.output
 
 
-def test_train_roll_estimator_one_epoch(face_folder, cache_env, tmp_path):
-    from common.models import load_roll_estimator
-    from training.cli import train_command
-
-    out = tmp_path / "roll"
-    # given a tiny folder / when the roll estimator is trained for one epoch via the CLI
-    result = CliRunner().invoke(train_command, [
-        "--model", "roll", "--dataset", f"utkface={face_folder}", "--out", str(out),
-        "--epochs", "1", "--threads", "1"])
-    assert result.exit_code == 0, result.output
-    # then a roll model folder with its validation report and an ONNX export
-    meta = json.loads((out / "meta.json").read_text())
-    assert meta["kind"] == "roll" and meta["training"]["epochs_run"] == 1
-    assert meta["validation"]["rolled_faces"] == meta["training"]["val_images"] > 0
-    assert meta["onnx"]["files"] == {"net": "net.onnx"}
-    # that the classifier's loader runs on ONNX Runtime, one angle per crop
-    estimator = load_roll_estimator(str(out), threads=1)
-    assert estimator.runtime == "onnx"
-    assert estimator.angles(np.zeros((3, 64, 64, 3), np.uint8)).shape == (3,)
-
-
 def test_band_of():
     assert [band_of(a) for a in (0, 9.9, 10, 69, 70, 116)] == \
         ["0-9", "0-9", "10-19", "60-69", "70+", "70+"]
