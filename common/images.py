@@ -194,14 +194,6 @@ def apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
     return image if op is None else np.ascontiguousarray(op(image))
 
 
-#: Largest image file decoded where files are read directly (``agegender predict``,
-#: capture's image folders), in pixels: 2**27 (a 12000x9000 = 108 Mpx phone photo fits).
-#: Reading one such photo takes about 3 bytes a pixel (324 MB for 108 Mpx), twice that
-#: while an EXIF orientation turns it. Frames sent on the wire are then downscaled to fit
-#: it (:func:`fit_within`, :data:`common.wire.MAX_FRAME_PIXELS`).
-MAX_FILE_PIXELS = 2 ** 27
-
-
 def fit_within(image: np.ndarray, max_side: int, max_pixels: int | None = None) -> np.ndarray:
     """``image`` downscaled (area interpolation, aspect kept) so that neither side is
     longer than ``max_side`` pixels and it has at most ``max_pixels`` pixels; the same

@@ -48,6 +48,14 @@ def setup_logging(level: str = "INFO",
     install_log_redaction()
 
 
+#: Largest image *file* decoded where files are read directly (``agegender predict``,
+#: capture's image folders), in pixels: 2**27 (a 12000x9000 = 108 Mpx phone photo fits).
+#: Reading one such photo peaks at about 6 bytes a pixel (670 MiB measured for 108 Mpx,
+#: ``python -m bench.large_photo``); capture then sends it downscaled to what one message
+#: takes. Services that only decode frames from the wire keep the wire's cap.
+MAX_FILE_PIXELS = 2 ** 27
+
+
 def limit_image_decoding(max_pixels: int | None = None) -> None:
     """Cap the image size OpenCV will decode in this process (pixels, width x height).
 

@@ -30,12 +30,14 @@ def clip_frames(path: Path, limit: int = 10_000) -> list[np.ndarray]:
 def write_clip(path: Path, frames: list[np.ndarray], times_s: list[float],
                codec: str = "libx264") -> Path:
     """Write ``frames`` to an MP4 (plain, not fragmented: as a camera or phone writes it)
-    with each frame's presentation time ``times_s`` (seconds) in a 1/90000 time base."""
+    with each frame's presentation time ``times_s`` (seconds) in a 1/90000 time base;
+    4:2:0 chroma, or 4:4:4 when a side is odd (4:2:0 needs even sides)."""
     tb = Fraction(1, 90000)
     h, w = frames[0].shape[:2]
     with av.open(str(path), "w", format="mp4") as c:
         s = c.add_stream(codec, rate=30)
-        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        s.width, s.height = w, h
+        s.pix_fmt = "yuv420p" if w % 2 == 0 and h % 2 == 0 else "yuv444p"
         s.codec_context.time_base = tb
         s.time_base = tb
         for img, t in zip(frames, times_s):

@@ -30,8 +30,8 @@ import time
 import zmq
 
 from common import wire
-from common.images import MAX_FILE_PIXELS, fit_within
-from common.process import limit_image_decoding
+from common.images import fit_within
+from common.process import MAX_FILE_PIXELS, limit_image_decoding
 from common.redact import redact
 from common.service import ServiceRuntime
 from common.states import ServiceState
@@ -253,8 +253,8 @@ def main(cfg, *, stop: threading.Event | None = None, registry=None) -> int:
         0 after all finite sources ended or on stop; 2 when a source cannot be opened.
     """
     prefer_rtsp_over_tcp()
-    # Image folders may hold phone photos over the wire's 8192 px a side (downscaled
-    # before sending): decode up to MAX_FILE_PIXELS (about 400 MB for one such image).
+    # Image folders may hold phone photos larger than a message takes (sent downscaled):
+    # decode files up to MAX_FILE_PIXELS.
     limit_image_decoding(MAX_FILE_PIXELS)
     with ServiceRuntime("capture", cfg, stop=stop, registry=registry) as rt:
         cm = CaptureMetrics(rt.metrics.registry, rt.metrics)

@@ -150,3 +150,31 @@ def frame_times_or_none(path) -> list[float]:
         return frame_times(path)
     except (av.error.FFmpegError, FileNotFoundError, IndexError):
         return []
+
+
+def test_a_4097x300_panorama_gives_its_faces(tmp_path, model_name):
+    # given the demo clip (3 faces a frame, 30-45 px wide) padded to a 4097x300 panorama
+    frames = []
+    for f in clip_frames(clip_path(CLIP)):
+        wide = np.full((300, 4097, 3), 90, np.uint8)
+        wide[15:285, 1800:2280] = f
+        frames.append(wide)
+    pano = write_clip(tmp_path / "pano.mp4", frames, [k / 12 for k in range(41)])
+    # when the stack runs it (default detector: BlazeFace on tiles)
+    code, summary = run_stack(StackOptions(sources=[str(pano)], out_dir=tmp_path / "out",
+                                           realtime=False, model=model_name,
+                                           http_base_port=0), progress=False)
+    # then the faces are found where they are (they were shrunk to ~13 px before: none)
+    assert code == 0, summary
+    events = read_events(tmp_path / "out" / "events.jsonl")
+    assert len(events) == 41 and (events[0]["width"], events[0]["height"]) == (4097, 300)
+    assert sum(len(e["faces"]) for e in events) / 41 >= 2.5
+    assert all(1800 <= f["box"][0] and f["box"][2] <= 2280 for e in events for f in e["faces"])
+    # and the annotated video holds every frame (4:2:0 needs an even width: 4098)
+    assert len(frame_times(tmp_path / "out" / "annotated.mp4")) == 41
+    # and without tiles the detector says that such faces are below what it finds
+    from common.detectors import make_detector
+    from services.detector.main import SmallFaceWarning
+    warn = SmallFaceWarning(make_detector("blazeface", threads=1, tiles=False), 24.0,
+                            tiles=False)
+    assert "4097x300" in (warn.check("pano", 4097, 300) or "")
