@@ -161,6 +161,29 @@ class VideoDecoder:
         self.frames += 1
         return DecodedFrame(frame.to_ndarray(format="bgr24"), t, max(int(duration), 0))
 
+    def skip(self, n: int) -> int:
+        """Decode and discard the next ``n`` frames (no pixel conversion): where a
+        restarted capture resumes. Exact for any file, variable frame rate or damaged
+        (frame numbers count decoded frames, as :meth:`read` does); returns how many were
+        skipped (fewer at the end of the file)."""
+        done = 0
+        while done < n and self._ahead is not None:
+            self._ahead = self._pull()
+            self.frames += 1
+            done += 1
+        return done
+
+    @property
+    def duration_ns(self) -> int:
+        """The file's stated duration (ns; from the stream, else the container, else
+        stated frames / fps; 0 when unknown): what a pass of a looped file adds to media
+        time when a capture resumes in a later pass."""
+        if self.stream.duration:
+            return int(self.stream.duration * self.time_base * 1_000_000_000)
+        if self.container.duration:
+            return int(self.container.duration * 1000)  # AV_TIME_BASE: microseconds
+        return int(self.stated_frames * 1e9 / self.fps) if self.fps else 0
+
     def close(self) -> None:
         """Close the file (idempotent)."""
         self._decoded.close()
