@@ -1,7 +1,9 @@
 """Liveness and readiness of one service process (what ``/healthz`` and ``/readyz`` say).
 
-Liveness is a heartbeat: the main loop calls :meth:`Health.beat` every tick, and the
-service is alive while the last beat is fresher than ``heartbeat_timeout_s``. Readiness is
+Liveness is a heartbeat: the main loop calls :meth:`Health.beat` every tick (and a
+blocking send calls it while it waits for room downstream: waiting on backpressure is not
+a hang), and the service is alive while the last beat is fresher than
+``heartbeat_timeout_s``. Readiness is
 the lifecycle state (:class:`common.states.ServiceState`): ready only while ``running``
 (models loaded, sockets up) and alive.
 """
@@ -56,9 +58,15 @@ class Health:
         self._beat = time.monotonic()
         self.metrics.heartbeat.labels(self.metrics.stage).set(time.time())
 
+    def heartbeat_age_s(self) -> float:
+        """Seconds since the main loop's last tick (``/healthz`` shows it, so a
+        supervisor can tell a hung loop from a slow one without waiting for
+        ``timeout_s``)."""
+        return time.monotonic() - self._beat
+
     def alive(self) -> bool:
         """True while the heartbeat is fresh."""
-        return time.monotonic() - self._beat < self.timeout_s
+        return self.heartbeat_age_s() < self.timeout_s
 
     def ready(self) -> bool:
         """True while ``running`` and alive."""

@@ -9,6 +9,7 @@ decoded file goes through :func:`to_bgr8` first.
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -98,7 +99,16 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".p
 
 
 class BadImage(ValueError):
-    """An image that cannot be decoded or normalised; the message says why."""
+    """An image that cannot be decoded or normalised; the message says why.
+
+    Attributes:
+        reason: why, without the file name (the message is ``"<file>: <reason>"`` when
+            the error names a file).
+    """
+
+    def __init__(self, message: str, reason: str | None = None):
+        super().__init__(message)
+        self.reason = reason or message
 
 
 def to_bgr8(image: np.ndarray) -> np.ndarray:
@@ -141,6 +151,29 @@ def to_bgr8(image: np.ndarray) -> np.ndarray:
     elif channels == 4:
         image = image[:, :, :3]
     return np.ascontiguousarray(image)
+
+
+def why_undecodable(data: bytes) -> str:
+    """Why bytes that OpenCV did not decode are not an image, in words: an empty file, a
+    file with no image format at all (a text file named ``.png``), a JPEG cut short
+    (OpenCV 4.14's ``imdecode`` refuses a JPEG without its end-of-image marker; it does
+    not return the part it could read), or another truncated or corrupt format. The
+    format is identified from the header with Pillow, which reads no pixels for it."""
+    n = len(data)
+    if n == 0:
+        return "empty file (0 bytes)"
+    from PIL import Image, UnidentifiedImageError
+    try:
+        fmt = Image.open(io.BytesIO(data)).format
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        fmt = None
+    if fmt is None:
+        return (f"not an image: no known image format in its {n} bytes (it starts with "
+                f"{data[:16]!r})")
+    if fmt == "JPEG" and not data.rstrip(b"\0").endswith(b"\xff\xd9"):
+        return (f"truncated JPEG ({n} bytes, no end-of-image marker): OpenCV "
+                f"{cv2.__version__} does not decode a JPEG cut short")
+    return f"corrupt or truncated {fmt} ({n} bytes): OpenCV cannot decode it"
 
 
 #: EXIF tag number of ``Orientation`` (TIFF/EXIF 2.3, tag 0x0112).
@@ -221,21 +254,25 @@ def read_image(path: str | Path) -> np.ndarray:
             cap, or has an unsupported layout; the message names the file.
     """
     path = Path(path)
+
+    def bad(reason: str) -> BadImage:
+        return BadImage(f"{path}: {reason}", reason)
+
     try:
         data = np.fromfile(str(path), dtype=np.uint8)
     except OSError as exc:
-        raise BadImage(f"{path}: cannot read ({exc})") from None
+        raise bad(f"cannot read ({exc})") from None
     try:
         image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     except cv2.error as exc:  # e.g. more pixels than OPENCV_IO_MAX_IMAGE_PIXELS
-        raise BadImage(f"{path}: refused by OpenCV ({exc.err or exc}); the largest image "
-                       f"read is OPENCV_IO_MAX_IMAGE_PIXELS="
-                       f"{os.environ.get('OPENCV_IO_MAX_IMAGE_PIXELS', 'unset')} pixels: "
-                       f"downscale the file or set that variable higher") from None
+        raise bad(f"refused by OpenCV ({exc.err or exc}); the largest image read is "
+                  f"OPENCV_IO_MAX_IMAGE_PIXELS="
+                  f"{os.environ.get('OPENCV_IO_MAX_IMAGE_PIXELS', 'unset')} pixels: "
+                  f"downscale the file or set that variable higher") from None
     if image is None:
-        raise BadImage(f"{path}: not a decodable image ({data.size} bytes)")
+        raise bad(why_undecodable(data.tobytes()))
     try:
         image = to_bgr8(image)
     except BadImage as exc:
-        raise BadImage(f"{path}: {exc}") from None
+        raise bad(str(exc)) from None
     return apply_orientation(image, exif_orientation(data))

@@ -162,10 +162,12 @@ class ServiceRuntime:
 
     def sender(self, endpoint: str):
         """A :class:`common.sockets.Sender` on ``endpoint`` with the config's HWM (and
-        CURVE on ``tcp://`` when configured)."""
+        CURVE on ``tcp://`` when configured); its waits for room downstream keep the
+        heartbeat going."""
         from common.sockets import Sender
         tx = self._guard(lambda: Sender(self.ctx, endpoint, self.metrics, self.stop,
-                                        hwm=self.cfg.hwm, curve=self.curve))
+                                        hwm=self.cfg.hwm, curve=self.curve,
+                                        on_wait=self.health.beat))
         self._sockets.append(tx)
         return tx
 

@@ -97,13 +97,18 @@ class Sender:
         stop: event that aborts blocking sends (shutdown).
         hwm: high-water mark (messages).
         curve: CURVE keys for ``tcp://`` (``None``: clear).
+        on_wait: called about every 50 ms while a blocking or control send waits for
+            room downstream (the runtime passes its heartbeat: a service waiting on
+            backpressure is alive, not stalled).
     """
 
     def __init__(self, ctx: zmq.Context, endpoint: str, metrics: StageMetrics,
-                 stop: threading.Event, hwm: int = 4, curve: Curve | None = None):
+                 stop: threading.Event, hwm: int = 4, curve: Curve | None = None,
+                 on_wait: Callable[[], None] | None = None):
         self.sock = make_socket(ctx, zmq.PUSH, endpoint, hwm, curve)
         self.metrics = metrics
         self.stop = stop
+        self.on_wait = on_wait or (lambda: None)
 
     def _try_send(self, frames: list, kind: str) -> bool:
         """Hand the message to ZeroMQ if there is room now (counted as sent)."""
@@ -143,6 +148,7 @@ class Sender:
             if deadline is not None and time.monotonic() > deadline:
                 self.metrics.drop("send_timeout")
                 return False
+            self.on_wait()
             self.sock.poll(50, zmq.POLLOUT)
 
     def send_control(self, frames: list, kind: str = "eos", timeout_s: float = 30.0,
@@ -172,6 +178,7 @@ class Sender:
                 log.error("stopping: %s message not delivered (no peer took it within "
                           "%.1f s)", kind, stop_grace_s)
                 return False
+            self.on_wait()
             self.sock.poll(50, zmq.POLLOUT)
         return True
 

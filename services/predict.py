@@ -13,7 +13,11 @@ the model's crop rule (:func:`common.crops.face_crop`). Folders are expanded to 
 image files (by suffix, sorted, not recursive). Odd images
 (grayscale, gray + alpha, RGBA, 16-bit, 1x1) are normalised to ``(H, W, 3) uint8`` BGR
 (:func:`common.images.to_bgr8`); unreadable files are reported on stderr and the
-batch goes on. The exit code is non-zero only when no image at all could be read.
+batch goes on.
+
+Exit codes: 0 every file was read (with or without faces); 1 at least one file could not
+be read or processed (each named on stderr; the faces of the others are printed), or no
+image file was given; 2 the model or detector cannot be used (nothing is read).
 """
 
 from __future__ import annotations
@@ -160,7 +164,8 @@ class Predictor:
 def command(paths, model, models_dir, detector_backend, confidence, threads, batch, pad,
             runtime, max_pixels):
     """Age and gender of every face in image files or folders: one JSON object per face
-    per line on stdout; problems go to stderr and the batch goes on."""
+    per line on stdout; problems go to stderr and the batch goes on. Exit code 0: every
+    file read; 1: some file failed (or none given); 2: the model cannot be used."""
     import os
 
     from common.process import limit_image_decoding, set_thread_budget
@@ -187,24 +192,27 @@ def command(paths, model, models_dir, detector_backend, confidence, threads, bat
         click.echo(f"error: {exc}", err=True)
         raise SystemExit(2)
     import cv2
-    read = faces = 0
+    read = faces = failed = 0
     for path in files:
         try:
             image = read_image(path)
         except BadImage as exc:
             click.echo(f"error: {exc}", err=True)
+            failed += 1
             continue
         except (cv2.error, OSError, ValueError, MemoryError) as exc:
             # e.g. a header announcing more pixels than the decoding cap
             click.echo(f"error: {path}: cannot decode ({type(exc).__name__}: "
                        f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else ''})",
                        err=True)
+            failed += 1
             continue
         read += 1
         try:
             n = predictor.add(path, image)
         except (cv2.error, ValueError) as exc:
             click.echo(f"error: {path}: detection failed ({exc})", err=True)
+            failed += 1
             continue
         faces += n
         if n == 0:
@@ -214,5 +222,6 @@ def command(paths, model, models_dir, detector_backend, confidence, threads, bat
     except (FileNotFoundError, ValueError) as exc:
         click.echo(f"error: {exc}", err=True)
         raise SystemExit(2)
-    click.echo(f"{read} of {len(files)} images read, {faces} faces", err=True)
-    raise SystemExit(0 if read else 1)
+    click.echo(f"{read} of {len(files)} images read, {faces} face{'' if faces == 1 else 's'}"
+               + (f", {failed} failed" if failed else ""), err=True)
+    raise SystemExit(1 if failed or not read else 0)

@@ -53,8 +53,9 @@ def test_predict_normalises_odd_images_and_reports_broken_ones(odd_images):
     # given a folder with colour, RGBA, gray+alpha, 2x2, 1x1 and a broken PNG
     # when predict runs on it
     r = run_predict([str(odd_images)])
-    # then it exits 0 and prints one JSON object per face with the documented keys
-    assert r.returncode == 0, r.stderr
+    # then it exits 1 (a file failed) and prints one JSON object per face of the others,
+    # with the documented keys
+    assert r.returncode == 1, r.stderr
     records = [json.loads(line) for line in r.stdout.splitlines()]
     by_file = {}
     for rec in records:
@@ -71,7 +72,7 @@ def test_predict_normalises_odd_images_and_reports_broken_ones(odd_images):
     assert "d_2x2.png: no face found (2x2)" in r.stderr
     assert "e_1x1.png: no face found (1x1)" in r.stderr
     assert "error:" in r.stderr and "f_broken.png" in r.stderr
-    assert "5 of 6 images read" in r.stderr
+    assert "5 of 6 images read, 3 faces, 1 failed" in r.stderr
 
 
 @pytest.mark.slow
@@ -117,7 +118,7 @@ def test_predict_reads_a_12000x9000_photo_on_the_tile_pyramid(tmp_path):
     assert r.returncode == 1 and "error:" in r.stderr
 
 
-def test_predict_fails_only_when_nothing_can_be_read(tmp_path):
+def test_predict_fails_when_nothing_can_be_read(tmp_path):
     # given only unreadable inputs
     (tmp_path / "x.png").write_bytes(b"garbage")
     # when predict runs
@@ -224,3 +225,19 @@ def test_empty_source_is_a_usage_error_not_the_demo(source):
     result = CliRunner().invoke(command, ["--source", source])
     # then click refuses it before anything starts
     assert result.exit_code == 2 and "empty source" in result.output
+
+
+def test_run_with_an_output_folder_that_cannot_be_written_exits_2_with_one_line(tmp_path):
+    # given --out below a regular file (as /etc/hostname/x)
+    (tmp_path / "hostname").write_text("x")
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"")  # (the source is not opened: the check comes first)
+    r = subprocess.run([sys.executable, "-m", "services.cli", "run", "--source", str(clip),
+                        "--out", str(tmp_path / "hostname" / "x"), "--http-base-port", "0"],
+                       capture_output=True, text=True, timeout=120, cwd=ROOT)
+    # then it exits 2 before anything starts, with one line naming the file in the way
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    assert r.returncode == 2, r.stderr
+    assert len(lines) == 1, r.stderr
+    assert f"{tmp_path / 'hostname'} is a file" in lines[0]
+    assert "agegender run summary" not in r.stdout

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field, field_validator
 
 from common.config import ServiceConfig
@@ -46,3 +48,14 @@ class CaptureConfig(ServiceConfig, service="capture", http_port=9101):
                                    "delay (seconds); doubles up to reconnect_max_s.")
     reconnect_max_s: float = Field(10.0, gt=0.0, le=600.0, description="Largest reconnect "
                                    "delay (seconds).")
+    status_path: Path | None = Field(None, description="Write a JSON status here every "
+                                     "0.5 s and at exit: each stream's state (live sources: "
+                                     "up/down since, reconnect attempts, last error), frames "
+                                     "sent, image files skipped and why. 'agegender run' "
+                                     "reads it for its console and summary.")
+    position_file: Path | None = Field(None, description="Keep each stream's next seq and "
+                                       "file position here (written before every frame is "
+                                       "sent); a capture started with an existing file "
+                                       "resumes from it: files continue at their next "
+                                       "frame and no (stream, seq) is sent twice. "
+                                       "'agegender run' sets it; none: always start over.")

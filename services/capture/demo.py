@@ -57,9 +57,16 @@ class DemoSource(FiniteSource):
         return frame
 
     def _next(self):
-        if self.index >= self.n_frames:
+        if self.position >= self.n_frames:
             return None
-        return self.render(self.index)
+        self.position += 1
+        return self.render(self.position - 1)
 
     def _rewind(self):
         pass
+
+    def _seek(self, position):
+        self.position = position
+
+    def _pass_duration_ns(self):
+        return int(round(self.n_frames * 1e9 / self.fps))

@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 #: Frame rate (frames/s) of image folders when the config gives none.
 DEFAULT_FOLDER_FPS = 10.0
+#: Skipped files of one folder kept with their reasons (for the status file/summary).
+MAX_SKIPPED_KEPT = 1000
 
 
 class FiniteSource:
@@ -35,7 +37,11 @@ class FiniteSource:
             :func:`common.redact.redact`, for messages). kind: see
             :func:`common.streams.source_kind`.
         fps: native frame rate (frames/s) used for pacing. live: always ``False``.
-        index: number of frames handed out so far in the current run.
+        index: number of frames handed out so far in the current pass.
+        loops: passes completed (``loop``).
+        position: where the next read starts in the current pass, in the source's own
+            unit (frames read from a video file, files of a folder, demo frames); what
+            :meth:`seek` takes to continue from here in another process.
     """
 
     live = False
@@ -54,6 +60,24 @@ class FiniteSource:
         self._downscaled_sizes: set = set()
         self.pass_start_ns = 0   # media time at which the current pass started
         self._media_end_ns = 0   # media time just after the last frame handed out
+        self.position = 0
+
+    def seek(self, position: int, loops: int = 0) -> None:
+        """Continue at ``position`` of pass ``loops`` (see :attr:`position`): a restarted
+        capture resumes where the one before it was. A position past the end reads as
+        the end (or the next pass with ``loop``). Media time goes on from the pass's
+        start (``loops`` whole passes of :meth:`_pass_duration_ns`)."""
+        self.loops = loops
+        self._seek(max(int(position), 0))
+        self.index = self.position
+        self.pass_start_ns = self._media_end_ns = loops * self._pass_duration_ns()
+
+    def _seek(self, position: int) -> None:
+        raise NotImplementedError
+
+    def _pass_duration_ns(self) -> int:
+        """Media time one whole pass takes (ns): what a resumed later pass starts at."""
+        raise NotImplementedError
 
     def read(self) -> SourceFrame | None:
         """The next frame, or ``None`` at the end (after the last loop when looping).
@@ -68,7 +92,7 @@ class FiniteSource:
             log.info("stream %s: end of %s, looping (pass %d)", self.name, self.shown,
                      self.loops + 1)
             self._rewind()
-            self.index = 0
+            self.index = self.position = 0
             self.pass_start_ns = self._media_end_ns
             image = self._next()
         if image is None:
@@ -175,6 +199,7 @@ class VideoFileSource(FiniteSource):
             if decoded is None:
                 self._at_end()
                 return None
+            self.position = self.decoder.frames
             image = decoded.image
             if not (image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8):
                 try:
@@ -206,6 +231,19 @@ class VideoFileSource(FiniteSource):
         self.decoder = self._open()
         self._errors_counted = 0
 
+    def _seek(self, position):
+        """Continue after ``position`` decoded frames: the file is decoded from its start
+        and those frames discarded (exact for variable frame rates and damaged files,
+        where frame numbers and timestamps do not map one to one)."""
+        self._rewind()
+        self.position = self.decoder.skip(position)
+        if self.position < position:
+            log.info("stream %s: %s has only %d frames; resuming at its end", self.name,
+                     self.shown, self.position)
+
+    def _pass_duration_ns(self):
+        return self.decoder.duration_ns
+
     def close(self):
         """Close the decoder (idempotent)."""
         self.decoder.close()
@@ -235,8 +273,26 @@ class ImageFolderSource(FiniteSource):
         self.fps = float(options.fps or DEFAULT_FOLDER_FPS)
         self._pos = 0
         self.skipped = 0
+        #: ``(file, reason)`` of the files skipped so far (the first
+        #: :data:`MAX_SKIPPED_KEPT`; :attr:`skipped` counts them all).
+        self.skipped_files: list[tuple[str, str]] = []
         log.info("stream %s: image folder %s (%d images, %.1f fps)", name, self.shown,
                  len(self.paths), self.fps)
+
+    @property
+    def position(self) -> int:
+        """Files of the folder taken so far in this pass (read or skipped)."""
+        return self._pos
+
+    @position.setter
+    def position(self, value: int) -> None:
+        self._pos = value
+
+    def _seek(self, position):
+        self._pos = min(position, len(self.paths))
+
+    def _pass_duration_ns(self):
+        return int(round(len(self.paths) * 1e9 / self.fps))
 
     def _next(self):
         while self._pos < len(self.paths):
@@ -246,6 +302,8 @@ class ImageFolderSource(FiniteSource):
                 return read_image(path)
             except BadImage as exc:
                 self.skipped += 1
+                if len(self.skipped_files) < MAX_SKIPPED_KEPT:
+                    self.skipped_files.append((str(path), exc.reason))
                 log.warning("stream %s: image skipped (dropped, reason bad_image): %s",
                             self.name, exc)
                 self._drop_bad_image()

@@ -74,6 +74,10 @@ class LiveSource:
 
     Attributes:
         state: the :class:`SourceState`.
+        since: wall clock (Unix seconds) when it last came up or went down (the start,
+            before it was ever up); reconnect attempts do not move it.
+        last_error: why it last went down or failed to open (its URI redacted), or
+            ``None``.
         frames_read: frames read from the device so far.
         superseded: frames replaced before the consumer took them (dropped).
         reconnects: reopen attempts so far.
@@ -91,6 +95,8 @@ class LiveSource:
         self.notify = notify or threading.Event()
         self.fps = 0.0
         self.state = SourceState.CONNECTING
+        self.since = time.time()
+        self.last_error: str | None = None
         self.frames_read = 0
         self.superseded = 0
         self.reconnects = 0
@@ -130,6 +136,10 @@ class LiveSource:
             except InvalidTransition as exc:
                 log.error("stream %s: %s", self.name, exc)
                 return
+            if SourceState.UP in (old, state):  # came up, or went down: not each retry
+                self.since = time.time()
+            if state is SourceState.DOWN and why:
+                self.last_error = why
         if state is SourceState.CLOSED:
             return
         if self.metrics and SourceState.UP in (old, state):

@@ -5,9 +5,15 @@
   backpressure: a frame waits until downstream has room, so none is lost. At the end of a
   non-looping finite source an ``eos`` message is sent losslessly
   (:meth:`common.sockets.Sender.send_control`, which rides out the slow-joiner window).
-* Live sources (RTSP, HTTP MJPEG, cameras) are sent lossily: when downstream is full the
-  frame is dropped (``queue_full``); the reader thread keeps only the newest frame
+* Live sources (RTSP, HTTP MJPEG, cameras) are lossy: the reader thread keeps only the
+  newest frame, and a frame waiting for its turn is replaced by a newer one
   (``superseded``), so a slow pipeline sees fresh frames, never a growing backlog.
+* Streams take turns (round-robin, one frame each, while downstream has room), so when
+  the stack cannot keep up every stream gets the same share.
+* With ``position_file`` each stream's next seq and file position are written before a
+  frame is sent, and a capture started again resumes from them (no ``(stream, seq)`` is
+  sent twice: :mod:`services.capture.position`); ``status_path`` gets the streams' states
+  and the image files skipped, with why (:func:`write_status`).
 
 Every ``frame`` header carries ``stream``, ``seq`` (per stream, from 0; for live sources
 the reader's frame count, so gaps are dropped frames), ``t_capture_ns`` (wall clock when
@@ -23,7 +29,9 @@ source cannot be opened, and 0 on SIGINT/SIGTERM.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+import os
 import threading
 import time
 
@@ -39,8 +47,9 @@ from common.streams import MAX_STREAM_NAME, parse_spec
 from services.capture.finite import FiniteSource
 from services.capture.live import LiveSource, prefer_rtsp_over_tcp
 from services.capture.metrics import CaptureMetrics
+from services.capture.position import PositionFile, read_positions
 from services.capture.sources import open_source
-from services.capture.spec import SourceOptions
+from services.capture.spec import SourceFrame, SourceOptions
 
 log = logging.getLogger("capture")
 
@@ -51,6 +60,8 @@ TICK_S = 0.05
 STOP_EOS_TIMEOUT_S = 0.7
 #: Limit for the end-of-stream send at the end of a file (seconds).
 EOS_TIMEOUT_S = 30.0
+#: Seconds between two writes of the status file.
+STATUS_EVERY_S = 0.5
 #: At a normal end, how long queued frames and end of stream may take to reach the peer
 #: before the process exits anyway (seconds).
 FLUSH_LINGER_S = 10.0
@@ -63,10 +74,17 @@ class _Playback:
     source: FiniteSource | LiveSource
     period_s: float             # minimum seconds between two sent frames (0 = no pacing;
                                 # finite sources: the nominal rate, see _gap)
-    due: float = 0.0            # monotonic time the next frame may be sent
-    pending: list | None = None  # encoded frame waiting for room downstream (finite)
-    sent: int = 0
+    due: float = 0.0            # monotonic time the next frame may be taken
+    pending: SourceFrame | None = None  # frame waiting for its turn and room downstream
+    pending_at: tuple[int, int] = (0, 0)  # (position, pass) of the source after it
+    sent: int = 0               # next seq (frames sent or lost before it)
+    seq_base: int = 0           # live sources: seq = seq_base + the reader's frame index
     ended: bool = False
+
+    @property
+    def name(self) -> str:
+        """The stream name."""
+        return self.source.name
 
 
 def frame_message(stream: str, seq: int, frame, live: bool, fps: float = 0.0) -> list:
@@ -167,68 +185,196 @@ def _gap(cfg, frame) -> float:
     return max(media, cap)
 
 
+def resume(playbacks: list[_Playback], records: dict[str, dict]) -> None:
+    """Continue each stream where an earlier capture left it (its position file's
+    records, :mod:`services.capture.position`): files at their next frame, every stream
+    numbered from its next seq. Streams that had ended stay ended (their end of stream
+    is sent again: the one before may have been lost with the process)."""
+    for p in playbacks:
+        rec = records.get(p.name)
+        if rec is None:
+            continue
+        p.sent = rec["seq"]
+        if p.source.live:
+            p.seq_base = rec["seq"]
+            log.info("stream %s: resuming live numbering at seq %d (position file)",
+                     p.name, p.sent)
+            continue
+        if rec["ended"]:
+            p.ended = True
+            log.info("stream %s: had ended after seq %d (position file)", p.name, p.sent - 1)
+            continue
+        p.source.seek(rec["position"], rec["pass"])
+        log.info("stream %s: resuming at position %d of pass %d, seq %d (position file)",
+                 p.name, rec["position"], rec["pass"] + 1, p.sent)
+
+
+class _Sender:
+    """Sends the streams' frames in turn (round-robin) and keeps their records."""
+
+    def __init__(self, tx, cm: CaptureMetrics, positions: PositionFile | None):
+        self.tx = tx
+        self.cm = cm
+        self.positions = positions
+        self.turn = 0  # index of the stream whose turn comes first
+
+    def send_frame(self, p: _Playback) -> bool:
+        """Send ``p``'s pending frame (there is room downstream); record first."""
+        frame, live = p.pending, p.source.live
+        seq = p.seq_base + frame.index if live else p.sent
+        if self.positions is not None:
+            position, pass_ = p.pending_at
+            self.positions.record(p.name, seq + 1, position, pass_)
+        p.pending = None
+        msg = frame_message(p.name, seq, frame, live=live, fps=p.source.fps)
+        if not self.tx.send(msg, "frame", block=not live):
+            return False
+        p.sent = seq + 1
+        self.cm.captured.labels(p.name).inc()
+        return True
+
+    def send_eos(self, p: _Playback, reason: str = "end", timeout_s: float = EOS_TIMEOUT_S
+                 ) -> bool:
+        """Send ``p``'s end of stream losslessly (recorded as ended first)."""
+        if self.positions is not None and reason == "end":
+            src = p.source
+            self.positions.record(p.name, p.sent, getattr(src, "position", 0),
+                                  getattr(src, "loops", 0), ended=True)
+        ok = self.tx.send_control(eos_message(p.name, p.sent, reason), "eos",
+                                  timeout_s=timeout_s)
+        if not ok:
+            log.error("stream %s: end of stream not delivered", p.name)
+        return ok
+
+    def send_in_turn(self, playbacks: list[_Playback]) -> bool:
+        """Give each stream with a pending frame its turn while there is room downstream,
+        starting after the stream that sent last; ``True`` when something was sent."""
+        n, sent = len(playbacks), False
+        for k in range(n):
+            i = (self.turn + k) % n
+            p = playbacks[i]
+            if p.pending is None:
+                continue
+            if not self.tx.sock.poll(0, zmq.POLLOUT):
+                break  # no room: the others wait their turn
+            self.send_frame(p)
+            self.turn = (i + 1) % n
+            sent = True
+        return sent
+
+
+def stream_status(p: _Playback) -> dict:
+    """One stream's entry of the status file (see :func:`write_status`)."""
+    src = p.source
+    entry = {"kind": src.kind, "live": src.live, "sent": p.sent}
+    if src.live:
+        entry.update(state=src.state.value, since=src.since, reconnects=src.reconnects,
+                     last_error=src.last_error, frames_read=src.frames_read)
+    else:
+        entry.update(state="ended" if p.ended else "playing",
+                     skipped=getattr(src, "skipped", 0))
+    return entry
+
+
+def write_status(path, playbacks: list[_Playback], done: bool = False) -> None:
+    """Write capture's status file (atomic replace; a failure is logged)::
+
+        {"streams": {"<stream>": {"kind": str, "live": bool, "sent": int,
+                                  "state": "playing" | "ended" (files) or the live
+                                      source's state ("connecting", "up", "down",
+                                      "reconnecting", "closed"),
+                                  "since": float (Unix s, live), "reconnects": int (live),
+                                  "last_error": str | null (live, URI redacted),
+                                  "frames_read": int (live), "skipped": int (files)}},
+         "skipped": [{"stream": str, "file": str, "reason": str}] (files of image folders
+             that could not be read, the first 1000 per folder),
+         "done": bool, "time": float (Unix s)}
+
+    ``agegender run`` reads it for the console (each live source's state) and the
+    summary (sources down, files skipped and why).
+    """
+    skipped = [{"stream": p.name, "file": f, "reason": r} for p in playbacks
+               for f, r in getattr(p.source, "skipped_files", [])]
+    data = {"streams": {p.name: stream_status(p) for p in playbacks}, "skipped": skipped,
+            "done": done, "time": time.time()}
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.error("cannot write the status file %s: %s", path, exc)
+
+
 def run_loop(rt: ServiceRuntime, tx, playbacks: list[_Playback], cm: CaptureMetrics,
-             notify: threading.Event) -> int:
-    """The send loop (see the module docstring). Returns the exit code."""
-    finite = [p for p in playbacks if not p.source.live]
-    live = [p for p in playbacks if p.source.live]
+             notify: threading.Event, positions: PositionFile | None = None,
+             on_tick=None) -> int:
+    """The send loop (see the module docstring). Returns the exit code.
+
+    Every stream takes its next frame when it is due (files: paced; live: the newest
+    frame, an older one still waiting is dropped as ``superseded``), then the streams
+    send in turn, one frame each, starting after the one that sent last, while
+    downstream has room: when the stack cannot keep up every stream gets the same share.
+
+    Args:
+        positions: the position file, written before each frame is sent.
+        on_tick: called once per loop pass (the status file).
+    """
+    sender = _Sender(tx, cm, positions)
     start = time.monotonic()
-    for p in finite:
+    for p in playbacks:
         p.due = start
+        if p.ended:  # ended in an earlier capture: its eos again
+            sender.send_eos(p)
+            cm.up.labels(p.name).set(0)
     while not rt.stop.is_set():
         rt.health.beat()
+        if on_tick is not None:
+            on_tick()
         wait_s = TICK_S
         now = time.monotonic()
-        for p in finite:
+        for p in playbacks:
             if p.ended:
                 continue
-            if p.pending is None:
+            src = p.source
+            if src.live:
+                src.check()
                 if now < p.due:
                     wait_s = min(wait_s, p.due - now)
                     continue
-                frame = p.source.read()
-                if frame is None:
-                    log.info("stream %s: end of source after %d frames; sending end of "
-                             "stream", p.source.name, p.sent)
-                    ok = tx.send_control(
-                        eos_message(p.source.name, p.sent), "eos", timeout_s=EOS_TIMEOUT_S)
-                    if not ok:
-                        log.error("stream %s: end of stream not delivered", p.source.name)
-                    p.ended = True
-                    cm.up.labels(p.source.name).set(0)
-                    continue
-                p.pending = frame_message(p.source.name, p.sent, frame, live=False,
-                                          fps=p.source.fps)
-                p.due = max(p.due + _gap(rt.cfg, frame), now)
-            # Room downstream (POLLOUT) means the blocking send returns at once; otherwise
-            # keep the frame and come back: backpressure without blocking other streams.
-            if tx.sock.poll(0, zmq.POLLOUT) and tx.send(p.pending, "frame", block=True):
-                p.pending = None
-                p.sent += 1
-                cm.captured.labels(p.source.name).inc()
-                if p.due <= time.monotonic():
-                    wait_s = 0.0
-            else:
-                wait_s = min(wait_s, 0.005)
-        for p in live:
-            src = p.source
-            src.check()
+                frame = src.poll()
+                if frame is not None:
+                    if p.pending is not None:
+                        cm.drop("superseded")  # a newer frame replaces one not sent yet
+                    p.pending = frame
+                    p.due = now + p.period_s
+                continue
+            if p.pending is not None:
+                continue
             if now < p.due:
                 wait_s = min(wait_s, p.due - now)
                 continue
-            frame = src.poll()
+            frame = src.read()
             if frame is None:
+                log.info("stream %s: end of source after %d frames; sending end of "
+                         "stream", p.name, p.sent)
+                sender.send_eos(p)
+                p.ended = True
+                cm.up.labels(p.name).set(0)
                 continue
-            if tx.send(frame_message(src.name, frame.index, frame, live=True, fps=src.fps),
-                       "frame", block=False):
-                p.sent += 1
-                cm.captured.labels(src.name).inc()
-            p.due = now + p.period_s
-        if live == [] and all(p.ended for p in finite):
+            p.pending, p.pending_at = frame, (src.position, src.loops)
+            p.due = max(p.due + _gap(rt.cfg, frame), now)
+        sent = sender.send_in_turn(playbacks)
+        if all(p.ended for p in playbacks):
             log.info("all sources ended: %s", ", ".join(
-                f"{p.source.name}={p.sent} frames" for p in finite))
+                f"{p.name}={p.sent} frames" for p in playbacks))
             return 0
-        if wait_s > 0:
+        if sent and any(p.pending is None and not p.ended and not p.source.live
+                        and p.due <= time.monotonic() for p in playbacks):
+            continue  # a file is due again at once
+        if any(p.pending is not None for p in playbacks):
+            # frames wait for room downstream: wake when there is some (or a tick passes)
+            tx.sock.poll(max(1, int(min(wait_s, TICK_S) * 1000)), zmq.POLLOUT)
+        elif wait_s > 0:
             notify.wait(wait_s)
             notify.clear()
     log.info("stopping: sending end of stream for %d open stream(s)",
@@ -236,8 +382,7 @@ def run_loop(rt: ServiceRuntime, tx, playbacks: list[_Playback], cm: CaptureMetr
     deadline = time.monotonic() + STOP_EOS_TIMEOUT_S
     for p in playbacks:
         if not p.ended:
-            tx.send_control(eos_message(p.source.name, p.sent, reason="stopped"), "eos",
-                            timeout_s=max(0.05, deadline - time.monotonic()))
+            sender.send_eos(p, "stopped", timeout_s=max(0.05, deadline - time.monotonic()))
     return 0
 
 
@@ -274,9 +419,28 @@ def main(cfg, *, stop: threading.Event | None = None, registry=None) -> int:
                          else "paced by the frames' media time (nominal one per "
                               f"{p.period_s * 1000:.0f} ms)" if cfg.realtime
                          else f"one frame per {p.period_s * 1000:.0f} ms at most")
+            next_status = [0.0]
+
+            def on_tick() -> None:
+                """Write the status file every STATUS_EVERY_S seconds."""
+                if cfg.status_path is not None and time.monotonic() >= next_status[0]:
+                    write_status(cfg.status_path, playbacks)
+                    next_status[0] = time.monotonic() + STATUS_EVERY_S
+
+            positions = None
+            if cfg.position_file is not None:
+                resume(playbacks, read_positions(cfg.position_file))
+                positions = PositionFile(cfg.position_file,
+                                         read_positions(cfg.position_file))
             rt.health.enter(ServiceState.RUNNING)
             log.info("capture ready: %d source(s) -> %s", len(sources), cfg.output)
-            rc = run_loop(rt, tx, playbacks, cm, notify)
+            try:
+                rc = run_loop(rt, tx, playbacks, cm, notify, positions, on_tick)
+            finally:
+                if positions is not None:
+                    positions.close()
+                if cfg.status_path is not None:
+                    write_status(cfg.status_path, playbacks, done=True)
             if not rt.stop.is_set():
                 rt.health.enter(ServiceState.DRAINING)
                 # Normal end: frames and end of stream may still sit in ZeroMQ's queue; the

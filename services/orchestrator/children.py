@@ -65,8 +65,10 @@ class Child:
         self.proc: subprocess.Popen | None = None
         self.restarts: collections.deque[float] = collections.deque()
         self.total_restarts = 0
+        self.stalls = 0  # times it was found stalled and killed to restart it
         self.finished = False  # exited 0 on purpose (capture at end of files, sink done)
         self.last_metrics = ""
+        self.scrape_ok = False  # the last scrape of the running process answered
         self.metrics_file = log_path.with_suffix(".prom")  # written by the service at exit
         self.exit_reason_file = log_path.with_suffix(".exit.json")
 
@@ -117,10 +119,26 @@ class Child:
         try:
             with urllib.request.urlopen(self.url(path), timeout=timeout) as r:
                 return r.status, r.read().decode("utf-8", "replace")
-        except urllib.error.HTTPError as exc:
-            return exc.code, ""
+        except urllib.error.HTTPError as exc:  # e.g. 503 from /healthz: body says why
+            try:
+                return exc.code, exc.read().decode("utf-8", "replace")
+            except (OSError, http.client.HTTPException):
+                return exc.code, ""
         except (OSError, ValueError, http.client.HTTPException):
             return 0, ""
+
+    def health(self, timeout: float = 0.5) -> dict | None:
+        """The JSON of ``/healthz`` (also when it answers 503), ``None`` when the service
+        does not answer within ``timeout`` seconds (a stopped process never does)."""
+        import json
+        code, body = self.get("/healthz", timeout=timeout)
+        if not code:
+            return None
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return None
+        return data if isinstance(data, dict) else None
 
     def scrape(self) -> str:
         """Fetch ``/metrics`` (kept as :attr:`last_metrics` when it succeeds); once the
@@ -132,7 +150,8 @@ class Child:
                 pass  # killed before it could write them: keep the last scrape
             return self.last_metrics
         code, body = self.get("/metrics")
-        if code == 200:
+        self.scrape_ok = code == 200
+        if self.scrape_ok:
             self.last_metrics = body
         return self.last_metrics
 

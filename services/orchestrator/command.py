@@ -9,9 +9,11 @@ from pathlib import Path
 import click
 
 from common.detectors import BACKENDS, DEFAULT_BACKEND
+from common.outdir import OutDirError, OutDirLock
 from common.process import install_signal_handlers, setup_logging
 from common.redact import redact
-from services.orchestrator.options import StackOptions, parse_service_args, parse_threads
+from services.orchestrator.options import (EXIT_CONFIG, StackOptions, parse_service_args,
+                                           parse_threads)
 from services.orchestrator.runner import run_stack
 from services.orchestrator.summary import format_summary
 
@@ -47,7 +49,8 @@ def _check_sources(ctx, param, sources):
               help="Video file, image folder, rtsp://..., http(s)://... MJPEG, camera index "
                    "(0) or /dev/videoN; repeat for several streams. None: the built-in demo.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Write DIR/annotated.mp4 and DIR/events.jsonl.")
+              help="Write DIR/annotated.mp4, DIR/events.jsonl and DIR/summary.json; the "
+                   "run owns DIR while it runs (a second run on it is refused).")
 @click.option("--realtime", type=click.BOOL, default=True, is_flag=False, flag_value="true",
               show_default=True, help="Pace files at their native frame rate; "
               "'--realtime false' (or --no-realtime) runs as fast as the stack allows.")
@@ -71,6 +74,10 @@ def _check_sources(ctx, param, sources):
               "latency low, larger smooths bursts.")
 @click.option("--max-restarts", type=click.IntRange(0, 100), default=3, show_default=True,
               help="Restarts of one service allowed within 60 s before giving up.")
+@click.option("--stall-timeout-s", type=click.FloatRange(1.0, 3600.0), default=8.0,
+              show_default=True, help="A running service without a heartbeat, or without "
+              "progress while work waits for it, for this many seconds is reported as "
+              "stalled, killed and restarted.")
 @click.option("--service-arg", "service_args", multiple=True, metavar="SERVICE=ARG",
               callback=_parsed(parse_service_args, "--service-arg"),
               help="Extra argument for one service, e.g. detector=--confidence=0.6.")
@@ -82,8 +89,8 @@ def _check_sources(ctx, param, sources):
               default="INFO", show_default=True, help="Services' log level (logs go to "
               "files; their folder is printed when something fails).")
 def command(sources, out_dir, realtime, no_realtime, loop, model, detector_backend, display,
-            threads, http_base_port, hwm, max_restarts, service_args, summary_json, progress,
-            log_level):
+            threads, http_base_port, hwm, max_restarts, stall_timeout_s, service_args,
+            summary_json, progress, log_level):
     """Run the whole stack (capture -> detector -> classifier -> sink, four processes over
     ipc://) with progress and a summary. Ctrl-C stops everything within 5 s."""
     setup_logging("INFO", fmt="%(asctime)s %(levelname)s run: %(message)s")  # redacted
@@ -100,11 +107,22 @@ def command(sources, out_dir, realtime, no_realtime, loop, model, detector_backe
                         realtime=realtime and not no_realtime, loop=loop, model=model,
                         detector_backend=detector_backend, display=display,
                         threads=threads, http_base_port=http_base_port,
-                        max_restarts=max_restarts, hwm=hwm,
+                        max_restarts=max_restarts, hwm=hwm, stall_timeout_s=stall_timeout_s,
                         service_args=service_args, log_level=log_level)
+    lock = None
+    if out_dir is not None:
+        try:
+            lock = OutDirLock(out_dir).acquire()
+        except OutDirError as exc:  # before anything starts: one line, exit 2
+            click.echo(f"agegender run: {exc}", err=True)
+            raise SystemExit(EXIT_CONFIG) from None
     stop = threading.Event()
     install_signal_handlers(stop)
-    code, summary = run_stack(opts, stop, progress=progress)
+    try:
+        code, summary = run_stack(opts, stop, progress=progress, out_lock=lock)
+    finally:
+        if lock is not None:
+            lock.release()
     click.echo(format_summary(summary))
     if summary_json is not None:
         summary_json.write_text(json.dumps(summary, indent=2))

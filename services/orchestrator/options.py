@@ -47,6 +47,9 @@ class StackOptions:
             in flight, and so the latency, smallest.
         drain_timeout_s: after capture ended, stop when no frame reached the sink for
             this long although not every end of stream arrived (seconds).
+        stall_timeout_s: a running service without a heartbeat, or without progress
+            while work waits for it, for this long is stalled: killed and restarted
+            (seconds; see :mod:`services.orchestrator.stalls`).
     """
 
     sources: list[str] = dataclasses.field(default_factory=list)
@@ -69,6 +72,7 @@ class StackOptions:
     log_level: str = "INFO"
     hwm: int = 1
     drain_timeout_s: float = 30.0
+    stall_timeout_s: float = 8.0
 
 
 def parse_threads(values: tuple[str, ...] | list[str]) -> dict[str, int]:

@@ -16,11 +16,24 @@ from common.redact import redact
 from services.orchestrator import summary as summaries
 from services.orchestrator.children import Child
 from services.orchestrator.options import SERVICES, StackOptions
+from services.orchestrator.stalls import message_totals
 from services.orchestrator.watchdog import Watchdog
 from services.orchestrator.wiring import (http_ports, probe_video, service_arguments,
                                           service_environments, single_video_file)
 
 log = logging.getLogger("agegender.run")
+
+#: Seconds between two ``/healthz`` polls of every running service (stall detection).
+HEALTH_EVERY_S = 1.0
+
+
+def _read_json(path: Path) -> dict:
+    """The JSON object in ``path``; ``{}`` when absent, unreadable or not an object."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 class Stack:
@@ -34,6 +47,7 @@ class Stack:
     def __init__(self, opts: StackOptions, stop: threading.Event | None = None):
         self.opts = opts
         self.stop = stop or threading.Event()
+        self.started_at = time.time() - 1.0  # (file times may be a little coarse)
         self.run_dir = Path(tempfile.mkdtemp(prefix="agegender-run-"))
         (self.run_dir / "logs").mkdir()
         self.status_path = self.run_dir / "sink_status.json"
@@ -59,22 +73,32 @@ class Stack:
                  self.metrics_port)
         self._metrics_server = None
         self._init_metrics()
-        self.watchdog = Watchdog(opts, self.children, self.stop, self.restarts_total, self.up)
+        self.watchdog = Watchdog(opts, self.children, self.stop, self.restarts_total, self.up,
+                                 self.stalls_total)
+        self._next_health = 0.0
 
     def _init_metrics(self) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+        from prometheus_client import CollectorRegistry, Counter, Gauge
+
+        from common.http_server import HTTPServer
         self.registry = CollectorRegistry()
         self.restarts_total = Counter("agegender_process_restarts_total",
                                       "Service processes restarted by the watchdog.",
                                       ["service"], registry=self.registry)
         self.up = Gauge("agegender_process_up", "1 while the service process runs.",
                         ["service"], registry=self.registry)
+        self.stalls_total = Counter("agegender_process_stalls_total",
+                                    "Running service processes found stalled (no heartbeat, "
+                                    "or no progress while work waited, for "
+                                    "--stall-timeout-s) and killed to restart them.",
+                                    ["service"], registry=self.registry)
         for s in SERVICES:
             self.restarts_total.labels(s)
+            self.stalls_total.labels(s)
             self.up.labels(s).set(0)
-        try:
-            self._metrics_server = start_http_server(self.metrics_port, "127.0.0.1",
-                                                     registry=self.registry)
+        try:  # /metrics only: any other path is 404 (common.http_server)
+            self._metrics_server = HTTPServer("127.0.0.1", self.metrics_port, self.registry,
+                                              None).start()
         except OSError as exc:
             log.warning("orchestrator metrics port %d unavailable (%s); restarts are in "
                         "the summary only", self.metrics_port, exc)
@@ -113,16 +137,36 @@ class Stack:
 
     def status(self) -> dict:
         """The sink's newest status (frames, faces, fps, latency); ``{}`` before any."""
-        try:
-            return json.loads(self.status_path.read_text())
-        except (OSError, ValueError):
-            return {}
+        return _read_json(self.status_path)
+
+    def capture_status(self) -> dict:
+        """Capture's newest status (each stream's state, skipped files; see
+        :func:`services.capture.main.write_status`); ``{}`` before any."""
+        return _read_json(self.run_dir / "capture_status.json")
 
     def scrape_all(self) -> None:
-        """Fetch the metrics of every started service (kept per child)."""
-        for child in self.children.values():
-            if child.proc is not None:
-                child.scrape()
+        """Fetch the metrics of every started service (kept per child), downstream first;
+        running ones' message counts go to the stall detector."""
+        for s, child in self.children.items():
+            if child.proc is None:
+                continue
+            running = child.running()
+            text = child.scrape()
+            if running:
+                self.watchdog.stalls.counters(
+                    s, child.pid, message_totals(text) if child.scrape_ok else None)
+        self.watchdog.stalls.scraped()
+
+    def poll_health(self, every_s: float = HEALTH_EVERY_S) -> None:
+        """Ask every running service's ``/healthz`` (at most every ``every_s`` seconds)
+        and give the answers to the stall detector."""
+        now = time.monotonic()
+        if now < self._next_health:
+            return
+        self._next_health = now + every_s
+        for s, child in self.children.items():
+            if child.running() and not child.finished:
+                self.watchdog.stalls.health(s, child.pid, child.health())
 
     def finished(self) -> bool:
         """True once the sink saw the end of every expected stream."""
@@ -148,9 +192,7 @@ class Stack:
                 child.proc.wait(2.0)
             self.up.labels(s).set(0)
         if self._metrics_server is not None:
-            server, _thread = self._metrics_server
-            server.shutdown()
-            server.server_close()
+            self._metrics_server.close()
             self._metrics_server = None
 
     def cleanup(self, keep_logs: bool = False) -> None:
@@ -176,8 +218,10 @@ class Stack:
 
     def summary(self, elapsed_s: float) -> dict:
         """See :func:`services.orchestrator.summary.build_summary`."""
+        outputs, unreadable = summaries.written_outputs(self.opts.out_dir, self.started_at)
         return summaries.build_summary(
             self.status(), {s: c.last_metrics for s, c in self.children.items()},
             {s: c.total_restarts for s, c in self.children.items()}, elapsed_s,
             gave_up=self.watchdog.gave_up, refused=self.watchdog.refused,
-            outputs=summaries.written_outputs(self.opts.out_dir))
+            outputs=outputs, stalls=self.watchdog.stall_events, unreadable=unreadable,
+            capture=self.capture_status())

@@ -6,17 +6,25 @@ configuration or input: restarting cannot help, so the stack stops and the reaso
 service wrote (:meth:`services.orchestrator.children.Child.exit_reason`) is reported.
 Any other exit is a crash: the service is started again, at most ``max_restarts`` times
 within ``restart_window_s`` seconds; one more crash gives up on the stack.
+
+A service that still runs but is stalled (:mod:`.stalls`: no heartbeat, or no progress
+while work waits, for ``stall_timeout_s``) is killed with SIGKILL (a stopped process
+cannot handle anything gentler) and restarted like a crashed one, counted in
+``agegender_process_stalls_total{service}`` and the summary.
 """
 
 from __future__ import annotations
 
 import logging
+import signal
+import subprocess
 import threading
 import time
 
 from services.orchestrator.children import Child
 from services.orchestrator.options import (EXIT_CONFIG, EXIT_GAVE_UP, EXIT_OK,
                                            StackOptions)
+from services.orchestrator.stalls import StallDetector
 
 log = logging.getLogger("agegender.run")
 
@@ -30,6 +38,8 @@ class Watchdog:
         stop: set when the stack is stopping (a child that exits then is not restarted).
         restarts_total: ``agegender_process_restarts_total{service}`` counter.
         up: ``agegender_process_up{service}`` gauge.
+        stalls_total: ``agegender_process_stalls_total{service}`` counter (``None``: no
+            stall detection).
 
     Attributes:
         gave_up: the service that crashed too often, or ``None``.
@@ -37,12 +47,18 @@ class Watchdog:
     """
 
     def __init__(self, opts: StackOptions, children: dict[str, Child],
-                 stop: threading.Event, restarts_total, up):
+                 stop: threading.Event, restarts_total, up, stalls_total=None):
         self.opts = opts
         self.children = children
         self.stop = stop
         self.restarts_total = restarts_total
         self.up = up
+        self.stalls_total = stalls_total
+        #: Fed by the stack's /healthz polls and /metrics scrapes.
+        self.stalls = StallDetector(opts.stall_timeout_s)
+        #: ``{"service", "reason", "t"}`` of every stall found (t: seconds since the
+        #: Unix epoch).
+        self.stall_events: list[dict] = []
         self.gave_up: str | None = None
         self.refused: dict | None = None
 
@@ -72,14 +88,41 @@ class Watchdog:
                 return False
             if not self._restart(s, child, rc):
                 return False
+        return self._check_stalls()
+
+    def _check_stalls(self) -> bool:
+        """Kill and restart every running service found stalled; ``False`` when one
+        was over its restart cap."""
+        if self.stalls_total is None or self.stop.is_set():
+            return True
+        for s, child in self.children.items():
+            if child.finished or not child.running():
+                continue
+            why = self.stalls.stalled(s, child.pid)
+            if why is None:
+                continue
+            child.stalls += 1
+            self.stalls_total.labels(s).inc()
+            self.stall_events.append({"service": s, "reason": why, "t": time.time()})
+            log.warning("%s STALLED: %s; killing it (SIGKILL) to restart it", s, why)
+            child.signal_group(signal.SIGKILL)
+            try:
+                child.proc.wait(5.0)
+            except subprocess.TimeoutExpired:
+                log.error("%s (pid %d) did not die of SIGKILL within 5 s", s, child.pid)
+                continue
+            self.up.labels(s).set(0)
+            if not self._restart(s, child, child.proc.returncode, how="stalled"):
+                return False
         return True
 
-    def _restart(self, s: str, child: Child, rc: int) -> bool:
-        """Start a crashed child again; ``False`` (gave up) when over the cap."""
+    def _restart(self, s: str, child: Child, rc: int, how: str | None = None) -> bool:
+        """Start a crashed (or stalled and killed) child again; ``False`` (gave up) when
+        over the cap."""
         now = time.monotonic()
         while child.restarts and now - child.restarts[0] > self.opts.restart_window_s:
             child.restarts.popleft()
-        how = f"signal {-rc}" if rc < 0 else f"exit code {rc}"
+        how = how or (f"signal {-rc}" if rc < 0 else f"exit code {rc}")
         if len(child.restarts) >= self.opts.max_restarts:
             self.gave_up = s
             log.error("%s died (%s) %d times within %.0f s: giving up and stopping the "

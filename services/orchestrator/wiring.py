@@ -88,7 +88,10 @@ def service_arguments(opts: StackOptions, run_dir: Path, ports: dict[str, int],
     Capture binds ``frames.sock`` in ``run_dir``, the detector connects to it and to
     ``faces.sock``, which the classifier binds; the classifier connects to
     ``results.sock``, which the sink binds. The sink writes its status to
-    ``run_dir/sink_status.json``. Capture's sources are not arguments (see
+    ``run_dir/sink_status.json`` (a restarted sink continues from it), capture its
+    streams' positions to ``run_dir/capture_position.json`` (a restarted capture resumes
+    from it) and its status (source states, skipped files) to
+    ``run_dir/capture_status.json``. Capture's sources are not arguments (see
     :func:`service_environments`).
 
     Args:
@@ -104,7 +107,9 @@ def service_arguments(opts: StackOptions, run_dir: Path, ports: dict[str, int],
     args = {
         "capture": ["--output", f"bind:{ep['frames']}",
                     "--realtime", str(opts.realtime).lower(),
-                    "--loop", str(opts.loop).lower()],
+                    "--loop", str(opts.loop).lower(),
+                    "--position-file", str(run_dir / "capture_position.json"),
+                    "--status-path", str(run_dir / "capture_status.json")],
         "detector": ["--input", f"connect:{ep['frames']}",
                      "--output", f"connect:{ep['faces']}",
                      "--backend", opts.detector_backend],
@@ -116,8 +121,9 @@ def service_arguments(opts: StackOptions, run_dir: Path, ports: dict[str, int],
                  "--display", str(opts.display).lower(),
                  "--metrics-only", str(opts.metrics_only).lower()],
     }
-    if opts.out_dir is not None:
-        args["sink"] += ["--out-dir", str(Path(opts.out_dir).resolve())]
+    if opts.out_dir is not None:  # the run holds the folder's lock itself
+        args["sink"] += ["--out-dir", str(Path(opts.out_dir).resolve()),
+                         "--lock-out-dir", "false"]
     if video_fps:
         args["sink"] += ["--video-fps", f"{video_fps:.4f}"]
     if opts.trace_path is not None:

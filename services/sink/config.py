@@ -71,9 +71,15 @@ class SinkConfig(_WithMqtt, service="sink", http_port=9104):
     trace_path: Path | None = Field(None, description="Write one JSON line per frame with "
                                     "every per-stage timestamp (t_*_ns) plus t_sink_ns "
                                     "(benchmarks); none: off.")
-    append: bool = Field(False, description="Append to an existing events.jsonl and write "
-                         "video to a new annotated*.partN.mp4 instead of replacing them "
-                         "('agegender run' sets it when it restarts a crashed sink).")
+    lock_out_dir: bool = Field(True, description="Own out_dir while running: take its "
+                               "lock file (.agegender.lock), so a second sink or run "
+                               "cannot write the same folder ('agegender run' holds the "
+                               "lock itself and sets false).")
+    append: bool = Field(False, description="Continue an earlier sink's outputs: append to "
+                         "events.jsonl (a torn last line cut off), continue its counts, seqs "
+                         "and track ids (status_path and events.jsonl's tail), write video "
+                         "to a new annotated*.partN.mp4 ('agegender run' sets it when it "
+                         "restarts a crashed sink).")
 
     def mqtt_config(self) -> MqttConfig:
         """The MQTT output's settings (the ``mqtt_*`` fields).

@@ -14,7 +14,9 @@ events.jsonl (one JSON object per frame, one line each, flushed per line)::
                 "age_range": [low, high] (years) or null when the model gives none,
                 "gender": "female" | "male",
                 "gender_confidence": float (0..1),
-                "track": int (face track id, per stream, from 1) or null}]}
+                "track": int (face track id, per stream, from 1; never given to two
+                         people in one events.jsonl, also across a sink restart)
+                         or null}]}
 
 Age, age range and gender are medians over the face's track (the sink's
 ``track_window`` last frames, :mod:`services.sink.tracking`); ``track_window`` 1 gives the
@@ -25,6 +27,7 @@ map (the same form ``agegender predict`` prints), with its track.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -64,19 +67,81 @@ def trace_record(header: dict, t_sink_ns: int) -> dict:
     return rec
 
 
+def cut_torn_line(path: Path) -> int:
+    """Cut a last line without its newline (a writer killed in the middle of it) off a
+    JSON Lines file; returns the bytes cut (0 when the file ends with a whole line or
+    does not exist)."""
+    try:
+        with open(path, "rb+") as f:
+            size = f.seek(0, os.SEEK_END)
+            if size == 0:
+                return 0
+            f.seek(size - 1)
+            if f.read(1) == b"\n":
+                return 0
+            pos = size
+            while pos > 0:  # back to the last newline, in 64 KiB steps
+                step = min(65536, pos)
+                f.seek(pos - step)
+                chunk = f.read(step)
+                nl = chunk.rfind(b"\n")
+                if nl >= 0:
+                    pos = pos - step + nl + 1
+                    break
+                pos -= step
+            f.truncate(pos)
+            return size - pos
+    except FileNotFoundError:
+        return 0
+
+
+def read_tail(path: Path, offset: int) -> tuple[list[dict], int]:
+    """The JSON objects of the whole lines of ``path`` from byte ``offset`` on, and the
+    offset after them (a line that is not a JSON object is skipped)."""
+    records = []
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            for line in f:
+                if not line.endswith(b"\n"):
+                    break
+                offset += len(line)
+                try:
+                    obj = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(obj, dict):
+                    records.append(obj)
+    except FileNotFoundError:
+        pass
+    return records, offset
+
+
 class JsonLines:
-    """Append-only JSON Lines file, flushed after every line."""
+    """Append-only JSON Lines file, flushed after every line.
+
+    Attributes:
+        bytes: the file's size in bytes after the last line written (ASCII JSON: one
+            character is one byte).
+    """
 
     def __init__(self, path: Path, append: bool = False):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        if append:
+            cut_torn_line(path)
         self._f = open(path, "a" if append else "w", encoding="utf-8")
+        self.bytes = self._f.seek(0, os.SEEK_END)
 
     def write(self, obj: dict) -> None:
-        """Write ``obj`` as one line and flush it to the OS."""
-        self._f.write(json.dumps(obj, separators=(",", ":")) + "\n")
+        """Write ``obj`` as one line and flush it to the OS (one ``write`` call for
+        lines up to the buffer size, 8 KiB: a line is not torn by a kill of the process
+        after it was handed over)."""
+        line = json.dumps(obj, separators=(",", ":")) + "\n"
+        self._f.write(line)
         self._f.flush()
+        self.bytes += len(line)
 
     def close(self) -> None:
         """Close the file."""
@@ -93,6 +158,8 @@ class JsonLinesOutput(Output):
         append: continue an existing file instead of replacing it.
     """
 
+    fatal_errors = (OSError,)  # a file that cannot be written loses what it should keep
+
     def __init__(self, name: str, path: Path, record: Callable[[SinkResult], dict],
                  append: bool = False):
         self.name = name
@@ -106,13 +173,26 @@ class JsonLinesOutput(Output):
         self.file = JsonLines(self.path, append=self.append)
 
     def write(self, result: SinkResult) -> None:
-        """Write the frame's record as one line."""
-        self.file.write(self.record(result))
+        """Write the frame's record as one line.
+
+        Raises:
+            OSError: the line could not be written (``[Errno 28] No space left on
+                device``...); the message names the file.
+        """
+        try:
+            self.file.write(self.record(result))
+        except OSError as exc:
+            raise type(exc)(exc.errno, f"cannot write {self.path}: {exc.strerror}") from None
 
     def close(self) -> None:
-        """Close the file."""
+        """Close the file (what could not be written is not retried)."""
         if self.file is not None:
-            self.file.close()
+            file, self.file = self.file, None
+            try:
+                file.close()
+            except OSError as exc:
+                raise type(exc)(exc.errno, f"cannot write {self.path}: {exc.strerror}") \
+                    from None
 
 
 def events_output(path: Path, append: bool = False) -> JsonLinesOutput:

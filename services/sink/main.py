@@ -18,21 +18,23 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from pathlib import Path
 
 from prometheus_client import Counter, Histogram
 
 from common.metrics import LATENCY_BUCKETS
+from common.outdir import OutDirError, OutDirLock
 from common.service import ServiceRuntime
 from common.states import ServiceState
 from services.sink.config import SinkConfig
 from services.sink.display import DisplayOutput
-from services.sink.events import events_output, trace_output
+from services.sink.events import cut_torn_line, events_output, read_tail, trace_output
 from services.sink.mjpeg import MJPEGHub
 from services.sink.mqtt import MqttMetrics
 from services.sink.mqtt_output import MqttOutput
 from services.sink.outputs import Output, OutputSet, SinkResult
 from services.sink.render import Renderer
-from services.sink.stats import SinkStats, write_json_atomic
+from services.sink.stats import SinkStats, StreamStats, read_status, write_json_atomic
 from services.sink.streams import StreamEnds
 from services.sink.tracking import FaceTracker
 from services.sink.video import VideoOutput
@@ -84,7 +86,7 @@ def build_outputs(cfg: SinkConfig, hub: MJPEGHub | None, errors=None,
     outputs: list[Output] = []
     if cfg.out_dir is not None and not cfg.metrics_only:
         if cfg.events:
-            outputs.append(events_output(cfg.out_dir / "events.jsonl", cfg.append))
+            outputs.append(events_output(events_path(cfg), cfg.append))
         if cfg.video:
             outputs.append(VideoOutput(cfg.out_dir, cfg.video_fps, append=cfg.append,
                                        threads=cfg.threads))
@@ -102,6 +104,51 @@ def build_outputs(cfg: SinkConfig, hub: MJPEGHub | None, errors=None,
     return sets
 
 
+def note_tracks(stream: StreamStats, faces: list[dict]) -> None:
+    """Keep the stream's highest track id (a restarted sink starts above it)."""
+    ids = [f["track"] for f in faces if isinstance(f.get("track"), int)]
+    if ids:
+        stream.track_max = max(stream.track_max, *ids)
+
+
+def continued_stats(cfg: SinkConfig) -> SinkStats:
+    """The counts an earlier sink process left (``append``: a restart), so this one
+    continues them: its status file, plus the frames it wrote to events.jsonl after its
+    last status (a torn last line is cut off first). The break is recorded
+    (``breaks``: when, at which frame count and seqs)."""
+    snap = read_status(cfg.status_path)
+    stats = SinkStats.from_snapshot(snap) if snap else SinkStats()
+    path = events_path(cfg)
+    if path is not None:
+        cut_torn_line(path)
+        tail, stats.events_bytes = read_tail(path, stats.events_bytes)
+        for rec in tail:
+            faces = rec.get("faces") if isinstance(rec.get("faces"), list) else []
+            stream, seq = rec.get("stream"), rec.get("seq")
+            if not isinstance(stream, str) or not isinstance(seq, int):
+                continue
+            stats.add(stream, rec.get("latency_s"), len(faces), seq=seq,
+                      now=rec.get("t_capture"))
+            note_tracks(stats.stream(stream), [f for f in faces if isinstance(f, dict)])
+    if snap is None and not stats.frames:
+        return stats  # nothing to continue
+    stats.breaks.append({"t": time.time(), "frames": stats.frames,
+                         "next_seq": {k: v.next_seq for k, v in stats.per_stream.items()}})
+    log.warning("continuing after an earlier sink process: %d frames counted so far "
+                "(%s), track ids continue above %s", stats.frames,
+                ", ".join(f"{k} next seq {v.next_seq}" for k, v in stats.per_stream.items())
+                or "no stream yet",
+                {k: v.track_max for k, v in stats.per_stream.items()})
+    return stats
+
+
+def events_path(cfg: SinkConfig) -> Path | None:
+    """Where events.jsonl is written (``None``: not written)."""
+    if cfg.out_dir is None or cfg.metrics_only or not cfg.events:
+        return None
+    return cfg.out_dir / "events.jsonl"
+
+
 def main(cfg: SinkConfig, *, stop: threading.Event | None = None, registry=None) -> int:
     """Run the sink until ``expected_streams`` streams ended or it is stopped.
 
@@ -112,7 +159,10 @@ def main(cfg: SinkConfig, *, stop: threading.Event | None = None, registry=None)
 
     Returns:
         0 (clean stop or all expected streams ended; frames that could not be rendered
-        are counted as dropped ``bad_image`` and logged).
+        are counted as dropped ``bad_image`` and logged); 2 when ``out_dir`` cannot be
+        created or written, or another process owns it (:mod:`common.outdir`), at start,
+        or when a file output fails during the run (a full disk): written no more, the
+        sink stops and says why (restarting cannot help).
     """
     stop = stop or threading.Event()
     hub = MJPEGHub(stop, cfg.jpeg_quality) \
@@ -121,73 +171,114 @@ def main(cfg: SinkConfig, *, stop: threading.Event | None = None, registry=None)
                         stop=stop, registry=registry) as rt:
         sm = SinkMetrics(rt.metrics.registry)
         mqtt_metrics = MqttMetrics(rt.metrics.registry)  # at zero even with MQTT off
-        stats = SinkStats()
-        records, images = build_outputs(cfg, hub, sm.output_errors, mqtt_metrics)
-        renderer = Renderer(images, on_drop=rt.metrics.drop) if images else None
-        rx = rt.receiver(cfg.input, kinds=("result", "eos"))
-        rt.health.enter(ServiceState.RUNNING)
-        ends = StreamEnds(cfg.eos_grace_s)
-        stats.ended = ends.ended  # one list: the status file shows what StreamEnds decided
-        tracker = FaceTracker(cfg.track_window, cfg.track_iou, cfg.track_max_gap_s,
-                              on_new_track=lambda _stream: sm.tracks.inc())
-        finished = False
-        next_status = 0.0
-        log.info("sink ready: out_dir=%s, live view %s, expected streams %s",
-                 cfg.out_dir, f"http://localhost:{rt.http.port}/" if hub else "off",
-                 cfg.expected_streams or "unlimited")
+        lock = None
+        if cfg.out_dir is not None and not cfg.metrics_only:
+            try:
+                if cfg.lock_out_dir:
+                    lock = OutDirLock(cfg.out_dir).acquire()
+                else:
+                    Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                return rt.refuse(str(exc) if isinstance(exc, OutDirError) else
+                                 f"cannot create the output folder {cfg.out_dir}: {exc}")
         try:
-            while not rt.stop.is_set():
-                rt.health.beat()
-                now = time.monotonic()
-                if cfg.status_path is not None and now >= next_status:
-                    write_json_atomic(cfg.status_path, stats.snapshot())
-                    next_status = now + STATUS_EVERY_S
-                msg = rx.recv(cfg.recv_timeout_ms)
-                newly_ended = ends.expire()
-                if msg is not None and msg.kind == "eos":
-                    sm.eos.inc()
-                    newly_ended += ends.eos(msg.stream, msg.header.get("frames"))
-                for stream in newly_ended:
-                    tracker.end(stream)
-                if cfg.expected_streams and len(ends.ended) >= cfg.expected_streams:
-                    finished = True
-                    break
-                if msg is None or msg.kind == "eos":
-                    continue
-                if msg.kind != "result":
-                    log.warning("ignored a %r message on the result input", msg.kind)
-                    continue
-                t_ns = time.time_ns()
-                latency = (t_ns - msg.header["t_capture_ns"]) / 1e9
-                t0 = time.monotonic()
-                faces = tracker.update(msg.stream, msg.header["t_capture_ns"] / 1e9,
-                                       msg.header.get("faces", []))
-                msg.header["faces"] = faces  # smoothed: events and video show the same
-                n_faces = len(faces)
-                sm.e2e.observe(max(latency, 0.0))
-                sm.frames.inc()
-                sm.faces.inc(n_faces)
-                stats.add(msg.stream, latency, n_faces)
-                for stream in ends.result(msg.stream):
-                    tracker.end(stream)
-                result = SinkResult(msg, latency, t_ns)
-                records.write(result)
-                if renderer is not None:
-                    renderer.submit(result, block=not msg.header.get("live", False),
-                                    stop=rt.stop)
-                rt.metrics.stage_seconds.labels("sink").observe(time.monotonic() - t0)
+            return _serve(cfg, rt, sm, hub, mqtt_metrics)
         finally:
-            if finished:
-                rt.health.enter(ServiceState.DRAINING)
+            if lock is not None:
+                lock.release()
+
+
+def _serve(cfg: SinkConfig, rt: ServiceRuntime, sm: SinkMetrics, hub,
+           mqtt_metrics: MqttMetrics) -> int:
+    """The sink's receive loop (see :func:`main`)."""
+    stats = continued_stats(cfg) if cfg.append else SinkStats()
+    records, images = build_outputs(cfg, hub, sm.output_errors, mqtt_metrics)
+    events = next((o for o in records.outputs if o.name == "events"), None)
+    renderer = Renderer(images, on_drop=rt.metrics.drop) if images else None
+    rx = rt.receiver(cfg.input, kinds=("result", "eos"))
+    rt.health.enter(ServiceState.RUNNING)
+    ends = StreamEnds(cfg.eos_grace_s)
+    ends.ended = stats.ended  # one list: the status file shows what StreamEnds decided
+    ends.results = dict(stats.streams)
+    tracker = FaceTracker(cfg.track_window, cfg.track_iou, cfg.track_max_gap_s,
+                          on_new_track=lambda _stream: sm.tracks.inc(),
+                          last_ids={k: v.track_max for k, v in stats.per_stream.items()})
+
+    def status(done: bool = False) -> None:
+        """Write the status file (counts, and how much of events.jsonl they cover)."""
+        if events is not None and events.file is not None:
+            stats.events_bytes = events.file.bytes
+        write_json_atomic(cfg.status_path, stats.snapshot(done=done))
+    finished = False
+    next_status = 0.0
+    log.info("sink ready: out_dir=%s, live view %s, expected streams %s",
+             cfg.out_dir, f"http://localhost:{rt.http.port}/" if hub else "off",
+             cfg.expected_streams or "unlimited")
+    try:
+        while not rt.stop.is_set():
+            rt.health.beat()
+            now = time.monotonic()
+            if cfg.status_path is not None and now >= next_status:
+                status()
+                next_status = now + STATUS_EVERY_S
+            if records.fatal or images.fatal:
+                break  # a file cannot be written: see below
+            msg = rx.recv(cfg.recv_timeout_ms)
+            newly_ended = ends.expire()
+            if msg is not None and msg.kind == "eos":
+                sm.eos.inc()
+                frames = msg.header.get("frames")
+                if isinstance(frames, int) and not isinstance(frames, bool):
+                    stats.stream(msg.stream).ended(frames)
+                newly_ended += ends.eos(msg.stream, frames)
+            for stream in newly_ended:
+                tracker.end(stream)
+            if cfg.expected_streams and len(ends.ended) >= cfg.expected_streams:
+                finished = True
+                break
+            if msg is None or msg.kind == "eos":
+                continue
+            if msg.kind != "result":
+                log.warning("ignored a %r message on the result input", msg.kind)
+                continue
+            t_ns = time.time_ns()
+            latency = (t_ns - msg.header["t_capture_ns"]) / 1e9
+            t0 = time.monotonic()
+            faces = tracker.update(msg.stream, msg.header["t_capture_ns"] / 1e9,
+                                   msg.header.get("faces", []))
+            msg.header["faces"] = faces  # smoothed: events and video show the same
+            n_faces = len(faces)
+            sm.e2e.observe(max(latency, 0.0))
+            sm.frames.inc()
+            sm.faces.inc(n_faces)
+            stats.add(msg.stream, latency, n_faces, seq=msg.seq,
+                      live=bool(msg.header.get("live", False)))
+            note_tracks(stats.stream(msg.stream), faces)
+            for stream in ends.result(msg.stream):
+                tracker.end(stream)
+            result = SinkResult(msg, latency, t_ns)
+            records.write(result)
             if renderer is not None:
-                renderer.close(drain=finished)
-            records.close()
-            if cfg.status_path is not None:
-                write_json_atomic(cfg.status_path, stats.snapshot(done=finished))
-            snap = stats.snapshot()
-            log.info("sink done: %d frames, %d faces, %.1f fps, latency p50 %s p95 %s s",
-                     snap["frames"], snap["faces"], snap["fps"], snap["latency_s"]["p50"],
-                     snap["latency_s"]["p95"])
+                renderer.submit(result, block=not msg.header.get("live", False),
+                                stop=rt.stop)
+            rt.metrics.stage_seconds.labels("sink").observe(time.monotonic() - t0)
+    finally:
+        if finished:
+            rt.health.enter(ServiceState.DRAINING)
+        if renderer is not None:
+            renderer.close(drain=finished)
+        records.close()
+        if cfg.status_path is not None:
+            status(done=finished)
+        snap = stats.snapshot()
+        log.info("sink done: %d frames, %d faces, %.1f fps, latency p50 %s p95 %s s",
+                 snap["frames"], snap["faces"], snap["fps"], snap["latency_s"]["p50"],
+                 snap["latency_s"]["p95"])
     if renderer is not None and renderer.error is not None:
         log.warning("some frames could not be rendered (last error: %s)", renderer.error)
+    fatal = records.fatal or images.fatal
+    if fatal:
+        return rt.refuse(f"the output folder {cfg.out_dir} cannot be written ({fatal}); "
+                         "stopping: restarting cannot help (free space, or choose another "
+                         "output folder)")
     return 0

@@ -12,6 +12,11 @@ traceback), and the other outputs and the sink go on; the failing output is trie
 with the next frame. An output that cannot work here at all (a window without a display)
 raises :class:`OutputUnavailable` from ``open()`` and is left out with a warning.
 
+Files are different: what they should keep would be lost without a word. An output whose
+``fatal_errors`` include the exception (the file outputs: any ``OSError``, e.g. a full
+disk) is written no more, and :attr:`OutputSet.fatal` says why; the sink then stops with
+exit code 2 (restarting cannot free the disk).
+
 **Person events** (one record per person when its track ends; issue 11) go through the
 same outputs: whoever produces them calls :meth:`OutputSet.write_person` on the record
 outputs with the event dict, and every output that cares implements
@@ -79,6 +84,8 @@ class Output:
 
     name = "output"
     needs_image = False
+    #: Exceptions after which the output cannot go on and the sink must stop (files).
+    fatal_errors: tuple[type[BaseException], ...] = ()
 
     def open(self) -> None:
         """Acquire what the output needs.
@@ -112,6 +119,8 @@ class OutputSet:
         self.outputs = list(outputs)
         self.errors = errors
         self.failures: dict[str, int] = {o.name: 0 for o in self.outputs}
+        #: Why an output failed for good (see the module docstring), else ``None``.
+        self.fatal: str | None = None
         if errors is not None:
             for o in self.outputs:
                 errors.labels(o.name)
@@ -119,10 +128,17 @@ class OutputSet:
     def __bool__(self) -> bool:
         return bool(self.outputs)
 
-    def _failed(self, output: Output, what: str) -> None:
+    def _failed(self, output: Output, what: str, exc: BaseException | None = None) -> None:
         self.failures[output.name] = self.failures.get(output.name, 0) + 1
         if self.errors is not None:
             self.errors.labels(output.name).inc()
+        if exc is not None and isinstance(exc, output.fatal_errors):
+            if self.fatal is None:
+                self.fatal = f"output {output.name} failed to {what}: {exc}"
+                log.error("%s; writing no more to it", self.fatal)
+            if output in self.outputs:
+                self.outputs.remove(output)
+            return
         if self.failures[output.name] == 1:
             log.exception("output %s failed to %s; the other outputs go on (further "
                           "errors of it are only counted)", output.name, what)
@@ -130,26 +146,26 @@ class OutputSet:
     def open(self) -> None:
         """Open every output; one unavailable or failing to open is left out."""
         kept = []
-        for o in self.outputs:
+        for o in list(self.outputs):
             try:
                 o.open()
             except OutputUnavailable as exc:
                 log.warning("%s", exc)
                 continue
-            except Exception:  # noqa: BLE001 (isolated by design, counted and logged)
-                self._failed(o, "open")
+            except Exception as exc:  # noqa: BLE001 (isolated by design, counted and logged)
+                self._failed(o, "open", exc)
                 continue
             kept.append(o)
         self.outputs = kept
 
     def _each(self, what: str, call) -> None:
         """``call(output)`` for every output; an exception is counted and logged (once
-        per output) and the others go on."""
-        for o in self.outputs:
+        per output) and the others go on (a fatal one takes its output out)."""
+        for o in list(self.outputs):
             try:
                 call(o)
-            except Exception:  # noqa: BLE001 (isolated by design, counted and logged)
-                self._failed(o, what)
+            except Exception as exc:  # noqa: BLE001 (isolated by design, counted and logged)
+                self._failed(o, what, exc)
 
     def write(self, result: SinkResult) -> None:
         """Write ``result`` to every output."""

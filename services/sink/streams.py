@@ -36,8 +36,9 @@ class StreamEnds:
         if stream in self.ended:
             return []
         self.ended.append(stream)
-        log.info("end of stream %r (%s; %d result frame(s))", stream, how,
-                 self.results.get(stream, 0))
+        n = self.results.get(stream, 0)
+        log.info("end of stream %r (%s; %d result frame%s)", stream, how, n,
+                 "" if n == 1 else "s")
         return [stream]
 
     def eos(self, stream: str, frames) -> list[str]:
@@ -48,7 +49,7 @@ class StreamEnds:
                 or have >= frames or stream in self.ended:
             return self._end(stream, "eos")
         self.waiting[stream] = (frames, self.clock() + self.grace_s)
-        log.info("eos of %r after %d frames; %d result(s) so far, waiting up to %.1f s "
+        log.info("eos of %r after %d frames; %d results so far, waiting up to %.1f s "
                  "for the rest", stream, frames, have, self.grace_s)
         return []
 

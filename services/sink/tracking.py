@@ -48,16 +48,18 @@ class FaceTracker:
         iou_min: least IoU for a detection to continue a track.
         max_gap_s: a track unseen for longer than this (capture time, seconds) ends.
         on_new_track: called with the stream name whenever a track starts (metrics).
+        last_ids: highest track id already given out per stream (a restarted sink
+            continues above them: one id never names two people in one output).
     """
 
     def __init__(self, window: int = 5, iou_min: float = 0.3, max_gap_s: float = 1.0,
-                 on_new_track=None):
+                 on_new_track=None, last_ids: dict[str, int] | None = None):
         self.on_new_track = on_new_track
         self.window = window
         self.iou_min = iou_min
         self.max_gap_s = max_gap_s
         self._tracks: dict[str, list[Track]] = {}
-        self._next_id: dict[str, int] = {}
+        self._next_id: dict[str, int] = dict(last_ids or {})
         self._last_t: dict[str, float] = {}
 
     def update(self, stream: str, t_capture_s: float, faces: list[dict]) -> list[dict]:
@@ -102,8 +104,8 @@ class FaceTracker:
         return out
 
     def end(self, stream: str) -> None:
-        """Forget a stream's tracks (end of stream)."""
-        for d in (self._tracks, self._next_id, self._last_t):
+        """Forget a stream's tracks (end of stream); its ids are not given out again."""
+        for d in (self._tracks, self._last_t):
             d.pop(stream, None)
 
     def _new_track(self, stream: str, face: dict) -> Track:

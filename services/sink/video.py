@@ -178,16 +178,21 @@ class VideoOutput(Output):
     name = "video"
     needs_image = True
 
+    fatal_errors = (OSError,)  # the folder cannot be written: the video would be lost
+
     def __init__(self, out_dir: Path, fps: float = 0.0, append: bool = False,
                  threads: int = 1):
         self.out_dir = Path(out_dir)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
         self.fps = fps
         self.append = append
         self.threads = threads
         self.writers: dict[str, _StreamFile] = {}
         self.frames: dict[str, int] = {}
         self.skipped: set[str] = set()  # streams not recorded (cap reached or open failed)
+
+    def open(self) -> None:
+        """Create the output folder."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
 
     def path_for(self, stream: str) -> Path:
         """File the stream is (or will be) written to."""

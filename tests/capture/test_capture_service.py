@@ -116,10 +116,15 @@ def test_realtime_pacing_follows_the_clip_frame_rate(clip):
     sock.close()
     stamps = [m.header["t_capture_ns"] / 1e9 for m in msgs if m.kind == "frame"]
     span = stamps[-1] - stamps[0]
-    # then 41 frames span ~40/12 = 3.33 s
-    print(f"41 frames paced over {span:.2f} s (expected 3.33 s)")
+    gaps = sorted(b - a for a, b in zip(stamps, stamps[1:]))
+    median = gaps[len(gaps) // 2]
+    # then 41 frames span ~40/12 = 3.33 s: never faster than the clip, and the typical
+    # gap is one frame period (a busy machine may stretch a few gaps, not the median)
+    print(f"41 frames paced over {span:.2f} s (expected 3.33 s), median gap "
+          f"{median * 1000:.0f} ms (expected 83 ms)")
     assert len(stamps) == 41
-    assert 3.1 <= span <= 4.5
+    assert span >= 3.1
+    assert 0.9 / 12 <= median <= 1.5 / 12
 
 
 def test_demo_plays_when_no_source_is_given():
@@ -207,8 +212,9 @@ def test_live_rtsp_through_the_service_to_a_slow_consumer(rtsp_server, clip):
           f"{p90 * 1000:.0f} ms, max {max(ages) * 1000:.0f} ms, dropped in capture "
           f"{dropped:.0f}, superseded at the consumer {superseded}")
     assert len(ages) >= 15
-    # a queue would age 0.6 s per second here (12 fps in, 5 out): over 2 s by the end
-    assert p90 < 1.0
+    # a queue would age 0.6 s per second here (12 fps in, 5 out): over 2 s by the end;
+    # the newest frame is a read or two old (the bound leaves room for a busy machine)
+    assert p90 < 1.5
     # 12 fps in, 5 fps out: ~7 of 12 frames per second are dropped somewhere, counted
     assert up == 1 and dropped + superseded >= 20
 

@@ -134,8 +134,9 @@ def test_slow_consumer_gets_fresh_frames(rtsp_server, live, clip):
           f" max {max(ages) * 1000:.0f} ms; reader {read_rate:.1f} fps; "
           f"superseded {src.superseded}")
     # then frame age does not grow: a queue would age 0.6 s per second here (12 fps in,
-    # 5 out), over 3 s by the end; the newest frame is never older than a read or two
-    assert p90 < 1.0
+    # 5 out), over 3 s by the end; the newest frame is a read or two old (the bound
+    # leaves room for a busy machine)
+    assert p90 < 1.5
     assert statistics.mean(ages[-10:]) < statistics.mean(ages[:10]) + 0.5   # no creep
     # and the reader keeps draining the connection at the source's rate, so no
     # backlog can build inside FFmpeg; the frames the consumer missed are counted

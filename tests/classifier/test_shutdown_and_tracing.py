@@ -19,6 +19,7 @@ from services.classifier.config import ClassifierConfig
 from services.classifier.main import main
 from tests.classifier.helpers import faces_message
 from tests.conftest import ROOT, free_port, wait_http
+from tests.waits import HANG_S
 
 pytestmark = pytest.mark.slow
 
@@ -123,7 +124,7 @@ def _sigterm_exit_seconds(proc) -> float:
             proc.wait()
 
 
-def test_sigterm_mid_batch_with_missing_peer_exits_within_2_s(tmp_path, real_model):
+def test_sigterm_mid_batch_with_missing_peer_exits_promptly(tmp_path, real_model):
     # given a classifier process whose downstream peer never connected
     port = free_port()
     proc = _spawn_classifier(tmp_path, port)
@@ -149,12 +150,13 @@ def test_sigterm_mid_batch_with_missing_peer_exits_within_2_s(tmp_path, real_mod
     finally:
         push.close(0)
         ctx.term()
-    # then it exits cleanly within 2 s
-    assert elapsed < 2.0, elapsed
+    # then it exits cleanly without hanging (the 2 s target: bench/shutdown.py)
+    print(f"classifier exited {elapsed:.2f} s after SIGTERM")
+    assert elapsed < HANG_S, elapsed
     assert proc.returncode == 0
 
 
-def test_sigterm_while_loading_the_model_exits_within_2_s(tmp_path):
+def test_sigterm_while_loading_the_model_exits_promptly(tmp_path):
     if not (ROOT / "models" / "compact" / "meta.json").is_file():
         pytest.skip("models/compact is not shipped yet")
     # given a classifier process that is still importing TensorFlow / loading its model
@@ -164,9 +166,11 @@ def test_sigterm_while_loading_the_model_exits_within_2_s(tmp_path):
     while '"state": "loading"' not in _state(port) and time.monotonic() < deadline:
         assert proc.poll() is None, (tmp_path / "classifier.log").read_text()[-2000:]
         time.sleep(0.05)                           # poll interval of a wait for a state
-    # when it gets SIGTERM before it is ready / then it exits within 2 s
+    # when it gets SIGTERM before it is ready / then it exits without hanging (the 2 s
+    # target: bench/shutdown.py)
     elapsed = _sigterm_exit_seconds(proc)
-    assert elapsed < 2.0, elapsed
+    print(f"classifier exited {elapsed:.2f} s after SIGTERM while loading")
+    assert elapsed < HANG_S, elapsed
 
 
 def _state(port) -> str:

@@ -86,4 +86,4 @@ def test_installed_wheel_predicts_with_its_own_models(tmp_path):
     x1, y1, x2, y2 = face["box"]
     assert 150 < (x1 + x2) / 2 < 300 and 50 < (y1 + y2) / 2 < 200     # her face
     assert 0 < face["age"] < 100 and face["age_range"][0] <= face["age"] <= face["age_range"][1]
-    assert "1 of 1 images read, 1 faces" in out.stderr
+    assert "1 of 1 images read, 1 face\n" in out.stderr

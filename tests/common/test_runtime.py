@@ -59,14 +59,18 @@ def test_healthz_and_readyz_show_the_state(runtime):
     with runtime(http_port=port) as rt:
         rt.health.enter(ServiceState.LOADING)
         # then it is alive but not ready, and both say "loading"
-        assert _get(port, "/healthz") == (200, {"ok": True, "state": "loading",
-                                                "stage": "capture"})
+        code, body = _get(port, "/healthz")
+        assert body.pop("heartbeat_age_s") >= 0
+        assert (code, body) == (200, {"ok": True, "state": "loading", "stage": "capture"})
         assert _get(port, "/readyz")[0] == 503
         # when it runs
         rt.health.enter(ServiceState.RUNNING)
-        # then it is ready
-        assert _get(port, "/readyz") == (200, {"ok": True, "state": "running",
-                                               "stage": "capture"})
+        rt.health.beat()
+        # then it is ready, and the heartbeat's age (seconds since the loop's last tick)
+        # is shown and fresh again after the beat
+        code, body = _get(port, "/readyz")
+        assert 0 <= body.pop("heartbeat_age_s") < rt.health.timeout_s
+        assert (code, body) == (200, {"ok": True, "state": "running", "stage": "capture"})
 
 
 def test_a_refusal_is_written_to_the_exit_reason_file(runtime, tmp_path, monkeypatch):

@@ -26,6 +26,7 @@ from common.crops import DEFAULT_RULE, crop_region
 from services.detector.main import (SmallFaceWarning, cut_crops, detect_faces,
                                     main as detector_main, newest_live, process_frame)
 from tests.conftest import clip_path, free_port, wait_http
+from tests.waits import HANG_S
 
 WALKING = "face-demographics-walking-and-pause.mp4"
 
@@ -352,7 +353,7 @@ def test_detector_service_drops_older_live_frames_when_behind(clip):
                                               stage="detector", reason="stale") == 30
 
 
-def test_detector_cli_process_stops_within_2s_without_peers():
+def test_detector_cli_process_stops_on_sigterm_without_peers():
     # given `agegender detector` as a process whose peers never connect
     exe = os.path.join(os.path.dirname(sys.executable), "agegender")
     http_port = free_port()
@@ -373,8 +374,10 @@ def test_detector_cli_process_stops_within_2s_without_peers():
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    # then it exits 0 within 2 s and said which DNN backend it used
-    assert rc == 0 and took < 2.0, f"rc={rc}, took {took:.2f} s"
+    # then it exits 0 without hanging (the 2 s target is bench/shutdown.py's figure) and
+    # said which DNN backend it used
+    print(f"detector exited {took:.2f} s after SIGTERM")
+    assert rc == 0 and took < HANG_S, f"rc={rc}, took {took:.2f} s"
     assert "DNN backend cpu" in log or "DNN backend cuda" in log
 
 

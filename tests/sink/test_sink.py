@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 import urllib.request
@@ -81,7 +82,7 @@ def start_sink(tmp_path):
     ctx = zmq.Context()
     runs: list[SinkRun] = []
 
-    def start(**overrides) -> SinkRun:
+    def start(wait: bool = True, **overrides) -> SinkRun:
         ep = f"ipc://{tmp_path}/results{len(runs)}"
         config = dict(input=f"bind:{ep}", http_port=free_port(), http_host="127.0.0.1",
                       hwm=100)
@@ -89,7 +90,8 @@ def start_sink(tmp_path):
         run = SinkRun(SinkConfig(**config), ctx, ep)
         runs.append(run)
         run.thread.start()
-        wait_ready(run.cfg.http_port)
+        if wait:
+            wait_ready(run.cfg.http_port)
         return run
 
     yield start
@@ -205,26 +207,37 @@ def test_metrics_only_writes_no_files_but_measures_latency(start_sink, tmp_path)
     assert not (tmp_path / "out").exists()
 
 
-def test_an_output_that_fails_does_not_stop_the_others(start_sink, tmp_path):
+def test_an_events_file_that_cannot_be_created_stops_the_sink_with_exit_2(start_sink,
+                                                                         tmp_path, capfd):
     # given a sink whose events file cannot be created (a folder is in its place)
     (tmp_path / "out" / "events.jsonl").mkdir(parents=True)
-    sink = start_sink(out_dir=tmp_path / "out", expected_streams=1)
+    sink = start_sink(wait=False, out_dir=tmp_path / "out", expected_streams=1)
+    # then it stops by itself with exit code 2 (restarting cannot help) and says why,
+    # naming the file, before it takes any frame
+    assert sink.ended() and sink.result["rc"] == 2
+    err = capfd.readouterr().err  # (the service configures its own log handler)
+    assert "events.jsonl" in err and "cannot be written" in err
+    assert sink.metric("agegender_sink_frames_total") == 0
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+def test_a_full_disk_during_the_run_stops_the_sink_with_exit_2(start_sink, tmp_path,
+                                                               capfd):
+    # given a sink whose events.jsonl lands on a full disk (/dev/full fails every write
+    # with ENOSPC, as a full file system does)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "events.jsonl").symlink_to("/dev/full")
+    sink = start_sink(out_dir=out, expected_streams=1)
     push = sink.push()
-    # when 4 frames and EOS arrive
+    # when frames arrive
     for seq in range(4):
         push.send_multipart(result_message("cam", seq, 1))
-    push.send_multipart(eos("cam", 4))
-    # then the sink still ends normally, the failure is counted for that output only
-    assert sink.ended() and sink.result["rc"] == 0
-    assert sink.metric("agegender_sink_output_errors_total", output="events") == 1
-    assert sink.metric("agegender_sink_output_errors_total", output="video") == 0
-    # and the annotated video has every frame
-    cap = cv2.VideoCapture(str(tmp_path / "out" / "annotated.mp4"))
-    n = 0
-    while cap.read()[0]:
-        n += 1
-    cap.release()
-    assert n == 4
+    # then the sink stops with exit code 2 and a message naming the file and the cause
+    assert sink.ended() and sink.result["rc"] == 2
+    err = capfd.readouterr().err
+    assert "No space left on device" in err and "events.jsonl" in err
+    assert sink.metric("agegender_sink_output_errors_total", output="events") >= 1
 
 
 def test_face_label_shows_range_or_age():

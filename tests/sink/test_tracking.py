@@ -62,7 +62,16 @@ def test_tracks_end_after_a_gap_streams_are_separate_and_late_frames_pass_unsmoo
     # a frame older than one already seen keeps its own values and no track
     late = tracker.update("cam", 11.0, [face(20, "male", 0.8)])
     assert late[0]["track"] is None and late[0]["gender"] == "male"
-    # after the end of a stream its ids start again
+    # after the end of a stream its tracks end, but its ids are not given out again (one
+    # id never names two people in one output)
     tracker.end("cam")
-    assert tracker.update("cam", 20.0, [face(20)])[0]["track"] == 1
+    assert tracker.update("cam", 20.0, [face(20)])[0]["track"] == 3
     assert started == ["cam", "cam", "door", "cam"]
+
+
+def test_ids_continue_above_the_ones_an_earlier_sink_gave_out():
+    # given a tracker of a restarted sink whose predecessor gave out ids up to 7 on "cam"
+    tracker = FaceTracker(last_ids={"cam": 7})
+    # then new tracks on "cam" start at 8; other streams at 1
+    assert tracker.update("cam", 1.0, [face(20)])[0]["track"] == 8
+    assert tracker.update("door", 1.0, [face(20)])[0]["track"] == 1
