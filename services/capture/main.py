@@ -273,6 +273,9 @@ def stream_status(p: _Playback) -> dict:
     else:
         entry.update(state="ended" if p.ended else "playing",
                      skipped=getattr(src, "skipped", 0))
+        if getattr(src, "ended_early", 0):  # a video file shorter than it states
+            entry.update(stated_frames=src.stated_frames, short=src.ended_early,
+                         damaged=src.decoder.decode_errors)
     return entry
 
 
@@ -285,7 +288,11 @@ def write_status(path, playbacks: list[_Playback], done: bool = False) -> None:
                                       "reconnecting", "closed"),
                                   "since": float (Unix s, live), "reconnects": int (live),
                                   "last_error": str | null (live, URI redacted),
-                                  "frames_read": int (live), "skipped": int (files)}},
+                                  "frames_read": int (live), "skipped": int (files),
+                                  "stated_frames": int, "short": int, "damaged": int
+                                      (a video file that ended short of the frame
+                                      count it states: by how many, and how many
+                                      damaged frames were skipped)}},
          "skipped": [{"stream": str, "file": str, "reason": str}] (files of image folders
              that could not be read, the first 1000 per folder),
          "done": bool, "time": float (Unix s)}

@@ -89,7 +89,8 @@ def build_summary(status: dict, metrics: dict[str, str], restarts: dict[str, int
         stalls: ``{"service", "reason", "t"}`` of each stall the watchdog found.
         unreadable: videos a killed sink left unreadable.
         capture: capture's last status (:func:`services.capture.main.write_status`):
-            live sources' states go to ``sources``, files skipped and why to ``skipped``.
+            live sources' states go to ``sources``, files skipped and why to ``skipped``,
+            video files that ended short of the frames they state to ``short_files``.
 
     ``fps`` is over the frames' own span at the sink (first to last frame, ``span_s``),
     not over the run's wall clock with its start-up; ``per_stream`` has each stream's
@@ -127,6 +128,9 @@ def build_summary(status: dict, metrics: dict[str, str], restarts: dict[str, int
                     for name, st in ((capture or {}).get("streams") or {}).items()
                     if st.get("live")},
         "skipped": list((capture or {}).get("skipped") or []),
+        "short_files": {name: {k: st.get(k) for k in ("stated_frames", "short", "damaged")}
+                        for name, st in ((capture or {}).get("streams") or {}).items()
+                        if st.get("short")},
         "drops": drops, "malformed": malformed, "restarts": dict(restarts),
         "gave_up": gave_up, "refused": refused, "outputs": list(outputs or []),
         "stalls": list(stalls or []),
@@ -213,6 +217,11 @@ def format_summary(s: dict) -> str:
     for name, src in sorted((s.get("sources") or {}).items()):
         if src.get("state") != "up" or not src.get("frames_read"):
             lines.append(f"  SOURCE       {source_state(name, src)}")
+    for name, f in sorted((s.get("short_files") or {}).items()):
+        lines.append(f"  SHORT        {name}: the file ended after "
+                     f"{f['stated_frames'] - f['short']} of the {f['stated_frames']} frames "
+                     f"it states ({plural(f.get('damaged') or 0, 'damaged frame')} skipped, "
+                     "decode_error)")
     skipped = s.get("skipped") or []
     for item in skipped[:MAX_SKIPPED_SHOWN]:
         lines.append(f"  SKIPPED      {item['file']}: {item['reason']}")

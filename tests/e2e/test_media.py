@@ -106,6 +106,13 @@ def test_a_damaged_file_is_played_past_its_damage_and_the_summary_says_so(tmp_pa
     assert len(events) > 30 and skipped > 0
     assert len(events) + skipped == 41, (len(events), skipped)
     assert summary["frames"] == len(events)
+    # and the summary says the file ended short of the 41 frames it states, and why
+    assert summary["short_files"] == {"cam": {"stated_frames": 41, "short": skipped,
+                                              "damaged": skipped}}
+    from services.orchestrator.summary import format_summary
+    line = [x for x in format_summary(summary).splitlines() if "SHORT" in x]
+    assert line == [f"  SHORT        cam: the file ended after {len(events)} of the 41 "
+                    f"frames it states ({skipped:g} damaged frames skipped, decode_error)"]
 
 
 def test_a_sink_killed_mid_run_leaves_playable_videos(tmp_path, model_name):
