@@ -39,7 +39,7 @@ import zmq
 
 from common import wire
 from common.images import fit_within
-from common.process import MAX_FILE_PIXELS, limit_image_decoding
+from common.process import MAX_FILE_PIXELS, image_decoding_limit
 from common.redact import redact
 from common.service import ServiceRuntime
 from common.states import ServiceState
@@ -407,8 +407,8 @@ def main(cfg, *, stop: threading.Event | None = None, registry=None) -> int:
     prefer_rtsp_over_tcp()
     # Image folders may hold phone photos larger than a message takes (sent downscaled):
     # decode files up to MAX_FILE_PIXELS.
-    limit_image_decoding(MAX_FILE_PIXELS)
-    with ServiceRuntime("capture", cfg, stop=stop, registry=registry) as rt:
+    with image_decoding_limit(MAX_FILE_PIXELS), \
+            ServiceRuntime("capture", cfg, stop=stop, registry=registry) as rt:
         cm = CaptureMetrics(rt.metrics.registry, rt.metrics)
         notify = threading.Event()
         rt.health.enter(ServiceState.LOADING)

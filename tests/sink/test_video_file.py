@@ -15,7 +15,7 @@ import pytest
 import zmq
 
 from common import wire
-from services.sink.video import KEYFRAME_EVERY_S, VideoOutput
+from services.sink.video import FRAGMENT_EVERY_S, VideoOutput
 from tests.browser import play_in_chromium
 from tests.conftest import free_port
 from tests.media import VFR_TIMES_S, ffprobe, frame_times
@@ -100,10 +100,10 @@ def test_a_killed_sink_leaves_a_playable_video_and_a_restart_writes_a_part_file(
         for seq in range(n):
             push.send_multipart(_result(seq, round(seq * 1e9 / 12)))
         svc.wait_metric("agegender_sink_frames_total", n, timeout_s=120)
-        # when the frames up to the last forced key frame are in the file (fragments are
-        # complete at key frames, one per KEYFRAME_EVERY_S of media time), and the sink
-        # is killed with SIGKILL (no close, no index written at the end)
-        on_disk = n - math.ceil(12 * KEYFRAME_EVERY_S)
+        # when the frames up to the last closed fragment are in the file (one at least
+        # every FRAGMENT_EVERY_S of media time), and the sink is killed with SIGKILL (no
+        # close, no index written at the end)
+        on_disk = n - math.ceil(12 * FRAGMENT_EVERY_S) - 1
         wait_for(lambda: _decodable(out / "annotated.mp4") >= on_disk, 60,
                  f"{on_disk} frames readable in annotated.mp4 while the sink runs")
         svc.proc.kill()
