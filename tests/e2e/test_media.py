@@ -167,10 +167,12 @@ def test_a_4097x300_panorama_gives_its_faces(tmp_path, model_name):
         wide[15:285, 1800:2280] = f
         frames.append(wide)
     pano = write_clip(tmp_path / "pano.mp4", frames, [k / 12 for k in range(41)])
-    # when the stack runs it (default detector: BlazeFace on tiles)
-    code, summary = run_stack(StackOptions(sources=[str(pano)], out_dir=tmp_path / "out",
-                                           realtime=False, model=model_name,
-                                           http_base_port=0), progress=False)
+    # when the stack runs it (default detector: BlazeFace on tiles), told that the camera
+    # shows faces from 10 px wide (below what it finds at this size: about 19 px)
+    code, summary = run_stack(StackOptions(
+        sources=[str(pano)], out_dir=tmp_path / "out", realtime=False, model=model_name,
+        http_base_port=0, service_args={"detector": ["--expected-min-face-px", "10"]}),
+        progress=False)
     # then the faces are found where they are (they were shrunk to ~13 px before: none)
     assert code == 0, summary
     events = read_events(tmp_path / "out" / "events.jsonl")
@@ -179,6 +181,11 @@ def test_a_4097x300_panorama_gives_its_faces(tmp_path, model_name):
     assert all(1800 <= f["box"][0] and f["box"][2] <= 2280 for e in events for f in e["faces"])
     # and the annotated video holds every frame (4:2:0 needs an even width: 4098)
     assert len(frame_times(tmp_path / "out" / "annotated.mp4")) == 41
+    # and the summary warns that faces narrower than expected would be missed
+    from services.orchestrator.summary import format_summary
+    assert summary["small_faces"] == ["pano"]
+    assert "SMALL FACES  pano: at its frame size the detector misses faces" \
+        in format_summary(summary)
     # and without tiles the detector says that such faces are below what it finds
     from common.detectors import make_detector
     from services.detector.main import SmallFaceWarning
