@@ -98,6 +98,7 @@ class _StreamFile:
         self.nominal_ns = int(1e9 / fps)
         self.offset_ns = 0          # added to media times after a jump backwards
         self.last_ns: int | None = None
+        self.last_capture_ns: int | None = None
         self.last_pts = -1
         self.next_key_ns = 0
         self.frames = 0
@@ -123,10 +124,12 @@ class _StreamFile:
             return name
         raise RuntimeError("PyAV has none of the encoders " + ", ".join(CODECS))
 
-    def timestamp(self, t_media_ns: int | None) -> int:
-        """The frame's time in the file (ns from its first frame), strictly increasing:
-        a jump backwards (a restarted source) continues one nominal frame after the
-        last frame."""
+    def timestamp(self, t_media_ns: int | None, t_capture_ns: int | None = None) -> int:
+        """The frame's time in the file (ns from its first frame), strictly increasing.
+
+        A jump backwards in media time (a restarted live source starts again at 0)
+        continues after the last frame by the wall-clock time between the two captures
+        (``t_capture_ns``), else by one nominal frame, so the gap keeps its length."""
         if t_media_ns is None:  # a producer without media times: at the nominal rate
             t_media_ns = 0 if self.last_ns is None else self.last_ns - self.offset_ns \
                 + self.nominal_ns
@@ -134,20 +137,26 @@ class _StreamFile:
             self.offset_ns = -t_media_ns  # the file starts at 0
         t = t_media_ns + self.offset_ns
         if self.last_ns is not None and t <= self.last_ns:
-            shift = self.last_ns + self.nominal_ns - t
+            gap = self.nominal_ns
+            if t_capture_ns is not None and self.last_capture_ns is not None \
+                    and t_capture_ns > self.last_capture_ns:
+                gap = t_capture_ns - self.last_capture_ns
+            shift = self.last_ns + gap - t
             self.offset_ns += shift
             t += shift
         self.last_ns = t
+        self.last_capture_ns = t_capture_ns
         return t
 
-    def write(self, image: np.ndarray, t_media_ns: int | None) -> None:
+    def write(self, image: np.ndarray, t_media_ns: int | None,
+              t_capture_ns: int | None = None) -> None:
         import av
         if (image.shape[1], image.shape[0]) != self.size:
             image = cv2.resize(image, self.size)
         if self.coded != self.size:
             image = cv2.copyMakeBorder(image, 0, self.coded[1] - self.size[1], 0,
                                        self.coded[0] - self.size[0], cv2.BORDER_REPLICATE)
-        t = self.timestamp(t_media_ns)
+        t = self.timestamp(t_media_ns, t_capture_ns)
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24")
         pts = max(int(t * TIME_BASE.denominator // 1_000_000_000), self.last_pts + 1)
         frame.pts, frame.time_base = pts, TIME_BASE
@@ -216,13 +225,14 @@ class VideoOutput(Output):
     def write(self, result: SinkResult) -> None:
         """Append the annotated frame to its stream's file (see :meth:`write_frame`)."""
         self.write_frame(result.stream, result.image, result.header.get("fps"),
-                         result.header.get("t_media_ns"))
+                         result.header.get("t_media_ns"), result.header.get("t_capture_ns"))
 
     def write_frame(self, stream: str, image: np.ndarray, header_fps: float | None = None,
-                    t_media_ns: int | None = None) -> bool:
+                    t_media_ns: int | None = None, t_capture_ns: int | None = None) -> bool:
         """Append a ``(H, W, 3) uint8`` BGR frame to the stream's file at media time
         ``t_media_ns`` (ns; ``None``: one nominal frame after the last), resized to the
-        file's size when the stream changes resolution.
+        file's size when the stream changes resolution. ``t_capture_ns`` (wall clock,
+        ns) sizes the gap when media time jumps back (:meth:`_StreamFile.timestamp`).
 
         Returns:
             ``False`` when the stream is not recorded: more than :data:`MAX_VIDEO_STREAMS`
@@ -250,7 +260,7 @@ class VideoOutput(Output):
             log.info("writing stream %r to %s (%dx%d, %s, timed by the frames' media "
                      "time, nominal %.2f fps)", stream, path, *size,
                      self.writers[stream].codec, fps)
-        self.writers[stream].write(image, t_media_ns)
+        self.writers[stream].write(image, t_media_ns, t_capture_ns)
         self.frames[stream] += 1
         return True
 

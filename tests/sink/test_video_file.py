@@ -46,17 +46,21 @@ def test_the_video_keeps_each_frames_media_time(tmp_path):
 
 
 def test_frames_without_media_time_and_a_restarted_source_keep_the_file_in_order(tmp_path):
-    # given frames without t_media_ns (a foreign producer), then a source that restarted
-    # (its media time starts again at 0)
+    # given frames without t_media_ns (a foreign producer), then a live source that
+    # restarted (its media time starts again at 0) 2 s of wall clock after the last
+    # frame, and one more restart without a capture time
     v = VideoOutput(tmp_path, fps=10.0)
     for k in range(3):
-        v.write_frame("cam", _image(k), None, None)
+        v.write_frame("cam", _image(k), None, None, t_capture_ns=k * 100_000_000)
     for k, t in enumerate((0, 100_000_000, 200_000_000)):
-        v.write_frame("cam", _image(10 + k), None, t)
+        v.write_frame("cam", _image(10 + k), None, t,
+                      t_capture_ns=2_200_000_000 + t)
+    v.write_frame("cam", _image(20), None, 0)
     v.close()
-    # then the first ones are 1/10 s apart and the restart continues after them
+    # then the first ones are 1/10 s apart, the restart continues after the 2 s gap it
+    # really had, and the last one a nominal frame after the one before
     times = frame_times(tmp_path / "annotated.mp4")
-    assert np.allclose(times, [0.0, 0.1, 0.2, 0.3, 0.4, 0.5], atol=0.001), times
+    assert np.allclose(times, [0.0, 0.1, 0.2, 2.2, 2.3, 2.4, 2.5], atol=0.001), times
 
 
 def _result(seq: int, t_media_ns: int, w: int = 320, h: int = 240) -> list:
