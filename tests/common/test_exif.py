@@ -20,8 +20,7 @@ from PIL import Image, ImageOps
 from common.images import apply_orientation, exif_orientation, read_image
 from services.capture.finite import ImageFolderSource
 from services.capture.spec import SourceOptions
-
-ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
+from tests.conftest import ROOT
 
 #: The stored pixels of each orientation: the upright picture turned by the inverse of
 #: what the viewer applies (Pillow's Transpose operations; 6 is a phone held upright).
@@ -117,7 +116,8 @@ def test_image_folder_source_gives_upright_frames(oriented):
 @pytest.mark.slow
 def test_predict_finds_the_face_in_a_sideways_phone_photo(tmp_path):
     # given a phone photo stored sideways (Orientation=6) and the same photo upright
-    upright = Image.fromarray(__import__("skimage").data.astronaut())
+    from skimage import data
+    upright = Image.fromarray(data.astronaut())
     _write(tmp_path / "sideways.jpg", upright, 6)
     _write(tmp_path / "upright.jpg", upright, 1)
     # when agegender predict reads both

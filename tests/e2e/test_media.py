@@ -8,6 +8,8 @@ clips made from the shared ones in a temp folder.
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -82,7 +84,7 @@ def test_a_file_named_like_a_timestamp_runs(tmp_path, model_name):
                           "2024-05-01T10:00:00.mp4", "--out", "out", "--no-progress",
                           "--no-realtime", "--http-base-port", "0", "--model", model_name],
                          cwd=tmp_path, capture_output=True, text=True, timeout=600,
-                         env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
     # then it plays the file to its end (it was refused with "cannot open")
     assert res.returncode == 0, res.stderr[-3000:]
     events = read_events(tmp_path / "out" / "events.jsonl")
@@ -117,8 +119,6 @@ def test_a_damaged_file_is_played_past_its_damage_and_the_summary_says_so(tmp_pa
 
 def test_a_sink_killed_mid_run_leaves_playable_videos(tmp_path, model_name):
     # given the stack on a looping clip at its native frame rate, writing to --out
-    import os
-    import signal
     out = tmp_path / "out"
     stop, holder = threading.Event(), {}
     opts = StackOptions(sources=[str(clip_path(CLIP))], out_dir=out, loop=True,
