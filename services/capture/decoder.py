@@ -173,6 +173,34 @@ class VideoDecoder:
             done += 1
         return done
 
+    def seek_after(self, after_ns: int, frames: int) -> bool:
+        """Continue with the first frame whose media time is after ``after_ns`` (ns since
+        the first frame): FFmpeg seeks to the key frame at or before it, and the frames
+        up to it are decoded and discarded. ``frames`` becomes :attr:`frames` (how many
+        the file had handed out up to there).
+
+        Returns:
+            ``False`` when the container cannot seek (nothing changed: read on, or
+            :meth:`skip`).
+        """
+        if self._first_pts is None:
+            return False
+        target = self._first_pts + int(Fraction(after_ns, 1_000_000_000) / self.time_base)
+        try:
+            self.container.seek(target, stream=self.stream, backward=True, any_frame=False)
+        except av.error.FFmpegError as exc:
+            log.info("%s: cannot seek (%s); decoding from the start instead", self.path, exc)
+            return False
+        self._decoded.close()
+        self._decoded = self._decode()
+        self._last_t = -1
+        while True:
+            self._ahead = self._pull()
+            if self._ahead is None or self._ahead[1] > after_ns:
+                break
+        self.frames = frames
+        return True
+
     @property
     def duration_ns(self) -> int:
         """The file's stated duration (ns; from the stream, else the container, else

@@ -60,17 +60,36 @@ class FiniteSource:
         self._downscaled_sizes: set = set()
         self.pass_start_ns = 0   # media time at which the current pass started
         self._media_end_ns = 0   # media time just after the last frame handed out
+        self._last_duration_ns = 0
+        self._resume_media: dict | None = None
         self.position = 0
 
-    def seek(self, position: int, loops: int = 0) -> None:
+    def seek(self, position: int, loops: int = 0, media: dict | None = None) -> None:
         """Continue at ``position`` of pass ``loops`` (see :attr:`position`): a restarted
         capture resumes where the one before it was. A position past the end reads as
-        the end (or the next pass with ``loop``). Media time goes on from the pass's
-        start (``loops`` whole passes of :meth:`_pass_duration_ns`)."""
+        the end (or the next pass with ``loop``).
+
+        Args:
+            media: :attr:`resume_point` of the last frame sent (from the position
+                file): media time goes on from its ``pass_start_ns`` (else ``loops``
+                whole passes of :meth:`_pass_duration_ns`), and a video file seeks to
+                the frame after ``after_ns``.
+        """
         self.loops = loops
+        self._resume_media = media
         self._seek(max(int(position), 0))
         self.index = self.position
-        self.pass_start_ns = self._media_end_ns = loops * self._pass_duration_ns()
+        self.pass_start_ns = self._media_end_ns = media["pass_start_ns"] if media \
+            else loops * self._pass_duration_ns()
+
+    @property
+    def resume_point(self) -> dict:
+        """Where the frame last handed out sits in media time: ``{"after_ns": ns from
+        the start of its pass, "pass_start_ns": media time the pass started at}`` (what
+        :meth:`seek` takes back)."""
+        return {"after_ns": max(self._media_end_ns - self._last_duration_ns
+                                - self.pass_start_ns, 0),
+                "pass_start_ns": self.pass_start_ns}
 
     def _seek(self, position: int) -> None:
         raise NotImplementedError
@@ -103,6 +122,7 @@ class FiniteSource:
         t_ns, duration_ns = self._timing()
         t_media = self.pass_start_ns + t_ns
         self._media_end_ns = t_media + duration_ns
+        self._last_duration_ns = duration_ns
         frame = SourceFrame(image, time.time_ns(), self.index, t_media, duration_ns)
         self.index += 1
         return frame
@@ -232,10 +252,15 @@ class VideoFileSource(FiniteSource):
         self._errors_counted = 0
 
     def _seek(self, position):
-        """Continue after ``position`` decoded frames: the file is decoded from its start
-        and those frames discarded (exact for variable frame rates and damaged files,
-        where frame numbers and timestamps do not map one to one)."""
+        """Continue after ``position`` decoded frames: by seeking to the media time of
+        the last frame sent when the position file has it (fast; exact for variable frame
+        rates and damaged files, where frame numbers and timestamps do not map one to
+        one), else by decoding the file from its start and discarding those frames."""
         self._rewind()
+        media = self._resume_media
+        if position and media and self.decoder.seek_after(media["after_ns"], position):
+            self.position = position
+            return
         self.position = self.decoder.skip(position)
         if self.position < position:
             log.info("stream %s: %s has only %d frames; resuming at its end", self.name,

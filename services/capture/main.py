@@ -76,7 +76,7 @@ class _Playback:
                                 # finite sources: the nominal rate, see _gap)
     due: float = 0.0            # monotonic time the next frame may be taken
     pending: SourceFrame | None = None  # frame waiting for its turn and room downstream
-    pending_at: tuple[int, int] = (0, 0)  # (position, pass) of the source after it
+    pending_at: tuple = (0, 0, None)  # (position, pass, media) of the source after it
     sent: int = 0               # next seq (frames sent or lost before it)
     seq_base: int = 0           # live sources: seq = seq_base + the reader's frame index
     ended: bool = False
@@ -204,7 +204,7 @@ def resume(playbacks: list[_Playback], records: dict[str, dict]) -> None:
             p.ended = True
             log.info("stream %s: had ended after seq %d (position file)", p.name, p.sent - 1)
             continue
-        p.source.seek(rec["position"], rec["pass"])
+        p.source.seek(rec["position"], rec["pass"], rec.get("media"))
         log.info("stream %s: resuming at position %d of pass %d, seq %d (position file)",
                  p.name, rec["position"], rec["pass"] + 1, p.sent)
 
@@ -223,8 +223,8 @@ class _Sender:
         frame, live = p.pending, p.source.live
         seq = p.seq_base + frame.index if live else p.sent
         if self.positions is not None:
-            position, pass_ = p.pending_at
-            self.positions.record(p.name, seq + 1, position, pass_)
+            position, pass_, media = p.pending_at
+            self.positions.record(p.name, seq + 1, position, pass_, media=media)
         p.pending = None
         msg = frame_message(p.name, seq, frame, live=live, fps=p.source.fps)
         if not self.tx.send(msg, "frame", block=not live):
@@ -368,7 +368,7 @@ def run_loop(rt: ServiceRuntime, tx, playbacks: list[_Playback], cm: CaptureMetr
                 p.ended = True
                 cm.up.labels(p.name).set(0)
                 continue
-            p.pending, p.pending_at = frame, (src.position, src.loops)
+            p.pending, p.pending_at = frame, (src.position, src.loops, src.resume_point)
             p.due = max(p.due + _gap(rt.cfg, frame), now)
         sent = sender.send_in_turn(playbacks)
         if all(p.ended for p in playbacks):

@@ -162,3 +162,57 @@ def test_a_damaged_file_says_it_ended_short_of_its_stated_frames(clip, tmp_path)
     src.close()
     # then the source knows it ended 2 frames short of the 246 its container states
     assert (n, src.stated_frames, src.ended_early) == (244, 246, 2)
+
+
+@pytest.mark.parametrize("case", ["vfr", "damaged"])
+def test_a_resumed_file_continues_at_the_next_frame_by_media_time(case, vfr_clip, clip,
+                                                                 tmp_path):
+    # given a variable-frame-rate file, or the damaged 720p clip (frame numbers and
+    # timestamps do not map one to one in either), read sequentially
+    path = vfr_clip if case == "vfr" else damage(clip(CLIP_720P), tmp_path / "d.mp4")
+    cut = 25 if case == "vfr" else 200
+    src = VideoFileSource("s", str(path), SourceOptions())
+    frames = [src.read() for _ in range(cut + 2)]
+    # and the resume point a capture records after sending frame cut - 1
+    src.close()
+    first = VideoFileSource("s", str(path), SourceOptions())
+    for _ in range(cut):
+        first.read()
+    position, media = first.position, first.resume_point
+    first.close()
+    # when a new capture's source seeks there (as after a kill -9 of capture)
+    again = VideoFileSource("s", str(path), SourceOptions())
+    t0 = time.monotonic()
+    again.seek(position, 0, media)
+    took = time.monotonic() - t0
+    nxt = [again.read(), again.read()]
+    again.close()
+    # then it continues with exactly the next frames: same pixels, same media time
+    for want, got in zip(frames[cut:], nxt):
+        assert got.t_media_ns == want.t_media_ns
+        assert np.array_equal(got.image, want.image)
+    assert again.position == position + 2
+    print(f"{case}: resumed at frame {cut} in {took:.3f} s")
+
+
+def test_capture_resumes_a_variable_frame_rate_file_from_its_position_file(vfr_clip,
+                                                                          tmp_path):
+    # given the position file a capture killed after sending seq 0..24 of the VFR file
+    # wrote (its record carries the last frame's media time)
+    from services.capture.position import PositionFile, read_positions
+    src = VideoFileSource("vfr", str(vfr_clip), SourceOptions())
+    for _ in range(25):
+        src.read()
+    PositionFile(tmp_path / "pos.json").record("vfr", seq=25, position=src.position,
+                                               media=src.resume_point)
+    src.close()
+    assert read_positions(tmp_path / "pos.json")["vfr"]["media"]["after_ns"] > 0
+    # when a new capture starts with it
+    msgs, _, rc = _run_capture({"sources": [f"vfr={vfr_clip}"], "realtime": False,
+                                "position_file": tmp_path / "pos.json"})
+    frames = [m for _, m in msgs if m.kind == "frame"]
+    # then it sends seq 25..40 at their own media times, and records where it got to
+    assert rc == 0 and [m.seq for m in frames] == list(range(25, 41))
+    assert np.allclose([m.header["t_media_ns"] / 1e9 for m in frames], VFR_TIMES_S[25:],
+                       atol=0.002)
+    assert read_positions(tmp_path / "pos.json")["vfr"]["ended"] is True
