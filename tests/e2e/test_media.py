@@ -68,6 +68,8 @@ def test_a_live_recording_lasts_as_long_as_the_run(rtsp_server, tmp_path, model_
     events = read_events(tmp_path / "out" / "events.jsonl")
     wall_s = events[-1]["t_capture"] - events[0]["t_capture"]
     times = frame_times(tmp_path / "out" / "annotated.mp4")
+    print(f"live recording: {len(times)} frames, video {times[-1]:.2f} s, "
+          f"wall clock {wall_s:.2f} s")
     # then the video spans the wall-clock time between its first and last frame (within
     # 20 %), not frames / 12 fps (a third of it), and so do the events' media times
     assert wall_s > 5 and len(times) >= 20
