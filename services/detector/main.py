@@ -322,6 +322,11 @@ def main(cfg, *, stop: threading.Event | None = None, registry=None) -> int:
         infer = inference_seconds(rt.metrics.registry, "detector", detector.name)
         small_faces = SmallFaceWarning(detector, cfg.expected_min_face_px,
                                        cfg.tiles if cfg.backend == "blazeface" else None)
+        small_warnings = Counter("agegender_detector_small_face_warnings_total",
+                                 "Warnings that the smallest face the detector finds at a "
+                                 "stream's frame size is larger than expected_min_face_px "
+                                 "(one per stream and frame size), by stream.", ["stream"],
+                                 registry=rt.metrics.registry)
         tracking = Tracking(Schedule(cfg.classify_every, cfg.classify_margin),
                             cfg.track_memory_s, cfg.track_max_distance, cfg.quality_ref_px)
         log.info("detector %s on DNN backend %s, %d worker thread(s), payload %s; %s -> %s",
@@ -351,8 +356,9 @@ def main(cfg, *, stop: threading.Event | None = None, registry=None) -> int:
                 rx.done(msg)
                 return
             infer.observe(item.info.get("detect_s", 0.0))
-            small_faces.check(msg.stream, int(msg.header["width"]),
-                              int(msg.header["height"]))
+            if small_faces.check(msg.stream, int(msg.header["width"]),
+                                 int(msg.header["height"])):
+                small_warnings.labels(msg.stream).inc()
             ended, reasons = tracking.update(msg.stream, msg.seq, faces, image,
                                              msg.header.get("fps"))
             out = faces_message(msg, image, faces, ended, payload=cfg.payload,
