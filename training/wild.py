@@ -23,9 +23,11 @@ others' probabilities):
    video encoder or a photo app would;
 5. detector: the box is jittered in scale, position and aspect (:func:`jitter_box`) and
    rounded to whole pixels of the small frame;
-6. the crop is cut by a pluggable *crop rule* (:data:`CropRule`; today's serving rule is
-   :func:`ssd_crop_rule`, the box widened to the model's ``crop_aspect``), then
-   enlarged back by the downscale factor (bilinear), the "and back up" of a small face.
+6. the crop is cut by a pluggable *crop rule* (:data:`CropRule`; the serving rule for the
+   default detector's faces is :func:`blazeface_crop_rule` with the model's
+   ``crop_rule``, :func:`model_crop_rule`; SSD boxes: :func:`ssd_crop_rule`, the box
+   widened to the model's ``crop_aspect``), then enlarged back by the downscale factor
+   (bilinear), the "and back up" of a small face.
 
 Parameter ranges are the fields of :class:`WildParams` (defaults documented there); they
 follow the issue's list (faces 16-40 px, JPEG quality 20-60, ...) and, where it says
@@ -34,7 +36,9 @@ MAE, gender accuracy, age within one decade band, 80 % interval coverage and wid
 overall, per age band, per UTKFace race x gender group and per face size, for the clean
 and the wild version of each test face, and writes JSON + markdown.
 
-``python -m training.wild --model compact --out /tmp/wild`` runs it.
+``python -m training.wild --model compact --out /tmp/wild`` runs it (BlazeFace boxes and
+keypoints, detected once per chip and cached; ``--detector ssd`` for SSD boxes);
+``agegender evaluate --wild`` prints the same report for one model.
 """
 
 from __future__ import annotations
@@ -230,21 +234,34 @@ def ssd_crop_rule(aspect: float | None = 0.883) -> CropRule:
     return rule
 
 
-def blazeface_crop_rule() -> CropRule:
-    """The serving rule for BlazeFace detections (issue 10,
-    ``common.crops.cut_crop`` with ``CHIP_RULE``: a rectangle 0.85 x 0.96 of the box's side,
-    shifted down 0.024 sides and turned upright by the eye line of the keypoints).
+def blazeface_crop_rule(rule=None) -> CropRule:
+    """The serving rule for BlazeFace detections: :func:`common.crops.cut_crop` with a
+    :class:`common.crops.CropRule` (a rectangle ``width`` x ``height`` box sides, centred
+    ``shift_down`` sides below the box centre, turned upright by the eye line of the
+    keypoints; pixels beyond the frame repeat its edge).
 
-    Raises:
-        ImportError: ``common.crops`` is missing.
+    Args:
+        rule: a :class:`common.crops.CropRule` (default :data:`common.crops.CHIP_RULE`);
+            a model's own is ``AgeGenderModel.crop_rule`` (its ``meta.json``).
     """
     from common.crops import CHIP_RULE, cut_crop
 
-    def rule(frame, box, keypoints=None):
-        """Cut (and turn upright) by the BlazeFace rule."""
-        return cut_crop(frame, box, keypoints, rule=CHIP_RULE)
+    rule = rule or CHIP_RULE
 
-    return rule
+    def cut(frame, box, keypoints=None):
+        """Cut (and turn upright) by the BlazeFace rule."""
+        return cut_crop(frame, box, keypoints, rule=rule)
+
+    return cut
+
+
+def model_crop_rule(model, detector: str = "blazeface") -> CropRule:
+    """The crop rule a model is served with for ``detector``'s faces: BlazeFace faces by
+    its ``crop_rule`` (:attr:`common.models.AgeGenderModel.crop_rule`), SSD boxes widened
+    to its ``crop_aspect``."""
+    if detector == "blazeface":
+        return blazeface_crop_rule(model.crop_rule)
+    return ssd_crop_rule(model.crop_aspect)
 
 
 # ------------------------------------------------------------------------ parameters
@@ -686,7 +703,7 @@ def student_predictor(model) -> Predictor:
     """Wrap an :class:`common.models.AgeGenderModel` as a predictor:
     crops -> ``{"age", "gender" (0 male / 1 female), "age_lo", "age_hi", "p_female"}``."""
     def predict(crops):
-        """Run the model as the classifier does (resize, roll alignment, flip TTA)."""
+        """Run the model as the classifier does (resize, flip TTA)."""
         out = model.predict(crops)
         return {"age": np.array([o["age"] for o in out]),
                 "gender": np.array([int(o["gender"] == "female") for o in out]),
@@ -833,9 +850,10 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--steps", default="occlude,cast,gray,blur,small,jpeg,box",
                         help="steps to evaluate one at a time (comma list, '' for none)")
-    parser.add_argument("--no-align", action="store_true")
-    parser.add_argument("--detector", default="ssd", choices=("ssd", "blazeface"),
-                        help="boxes and crop rule: ssd (today) or blazeface (issue 10)")
+    parser.add_argument("--detector", default="blazeface", choices=("ssd", "blazeface"),
+                        help="boxes and crop rule: blazeface (the default detector; each "
+                             "model's meta.json crop_rule) or ssd (boxes widened to "
+                             "crop_aspect)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -847,11 +865,9 @@ def main(argv=None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     results = {}
     for name in args.model or ["compact"]:
-        model = load_model(name, threads=args.threads, align=None if args.no_align else "roll")
-        rule = blazeface_crop_rule() if args.detector == "blazeface" \
-            else ssd_crop_rule(model.crop_aspect)
-        results[model.name] = evaluate_wild(student_predictor(model), faces, rule,
-                                            steps=steps)
+        model = load_model(name, threads=args.threads)
+        results[model.name] = evaluate_wild(student_predictor(model), faces,
+                                            model_crop_rule(model, args.detector), steps=steps)
         log.info("%s: clean %s wild %s", model.name, results[model.name]["clean"]["overall"],
                  results[model.name]["wild"]["overall"])
         results[model.name]["detector"] = args.detector
