@@ -176,10 +176,20 @@ def augment(source: np.ndarray, sbox, name: str, k: int, crop_aspect: float = 0.
                         rule or ssd_crop_rule(crop_aspect), keypoints)
 
 
+def train_params(meta: dict) -> WildParams:
+    """The wild augmentation recipe a cache was built with (``meta["train_params"]``;
+    fields it lacks keep :class:`training.wild.WildParams`' defaults, e.g. no haze in
+    caches written before it existed)."""
+    fields = {f.name for f in dataclasses.fields(WildParams)}
+    given = {k: tuple(v) if isinstance(v, list) else v
+             for k, v in (meta.get("train_params") or {}).items() if k in fields}
+    return WildParams(**given) if given else TRAIN_PARAMS
+
+
 def _aug(cache: "Cache", i: int, k: int) -> np.ndarray:
-    """Augmentation ``k`` of cached face ``i`` by the cache's own rule."""
+    """Augmentation ``k`` of cached face ``i`` by the cache's own rule and recipe."""
     return augment(cache.sources[i], cache.boxes[i], cache.names[i], k,
-                   cache.meta.get("crop_aspect", 0.883),
+                   cache.meta.get("crop_aspect", 0.883), train_params(cache.meta),
                    keypoints=None if cache.keypoints is None else cache.keypoints[i],
                    rule=cache_rule(cache.meta))
 
@@ -193,12 +203,12 @@ PROBE_FACES = 2
 
 def _probe(sources: np.ndarray, boxes: np.ndarray, names: list[str], k_aug: int,
            crop_aspect: float, clean: np.ndarray | None = None, keypoints=None,
-           rule=None) -> np.ndarray:
+           rule=None, params: WildParams = TRAIN_PARAMS) -> np.ndarray:
     from common.models import InputSpec, resize_crop
 
     return np.array([[clean[i] if k == 0 and clean is not None else
                       resize_crop(augment(sources[i], boxes[i], names[i], k, crop_aspect,
-                                          keypoints=None if keypoints is None
+                                          params, keypoints=None if keypoints is None
                                           else keypoints[i], rule=rule),
                                   InputSpec(64, 64, 3)) for k in range(k_aug)]
                      for i in range(len(names))], np.uint8).reshape(-1, k_aug, 64, 64, 3)
@@ -212,7 +222,7 @@ def probe_difference(cache: "Cache") -> dict | None:
     n, k = cache.probe.shape[:2]
     now = _probe(cache.sources[:n], cache.boxes[:n], cache.names[:n], k,
                  cache.meta["crop_aspect"], None if cache.clean is None else cache.clean[:n],
-                 cache.keypoints, cache_rule(cache.meta))
+                 cache.keypoints, cache_rule(cache.meta), train_params(cache.meta))
     d = np.abs(now.astype(np.int16) - cache.probe.astype(np.int16))
     return {"mean": round(float(d.mean()), 3), "max": int(d.max()),
             "per_k_mean": d.reshape(n, k, -1).mean(axis=(0, 2)).round(3).tolist()}
@@ -304,7 +314,8 @@ def build_cache(folder: str, out: str | os.PathLike, k_aug: int = 4,
                 size: int = SOURCE_SIZE, quality: int = 85, limit: int | None = None,
                 val_limit: int | None = None, crop_aspect: float = 0.883,
                 teacher: str | None = "cydral", batch: int = 256,
-                detector: str = "blazeface", rule=None) -> dict:
+                detector: str = "blazeface", rule=None,
+                params: WildParams = TRAIN_PARAMS) -> dict:
     """Write the distillation cache of UTKFace's train and val splits.
 
     Args:
@@ -316,6 +327,8 @@ def build_cache(folder: str, out: str | os.PathLike, k_aug: int = 4,
         rule: :class:`common.crops.CropRule` of BlazeFace crops (default
             :data:`common.crops.CHIP_RULE`); written into the cache's meta and, by
             :func:`train`, into the model's ``meta.json`` ``crop_rule``.
+        params: the wild augmentation recipe (stored in the cache's meta; training
+            regenerates the augmentations with it, :func:`train_params`).
         out: ``.npz`` path (outside the repository: the arrays derive from UTKFace).
         k_aug: augmentations per face with teacher outputs (0 = clean).
         size: source side in pixels; quality: its WebP quality. The clean inputs
@@ -365,7 +378,7 @@ def build_cache(folder: str, out: str | os.PathLike, k_aug: int = 4,
                 boxes.append(sbox)
                 names.append(faces.names[j])
                 if tch is not None:
-                    crops.extend(augment(src, sbox, faces.names[j], k, crop_aspect,
+                    crops.extend(augment(src, sbox, faces.names[j], k, crop_aspect, params,
                                          keypoints=skp, rule=crop)
                                  for k in range(k_aug))
             n = min(i0 + batch, len(faces)) - i0
@@ -400,11 +413,11 @@ def build_cache(folder: str, out: str | os.PathLike, k_aug: int = 4,
                    np.array(boxes[:PROBE_FACES]), names[:PROBE_FACES], k_aug, crop_aspect,
                    _decode_all(np.concatenate(clean_blobs[:PROBE_FACES]),
                                clean_offsets[:PROBE_FACES + 1]),
-                   None if keypoints is None else keypoints[:PROBE_FACES], crop)
+                   None if keypoints is None else keypoints[:PROBE_FACES], crop, params)
     meta = {"version": CACHE_VERSION, "k_aug": k_aug, "size": size, "margin": SOURCE_MARGIN,
             "quality": quality, "codec": "webp", "clean_size": CLEAN_SIZE,
             "clean_quality": CLEAN_QUALITY, "crop_aspect": crop_aspect, "teacher": teacher,
-            "train_params": dataclasses.asdict(TRAIN_PARAMS), "salt": TRAIN_SALT,
+            "train_params": dataclasses.asdict(params), "salt": TRAIN_SALT,
             "dataset": os.path.abspath(folder), "detector": detector, "rule": rule_fields,
             "no_face": {"train": parts[0][1].no_face, "val": parts[1][1].no_face},
             "crop_rule": "blazeface CropRule (rule)" if rule_fields else "ssd widen_box"}
@@ -706,6 +719,28 @@ def calibrate_interval(net, x_clean: np.ndarray, x_wild: np.ndarray, age: np.nda
                       "fit on val: clean and wild-proxy version of each face together"}
 
 
+def hardware() -> str:
+    """Where Keras runs: machine, CPUs and the GPU its backend sees (for ``meta.json``)."""
+    import platform
+
+    import keras
+
+    gpu = "none"
+    try:
+        if keras.backend.backend() == "torch":
+            import torch
+
+            if torch.cuda.is_available():
+                gpu = f"{torch.cuda.get_device_name(0)} (torch {torch.__version__})"
+        elif keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            gpu = ", ".join(d.name for d in tf.config.list_physical_devices("GPU")) or "none"
+    except Exception as exc:  # informative only: never fail a finished run over it
+        gpu = f"unknown ({exc})"
+    return f"{platform.machine()}, {os.cpu_count()} CPUs, GPU: {gpu}"
+
+
 def _write_history(path: Path, history: list[dict]) -> None:
     keys = list(history[0]) if history else []
     with path.open("w") as f:
@@ -732,7 +767,8 @@ def train(cache_path: str, out_dir: str, epochs: int = 40, batch_size: int = 128
             wild ones share the rest equally.
         limit: even subset of the training faces (pilots).
         workers: processes that materialise the augmentations.
-        swa_fraction: average the weights of this last fraction of the epochs.
+        swa_fraction: average the weights of this last fraction of the run (epochs, or wall
+            time under ``max_minutes`` when that ends the run first).
         max_minutes: stop after the epoch that passes this wall time (the cosine
             schedule follows the larger of epoch and time progress).
         checkpoint_every: write ``checkpoint.weights.h5`` every this many epochs
@@ -783,13 +819,17 @@ def train(cache_path: str, out_dir: str, epochs: int = 40, batch_size: int = 128
     rng = np.random.default_rng(seed)
     probs_k = np.array([p_clean] + [(1 - p_clean) / (K - 1)] * (K - 1)) if K > 1 else np.ones(1)
     history, swa, swa_n = [], None, 0
-    swa_start = int(math.floor(epochs * (1 - swa_fraction)))
+
+    def progress(done_epochs: int) -> float:
+        """Fraction of the run done: epochs, or wall time under ``max_minutes``."""
+        p_ = done_epochs / epochs
+        if max_minutes:
+            p_ = max(p_, (time.monotonic() - t_start) / (60 * max_minutes))
+        return p_
     va_age, va_gen = cache.age[va].astype(np.float64), cache.gender[va].astype(np.int64)
     for epoch in range(epochs):
         te = time.monotonic()
-        p = epoch / epochs
-        if max_minutes:
-            p = max(p, (time.monotonic() - t_start) / (60 * max_minutes))
+        p = progress(epoch)
         rate = lr * 0.3 if epoch == 0 and not init else \
             lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(p, 1.0))))
         net.optimizer.learning_rate.assign(rate)
@@ -806,7 +846,8 @@ def train(cache_path: str, out_dir: str, epochs: int = 40, batch_size: int = 128
         row = {"epoch": epoch + 1, "lr": round(rate, 6),
                "loss": round(float(h.history["loss"][-1]), 4),
                "seconds": round(time.monotonic() - te, 1)}
-        if epoch >= swa_start:
+        # weights averaged over the last swa_fraction of the run (epochs or wall time)
+        if progress(epoch + 1) > 1 - swa_fraction + 1e-9:
             wts = net.get_weights()
             swa_n += 1
             swa = [w.astype(np.float64) for w in wts] if swa is None else \
@@ -871,7 +912,7 @@ def train(cache_path: str, out_dir: str, epochs: int = 40, batch_size: int = 128
                "seconds_total": round(time.monotonic() - t_start, 1),
                "seconds_data": round(t_data, 1), "probe_difference": probe,
                "backend": keras.backend.backend(),
-               "keras": keras.__version__}
+               "keras": keras.__version__, "hardware": hardware()}
     meta["training"] = summary
     (out / "meta.json").write_text(json.dumps(meta, indent=2))
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -918,6 +959,8 @@ def main(argv=None) -> None:
     c.add_argument("--val-limit", type=int, default=None)
     c.add_argument("--no-teacher", action="store_true")
     c.add_argument("--detector", default="blazeface", choices=("blazeface", "ssd"))
+    c.add_argument("--p-haze", type=float, default=TRAIN_PARAMS.p_haze,
+                   help="probability of the low-contrast augmentation (training.wild.haze)")
     c.add_argument("--rule", default="chip", help="BlazeFace crop rule: chip, ssd-video "
                    "(common.crops) or WIDTH,HEIGHT,SHIFT_DOWN in box sides")
     dl = sub.add_parser("dlib-teacher", help="copy of a cache with dlib's descriptor as the "
@@ -950,7 +993,9 @@ def main(argv=None) -> None:
         print(json.dumps(build_cache(args.dataset, args.out, args.k_aug, args.size, args.quality,
                                      args.limit, args.val_limit,
                                      teacher=None if args.no_teacher else "cydral",
-                                     detector=args.detector, rule=parse_rule(args.rule)),
+                                     detector=args.detector, rule=parse_rule(args.rule),
+                                     params=dataclasses.replace(TRAIN_PARAMS,
+                                                                p_haze=args.p_haze)),
                          indent=1))
     elif args.cmd == "dlib-teacher":
         print(json.dumps(add_dlib_teacher(args.cache, args.out,

@@ -15,7 +15,8 @@ others' probabilities):
 1. the image is placed in a larger *frame* (:func:`pad_frame`: replicated border of
    :data:`FRAME_PAD` of its longer side), so that a jittered box can reach past the chip;
 2. scene: partial occlusion (:func:`occlude`), colour cast and exposure
-   (:func:`colour_cast`) or grayscale (:func:`grayscale`, e.g. infrared night cameras);
+   (:func:`colour_cast`) or grayscale (:func:`grayscale`, e.g. infrared night cameras),
+   low contrast (:func:`haze`, training only);
 3. optics: motion blur (:func:`motion_blur`) or defocus (:func:`defocus_blur`), sized as
    a fraction of the face box width;
 4. sensor: the whole frame downscaled so the face box is ``face_px`` pixels wide
@@ -128,6 +129,17 @@ def colour_cast(image: np.ndarray, gains: tuple[float, float, float],
         lut = np.clip(255.0 * np.clip(lut_x * gains[c], 0.0, 1.0) ** gamma + 0.5, 0, 255)
         out[:, :, c] = cv2.LUT(image[:, :, c], lut.astype(np.uint8))
     return out
+
+
+def haze(image: np.ndarray, amount: float, level: float) -> np.ndarray:
+    """Low contrast (haze, glare, a cheap or dirty lens, lifted blacks): the image blended
+    towards a flat gray ``level`` (0..255) by ``amount`` (0 unchanged, 1 flat gray).
+
+    Returns:
+        A new ``(H, W, 3)`` uint8 image.
+    """
+    flat = np.full_like(image, int(round(level)))
+    return cv2.addWeighted(image, 1.0 - float(amount), flat, float(amount), 0.0)
 
 
 def grayscale(image: np.ndarray) -> np.ndarray:
@@ -288,6 +300,10 @@ class WildParams:
         box_scale: detector box size error (log-uniform factor).
         box_shift: centre error, uniform in +-this fraction of the box size (x and y).
         box_aspect: width error, log-uniform factor in ``1/box_aspect .. box_aspect``.
+        p_haze: probability of low contrast (:func:`haze`): blend ``haze_amount`` towards
+            a gray ``haze_level``. Off in the evaluation recipe (``wild-v1`` predates it;
+            its values are drawn after all others, so the recipe's faces are unchanged);
+            training uses it (:data:`training.distill.TRAIN_PARAMS`).
     """
 
     p_occlude: float = 0.2
@@ -306,14 +322,17 @@ class WildParams:
     box_scale: tuple[float, float] = (0.85, 1.2)
     box_shift: float = 0.1
     box_aspect: float = 1.1
+    p_haze: float = 0.0
+    haze_amount: tuple[float, float] = (0.15, 0.5)
+    haze_level: tuple[float, float] = (90.0, 220.0)
 
     def only(self, step: str) -> "WildParams":
         """These ranges with every step off except ``step`` (``occlude``, ``cast``,
         ``gray``, ``blur``, ``small``, ``jpeg``, ``box``: jitter only) at probability 1;
         the box is not jittered unless ``step == "box"``."""
         off = {f: 0.0 for f in ("p_occlude", "p_cast", "p_gray", "p_blur", "p_small",
-                                "p_jpeg")}
-        steps = {"occlude", "cast", "gray", "blur", "small", "jpeg", "box"}
+                                "p_jpeg", "p_haze")}
+        steps = {"occlude", "cast", "gray", "blur", "small", "jpeg", "box", "haze"}
         if step not in steps:
             raise ValueError(f"step must be one of {sorted(steps)}, got {step!r}")
         if step != "box":
@@ -345,7 +364,8 @@ def sample_params(rng: np.random.Generator, p: WildParams = DEFAULT_PARAMS) -> d
         fractions of the box, ``"colour"``), ``cast`` (None or ``{"gains", "gamma"}``),
         ``gray`` (bool), ``blur`` (None or ``{"kind": "motion", "frac", "angle"}`` /
         ``{"kind": "defocus", "frac"}``), ``face_px`` (None or pixels), ``jpeg`` (None
-        or quality), ``box`` (``{"scale", "shift", "aspect"}``).
+        or quality), ``box`` (``{"scale", "shift", "aspect"}``), ``haze`` (None or
+        ``{"amount", "level"}``).
     """
     u = rng.uniform(size=6)
     ow, oh = rng.uniform(*p.occlude_frac, size=2)
@@ -368,6 +388,9 @@ def sample_params(rng: np.random.Generator, p: WildParams = DEFAULT_PARAMS) -> d
     scale = _loguniform(rng, *p.box_scale)
     shift = tuple(float(s) for s in rng.uniform(-p.box_shift, p.box_shift, size=2))
     aspect = _loguniform(rng, 1.0 / p.box_aspect, p.box_aspect)
+    u_haze = rng.random()          # drawn last: recipes without haze keep their values
+    haze_amount = float(rng.uniform(*p.haze_amount))
+    haze_level = float(rng.uniform(*p.haze_level))
     return {
         "occlude": {"rect": (float(ox1), float(oy1), float(ox1 + ow), float(oy1 + oh)),
                     "colour": ocol} if u[0] < p.p_occlude else None,
@@ -378,6 +401,7 @@ def sample_params(rng: np.random.Generator, p: WildParams = DEFAULT_PARAMS) -> d
         "face_px": face_px if u[4] < p.p_small else None,
         "jpeg": quality if u[5] < p.p_jpeg else None,
         "box": {"scale": scale, "shift": shift, "aspect": aspect},
+        "haze": {"amount": haze_amount, "level": haze_level} if u_haze < p.p_haze else None,
     }
 
 
@@ -417,6 +441,8 @@ def apply_params(image: np.ndarray, box: Box, params: dict, crop_rule: CropRule,
         frame = colour_cast(frame, params["cast"]["gains"], params["cast"]["gamma"])
     if params.get("gray"):
         frame = grayscale(frame)
+    if params.get("haze"):
+        frame = haze(frame, params["haze"]["amount"], params["haze"]["level"])
     blur = params.get("blur")
     if blur:
         frame = motion_blur(frame, blur["frac"] * bw, blur["angle"]) \

@@ -176,3 +176,16 @@ def test_dlib_teacher_fills_only_the_chosen_augmentations(tmp_path, cache_env):
     assert cache.teacher_ok[train][:, [0, 2]].all() and not cache.teacher_ok[:, 1].any()
     p = cache.teacher_female[train][:, [0, 2]]
     assert np.all((p >= 0) & (p <= 1)) and np.isnan(cache.teacher_female[:, 1]).all()
+
+
+def test_train_params_come_from_the_cache_meta():
+    import dataclasses
+
+    from training.wild import WildParams
+
+    params = dataclasses.replace(distill.TRAIN_PARAMS, p_haze=0.3)
+    meta = json.loads(json.dumps({"train_params": dataclasses.asdict(params)}))
+    assert distill.train_params(meta) == params
+    # a cache written before haze existed keeps no haze
+    old = {k: v for k, v in dataclasses.asdict(distill.TRAIN_PARAMS).items() if "haze" not in k}
+    assert distill.train_params({"train_params": old}).p_haze == WildParams().p_haze == 0

@@ -238,3 +238,17 @@ def test_blazeface_rule_cuts_an_upright_crop_from_rolled_keypoints(face):
     side = max(box[2] - box[0], box[3] - box[1])
     assert crop.shape[0] == pytest.approx(CHIP_RULE.height * side, abs=2)
     assert crop.shape[1] == pytest.approx(CHIP_RULE.width * side, abs=2)
+
+
+def test_haze_lowers_contrast_and_is_off_in_the_evaluation_recipe(face):
+    image, box = face
+    # when the face is blended halfway towards gray 200
+    out = wild.haze(image, 0.5, 200)
+    # then its contrast halves and its values move towards 200
+    assert out.dtype == np.uint8 and out.shape == image.shape
+    assert out.std() == pytest.approx(image.std() / 2, rel=0.05)
+    assert abs(out.mean() - 200) < abs(image.mean() - 200)
+    # and the evaluation recipe never draws it (wild-v1 faces stay as they were)
+    assert all(wild.sample_params(np.random.default_rng(s))["haze"] is None for s in range(50))
+    p = wild.sample_params(np.random.default_rng(0), wild.DEFAULT_PARAMS.only("haze"))
+    assert p["haze"] is not None and p["blur"] is None
