@@ -54,6 +54,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from training.defaults import DEFAULT_DATASET
+
+#: The default UTKFace folder (``$AGEGENDER_UTKFACE``, else under ``$AGEGENDER_SHARED``).
+UTKFACE_FOLDER = DEFAULT_DATASET.split("=", 1)[1]
+
 from training.wild import (CLEAN_PARAMS, FRAME_PAD, WildParams, apply_params, blazeface_crop_rule,
                            load_faces, pad_frame, sample_params, ssd_crop_rule)
 
@@ -948,9 +953,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("cache", help="build the distillation cache (CPU, teachers)")
-    c.add_argument("--dataset", default=os.environ.get(
-        "AGEGENDER_UTKFACE", str(Path(__file__).resolve().parents[2] / "shared" / "datasets"
-                                 / "utkface" / "UTKFace")))
+    c.add_argument("--dataset", default=UTKFACE_FOLDER)
     c.add_argument("--out", required=True)
     c.add_argument("--k-aug", type=int, default=4)
     c.add_argument("--size", type=int, default=SOURCE_SIZE)

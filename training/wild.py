@@ -57,6 +57,11 @@ from typing import Callable, Protocol
 import cv2
 import numpy as np
 
+from training.defaults import DEFAULT_DATASET
+
+#: The default UTKFace folder (``$AGEGENDER_UTKFACE``, else under ``$AGEGENDER_SHARED``).
+UTKFACE_FOLDER = DEFAULT_DATASET.split("=", 1)[1]
+
 log = logging.getLogger(__name__)
 
 #: Version of the wild-proxy recipe; part of every per-image seed, so a changed recipe
@@ -868,9 +873,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", action="append", default=None,
                         help="model name or folder (repeatable; default compact)")
-    parser.add_argument("--dataset", default=os.environ.get(
-        "AGEGENDER_UTKFACE", str(Path(__file__).resolve().parents[2] / "shared" / "datasets"
-                                 / "utkface" / "UTKFace")))
+    parser.add_argument("--dataset", default=UTKFACE_FOLDER)
     parser.add_argument("--split", default="test")
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--threads", type=int, default=1)
