@@ -10,6 +10,7 @@ decoded file goes through :func:`to_bgr8` first.
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
 import cv2
@@ -175,12 +176,82 @@ def why_undecodable(data: bytes) -> str:
     return f"corrupt or truncated {fmt} ({n} bytes): OpenCV cannot decode it"
 
 
+#: EXIF tag number of ``Orientation`` (TIFF/EXIF 2.3, tag 0x0112).
+EXIF_ORIENTATION = 0x0112
+
+
+def exif_orientation(data) -> int:
+    """The EXIF ``Orientation`` (1-8) of an encoded image, 1 when it has none.
+
+    Read with Pillow from the file's header only (no pixels are decoded); JPEG, PNG
+    (``eXIf``), WebP and TIFF carry it. A value outside 1-8, or a file Pillow cannot
+    parse, reads as 1 (upright: the pixels are used as stored).
+
+    Args:
+        data: the file's bytes (bytes or a uint8 array).
+    """
+    import io
+    import warnings
+
+    from PIL import Image
+    try:
+        with warnings.catch_warnings():  # a large photo is no bomb here (OpenCV's cap
+            warnings.simplefilter("ignore")  # rules), a corrupt EXIF block reads as 1
+            with Image.open(io.BytesIO(memoryview(data).tobytes())) as im:
+                value = im.getexif().get(EXIF_ORIENTATION, 1)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return 1  # not a format Pillow reads (or a broken header): as stored
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
+    """Turn an image stored with EXIF ``Orientation`` ``orientation`` upright.
+
+    The eight values (EXIF 2.3, tag 0x0112; where the stored first row and column are
+    shown): 1 as stored; 2 mirrored left-right; 3 turned 180 deg; 4 mirrored top-bottom;
+    5 transposed (mirror about the main diagonal); 6 turned 90 deg clockwise (a phone held
+    upright, the usual case); 7 transversed (mirror about the other diagonal); 8 turned 90
+    deg counter-clockwise.
+
+    Args:
+        image: ``(H, W, C)`` array as decoded.
+        orientation: 1-8; anything else is taken as 1.
+
+    Returns:
+        The upright image (``(W, H, C)`` for 5-8), contiguous.
+    """
+    ops = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+           5: lambda a: a.swapaxes(0, 1), 6: lambda a: a.swapaxes(0, 1)[:, ::-1],
+           7: lambda a: a.swapaxes(0, 1)[::-1, ::-1], 8: lambda a: a.swapaxes(0, 1)[::-1]}
+    op = ops.get(orientation)
+    return image if op is None else np.ascontiguousarray(op(image))
+
+
+def fit_within(image: np.ndarray, max_side: int, max_pixels: int | None = None) -> np.ndarray:
+    """``image`` downscaled (area interpolation, aspect kept) so that neither side is
+    longer than ``max_side`` pixels and it has at most ``max_pixels`` pixels; the same
+    array when it fits already."""
+    h, w = image.shape[:2]
+    scale = min(1.0, max_side / max(h, w))
+    if max_pixels:
+        scale = min(scale, (max_pixels / (h * w)) ** 0.5)
+    if scale >= 1.0:
+        return image
+    size = (max(1, int(w * scale)), max(1, int(h * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
 def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as ``(H, W, 3) uint8`` BGR (see :func:`to_bgr8`).
+    """Read an image file as ``(H, W, 3) uint8`` BGR (see :func:`to_bgr8`), upright by its
+    EXIF orientation (:func:`exif_orientation`, :func:`apply_orientation`; OpenCV's
+    ``IMREAD_UNCHANGED``, needed for 16-bit and alpha, ignores it).
+
+    The largest image decoded is the process's ``OPENCV_IO_MAX_IMAGE_PIXELS``
+    (:func:`common.process.limit_image_decoding`).
 
     Raises:
-        BadImage: the file is missing, unreadable, not an image, or has an unsupported
-            layout; the message names the file.
+        BadImage: the file is missing, unreadable, not an image, larger than the decode
+            cap, or has an unsupported layout; the message names the file.
     """
     path = Path(path)
 
@@ -194,10 +265,14 @@ def read_image(path: str | Path) -> np.ndarray:
     try:
         image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     except cv2.error as exc:  # e.g. more pixels than OPENCV_IO_MAX_IMAGE_PIXELS
-        raise bad(f"refused by OpenCV ({exc.err or exc})") from None
+        raise bad(f"refused by OpenCV ({exc.err or exc}); the largest image read is "
+                  f"OPENCV_IO_MAX_IMAGE_PIXELS="
+                  f"{os.environ.get('OPENCV_IO_MAX_IMAGE_PIXELS', 'unset')} pixels: "
+                  f"downscale the file or set that variable higher") from None
     if image is None:
         raise bad(why_undecodable(data.tobytes()))
     try:
-        return to_bgr8(image)
+        image = to_bgr8(image)
     except BadImage as exc:
         raise bad(str(exc)) from None
+    return apply_orientation(image, exif_orientation(data))

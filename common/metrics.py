@@ -22,6 +22,7 @@ FRAME_DROP_REASONS = (
     "superseded",      # live reader replaced a frame nobody consumed yet
     "send_timeout",    # a blocking send gave up
     "bad_image",       # undecodable or unusable image
+    "decode_error",    # a damaged frame of a video file the decoder refused (skipped)
     "shutdown",        # still queued inside the stage when it stopped
 )
 STAGES = ("capture", "detector", "classifier", "sink")

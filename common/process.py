@@ -9,6 +9,7 @@ learns why without reading log text.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -48,6 +49,14 @@ def setup_logging(level: str = "INFO",
     install_log_redaction()
 
 
+#: Largest image *file* decoded where files are read directly (``agegender predict``,
+#: capture's image folders), in pixels: 2**27 (a 12000x9000 = 108 Mpx phone photo fits).
+#: Reading one such photo peaks at about 6 bytes a pixel (670 MiB measured for 108 Mpx,
+#: ``python -m bench.large_photo``); capture then sends it downscaled to what one message
+#: takes. Services that only decode frames from the wire keep the wire's cap.
+MAX_FILE_PIXELS = 2 ** 27
+
+
 def limit_image_decoding(max_pixels: int | None = None) -> None:
     """Cap the image size OpenCV will decode in this process (pixels, width x height).
 
@@ -61,6 +70,21 @@ def limit_image_decoding(max_pixels: int | None = None) -> None:
     """
     from common.wire import MAX_SIDE
     os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(max_pixels or MAX_SIDE * MAX_SIDE))
+
+
+@contextlib.contextmanager
+def image_decoding_limit(max_pixels: int):
+    """:func:`limit_image_decoding` for the ``with`` block: the variable is removed again
+    at its end when this set it, so processes started later (tests that run a service in
+    a thread, then start others) do not inherit a larger cap. OpenCV keeps the value it
+    read at its first decode either way."""
+    was_set = "OPENCV_IO_MAX_IMAGE_PIXELS" in os.environ
+    limit_image_decoding(max_pixels)
+    try:
+        yield
+    finally:
+        if not was_set:
+            os.environ.pop("OPENCV_IO_MAX_IMAGE_PIXELS", None)
 
 
 def set_thread_budget(threads: int) -> None:

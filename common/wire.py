@@ -9,7 +9,11 @@ A message is a ZeroMQ multipart message ``[header, payload...]``:
   since the Unix epoch). Per-stage timestamps are ints in ns named ``t_<stage>_ns``.
   Optional ``live`` (bool): the frame comes from a live source and may be dropped when
   stale. Optional ``fps`` (source frame rate, frames/s, finite, 0 < fps <= 1000).
-  Keys are strings only.
+  Optional ``t_media_ns`` (int >= 0): the frame's media time in ns since the stream's
+  first frame (files: the container's presentation time, so variable frame rates keep
+  their timing; live sources: the time since their first frame; image folders and the
+  demo: ``index / fps``); the sink times its video by it. Capture always sets it.
+  Keys are strings only, in every map of the header.
 * Messages that carry an image (``frame``, ``faces``, ``result``) also carry ``width``,
   ``height`` (pixels) and ``encoding`` (``"bgr8"``: raw ``(H, W, 3) uint8`` BGR bytes in
   row-major order; ``"jpeg"``: JPEG bytes) and send the image as the first payload frame.
@@ -41,7 +45,21 @@ A message is a ZeroMQ multipart message ``[header, payload...]``:
 
 Pixel data travels as raw bytes frames, never as Python objects and never with pickle.
 :func:`decode` validates everything and raises :class:`DecodeError` whose ``reason`` is
-one of :data:`DROP_REASONS` so callers can drop and count.
+one of :data:`DROP_REASONS` so callers can drop and count. One taxonomy, checked in this
+order (the first that applies is the reason):
+
+* ``oversize``: the whole message or its header is larger than allowed;
+* ``not_msgpack``: the header frame is not one complete msgpack document (garbage,
+  truncated, a container or string announcing more than the limits) or its top level is
+  not a map;
+* ``bad_field``: a map key that is not a string (an int, bytes, a list: at any depth; the
+  map itself is well-formed msgpack, its field names are wrong), or a field missing, of the
+  wrong type or out of range;
+* ``bad_version``: ``v`` is not :data:`SCHEMA_VERSION`;
+* ``bad_kind``: ``kind`` is not one of :data:`KINDS`, or (counted by
+  :class:`common.sockets.Receiver`) a valid kind this input does not take, such as a
+  ``result`` sent to the detector's frame input;
+* ``size_mismatch``: the payload frames disagree with the header (count or bytes).
 """
 
 from __future__ import annotations
@@ -63,6 +81,10 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 MAX_HEADER_BYTES = 256 * 1024
 #: Largest accepted image side (pixels).
 MAX_SIDE = 8192
+#: Most pixels of a raw ``bgr8`` frame that fit one message with its header: about 22.3
+#: Mpx (e.g. 5456x4092; a 3840x2160 frame is 8.3 Mpx). Larger frames are downscaled by
+#: capture before they are sent.
+MAX_FRAME_PIXELS = (MAX_MESSAGE_BYTES - MAX_HEADER_BYTES) // 3
 #: Largest accepted optional ``fps`` header field (frames/s).
 MAX_FPS = 1000
 #: Largest accepted ``age`` in a result (years).
@@ -258,6 +280,24 @@ def _check_box(box: Any, width: int, height: int) -> None:
         raise DecodeError("bad_field", f"box {box} outside {width}x{height} or empty")
 
 
+class _NonStringKey(Exception):
+    """A msgpack map with a key that is not a string (its type name is the message)."""
+
+
+def _string_map(pairs: list) -> dict:
+    """msgpack ``object_pairs_hook``: a dict of ``pairs``, every key a ``str``.
+
+    Raises:
+        _NonStringKey: a key of another type (int, bytes, list, ...).
+    """
+    out = {}
+    for key, value in pairs:
+        if not isinstance(key, str):
+            raise _NonStringKey(type(key).__name__)
+        out[key] = value
+    return out
+
+
 def decode(frames: Sequence[bytes], max_bytes: int = MAX_MESSAGE_BYTES) -> Message:
     """Validate and decode a multipart message.
 
@@ -280,16 +320,18 @@ def decode(frames: Sequence[bytes], max_bytes: int = MAX_MESSAGE_BYTES) -> Messa
     if len(raw) > MAX_HEADER_BYTES:
         raise DecodeError("oversize", f"header of {len(raw)} bytes")
     try:
-        # Limits stop a tiny header from announcing a huge container or binary.
-        h = msgpack.unpackb(bytes(raw), raw=False, strict_map_key=True,
+        # Limits stop a tiny header from announcing a huge container or binary. Maps are
+        # built by _string_map (keys are never hashed before their type is checked).
+        h = msgpack.unpackb(bytes(raw), raw=False, strict_map_key=False,
+                            object_pairs_hook=_string_map,
                             max_bin_len=MAX_HEADER_BYTES, max_str_len=MAX_HEADER_BYTES,
                             max_array_len=100_000, max_map_len=10_000, max_ext_len=0)
+    except _NonStringKey as exc:
+        raise DecodeError("bad_field", f"map keys must be strings, got a {exc} key") from None
     except Exception as exc:  # msgpack raises several unrelated types
         raise DecodeError("not_msgpack", f"{type(exc).__name__}: {exc}") from None
     if not isinstance(h, dict):
         raise DecodeError("not_msgpack", f"header is a {type(h).__name__}, not a map")
-    if not all(isinstance(k, str) for k in h):
-        raise DecodeError("bad_field", "header keys must be strings")
     v = h.get("v")
     if v != SCHEMA_VERSION or isinstance(v, bool):
         raise DecodeError("bad_version", f"schema version {v!r}, expected {SCHEMA_VERSION}")
@@ -309,6 +351,9 @@ def decode(frames: Sequence[bytes], max_bytes: int = MAX_MESSAGE_BYTES) -> Messa
     t_cap = _require(h, "t_capture_ns", (int,))
     if seq < 0 or t_cap < 0:
         raise DecodeError("bad_field", "seq and t_capture_ns must be >= 0")
+    t_media = h.get("t_media_ns", 0)
+    if isinstance(t_media, bool) or not isinstance(t_media, int) or t_media < 0:
+        raise DecodeError("bad_field", f"t_media_ns {t_media!r} is not an int >= 0")
     for key, value in h.items():
         if key.startswith("t_") and key.endswith("_ns") and (
                 isinstance(value, bool) or not isinstance(value, int)):

@@ -29,11 +29,13 @@ from pathlib import Path
 import click
 
 from common.detectors import BACKENDS, DEFAULT_BACKEND  # names only: no runtime imported
+from common.process import MAX_FILE_PIXELS
 
-#: Largest image decoded (pixels): 2**27, e.g. a 12000x9000 photo (108 Mpx) fits; about
-#: 400 MB as BGR. Photos are not sent over the wire, so the services' cap (8192x8192) does
-#: not apply; a header announcing more is refused before any allocation.
-MAX_PIXELS = 2 ** 27
+#: Largest image decoded (pixels): :data:`common.process.MAX_FILE_PIXELS` (2**27, e.g. a
+#: 12000x9000 photo, 108 Mpx, fits). Photos are not sent over the wire, so the services'
+#: cap (8192x8192) does not apply; a header announcing more is refused before any
+#: allocation.
+MAX_PIXELS = MAX_FILE_PIXELS
 
 
 def expand(paths: list[Path]) -> list[Path]:

@@ -67,3 +67,6 @@ class DemoSource(FiniteSource):
 
     def _seek(self, position):
         self.position = position
+
+    def _pass_duration_ns(self):
+        return int(round(self.n_frames * 1e9 / self.fps))

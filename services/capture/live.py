@@ -104,6 +104,9 @@ class LiveSource:
         self._state_lock = threading.Lock()
         self._latest: SourceFrame | None = None
         self._last_frame = time.monotonic()
+        #: Monotonic clock (ns) of the first frame: media time is measured from it, on
+        #: through outages and reconnects, so a recording lasts as long as the run.
+        self._media_origin_ns: int | None = None
         self._closed = threading.Event()
         self._generation = 0
         log.info("stream %s: live %s source %s (open timeout %.1f s, read timeout %.1f s, "
@@ -248,12 +251,16 @@ class LiveSource:
                         self.metrics.drop("bad_image")
                     continue
             t_ns = time.time_ns()
+            t_mono = time.monotonic_ns()
+            if self._media_origin_ns is None:
+                self._media_origin_ns = t_mono
             with self._lock:
                 if self._latest is not None:
                     self.superseded += 1
                     if self.metrics:
                         self.metrics.drop("superseded")
-                self._latest = SourceFrame(image, t_ns, self.frames_read)
+                self._latest = SourceFrame(image, t_ns, self.frames_read,
+                                           t_mono - self._media_origin_ns)
                 self.frames_read += 1
                 self._last_frame = time.monotonic()
             self._enter(SourceState.UP)

@@ -38,6 +38,8 @@ import time
 import zmq
 
 from common import wire
+from common.images import fit_within
+from common.process import MAX_FILE_PIXELS, image_decoding_limit
 from common.redact import redact
 from common.service import ServiceRuntime
 from common.states import ServiceState
@@ -70,10 +72,11 @@ class _Playback:
     """Per-stream state of the send loop."""
 
     source: FiniteSource | LiveSource
-    period_s: float             # minimum seconds between two sent frames (0 = no pacing)
+    period_s: float             # minimum seconds between two sent frames (0 = no pacing;
+                                # finite sources: the nominal rate, see _gap)
     due: float = 0.0            # monotonic time the next frame may be taken
     pending: SourceFrame | None = None  # frame waiting for its turn and room downstream
-    pending_at: tuple[int, int] = (0, 0)  # (position, pass) of the source after it
+    pending_at: tuple = (0, 0, None)  # (position, pass, media) of the source after it
     sent: int = 0               # next seq (frames sent or lost before it)
     seq_base: int = 0           # live sources: seq = seq_base + the reader's frame index
     ended: bool = False
@@ -86,12 +89,33 @@ class _Playback:
 
 def frame_message(stream: str, seq: int, frame, live: bool, fps: float = 0.0) -> list:
     """Encode one captured frame (:class:`services.capture.spec.SourceFrame`) as a
-    ``frame`` message (``frame_header`` fields plus ``live`` and, when known, ``fps``:
-    the source's frame rate in frames/s, which the sink writes into its video)."""
-    h, w = frame.image.shape[:2]
+    ``frame`` message (``frame_header`` fields plus ``live``, ``t_media_ns`` (the frame's
+    media time) and, when known, ``fps``: the source's frame rate in frames/s).
+
+    A frame larger than the wire takes is downscaled to fit first (:func:`fit_frame`;
+    finite sources did so already, counted)."""
+    image = fit_frame(frame.image)
+    h, w = image.shape[:2]
     extra = {"fps": round(float(fps), 3)} if 0 < fps <= 1000 else {}
-    header = wire.frame_header(stream, seq, frame.t_capture_ns, w, h, live=live, **extra)
-    return wire.encode_frame(header, frame.image)
+    header = wire.frame_header(stream, seq, frame.t_capture_ns, w, h, live=live,
+                               t_media_ns=max(int(frame.t_media_ns), 0), **extra)
+    return wire.encode_frame(header, image)
+
+
+def fit_frame(image):
+    """``image`` downscaled to fit the wire (:data:`common.wire.MAX_SIDE` a side,
+    :data:`common.wire.MAX_FRAME_PIXELS` in all), logged once per size; the same array
+    when it fits."""
+    small = fit_within(image, wire.MAX_SIDE, wire.MAX_FRAME_PIXELS)
+    size = image.shape[1], image.shape[0]
+    if small is not image and size not in _DOWNSCALED_SIZES:
+        _DOWNSCALED_SIZES.add(size)
+        log.warning("frames of %dx%d are larger than the wire allows: sent downscaled to "
+                    "%dx%d", *size, small.shape[1], small.shape[0])
+    return small
+
+
+_DOWNSCALED_SIZES: set = set()
 
 
 def eos_message(stream: str, frames_sent: int, reason: str = "end") -> list:
@@ -153,6 +177,14 @@ def _period(cfg, source) -> float:
     return max(native, cap)
 
 
+def _gap(cfg, frame) -> float:
+    """Seconds from a finite source's frame to its next one: the frame's own media
+    duration in real-time mode (variable frame rates are kept), at least ``1 / max_fps``."""
+    cap = 1.0 / cfg.max_fps if cfg.max_fps else 0.0
+    media = frame.duration_ns / 1e9 if cfg.realtime else 0.0
+    return max(media, cap)
+
+
 def resume(playbacks: list[_Playback], records: dict[str, dict]) -> None:
     """Continue each stream where an earlier capture left it (its position file's
     records, :mod:`services.capture.position`): files at their next frame, every stream
@@ -172,7 +204,7 @@ def resume(playbacks: list[_Playback], records: dict[str, dict]) -> None:
             p.ended = True
             log.info("stream %s: had ended after seq %d (position file)", p.name, p.sent - 1)
             continue
-        p.source.seek(rec["position"], rec["pass"])
+        p.source.seek(rec["position"], rec["pass"], rec.get("media"))
         log.info("stream %s: resuming at position %d of pass %d, seq %d (position file)",
                  p.name, rec["position"], rec["pass"] + 1, p.sent)
 
@@ -191,8 +223,8 @@ class _Sender:
         frame, live = p.pending, p.source.live
         seq = p.seq_base + frame.index if live else p.sent
         if self.positions is not None:
-            position, pass_ = p.pending_at
-            self.positions.record(p.name, seq + 1, position, pass_)
+            position, pass_, media = p.pending_at
+            self.positions.record(p.name, seq + 1, position, pass_, media=media)
         p.pending = None
         msg = frame_message(p.name, seq, frame, live=live, fps=p.source.fps)
         if not self.tx.send(msg, "frame", block=not live):
@@ -241,6 +273,9 @@ def stream_status(p: _Playback) -> dict:
     else:
         entry.update(state="ended" if p.ended else "playing",
                      skipped=getattr(src, "skipped", 0))
+        if getattr(src, "ended_early", 0):  # a video file shorter than it states
+            entry.update(stated_frames=src.stated_frames, short=src.ended_early,
+                         damaged=src.decoder.decode_errors)
     return entry
 
 
@@ -253,7 +288,11 @@ def write_status(path, playbacks: list[_Playback], done: bool = False) -> None:
                                       "reconnecting", "closed"),
                                   "since": float (Unix s, live), "reconnects": int (live),
                                   "last_error": str | null (live, URI redacted),
-                                  "frames_read": int (live), "skipped": int (files)}},
+                                  "frames_read": int (live), "skipped": int (files),
+                                  "stated_frames": int, "short": int, "damaged": int
+                                      (a video file that ended short of the frame
+                                      count it states: by how many, and how many
+                                      damaged frames were skipped)}},
          "skipped": [{"stream": str, "file": str, "reason": str}] (files of image folders
              that could not be read, the first 1000 per folder),
          "done": bool, "time": float (Unix s)}
@@ -329,8 +368,8 @@ def run_loop(rt: ServiceRuntime, tx, playbacks: list[_Playback], cm: CaptureMetr
                 p.ended = True
                 cm.up.labels(p.name).set(0)
                 continue
-            p.pending, p.pending_at = frame, (src.position, src.loops)
-            p.due = max(p.due + p.period_s, now)
+            p.pending, p.pending_at = frame, (src.position, src.loops, src.resume_point)
+            p.due = max(p.due + _gap(rt.cfg, frame), now)
         sent = sender.send_in_turn(playbacks)
         if all(p.ended for p in playbacks):
             log.info("all sources ended: %s", ", ".join(
@@ -366,7 +405,10 @@ def main(cfg, *, stop: threading.Event | None = None, registry=None) -> int:
         0 after all finite sources ended or on stop; 2 when a source cannot be opened.
     """
     prefer_rtsp_over_tcp()
-    with ServiceRuntime("capture", cfg, stop=stop, registry=registry) as rt:
+    # Image folders may hold phone photos larger than a message takes (sent downscaled):
+    # decode files up to MAX_FILE_PIXELS.
+    with image_decoding_limit(MAX_FILE_PIXELS), \
+            ServiceRuntime("capture", cfg, stop=stop, registry=registry) as rt:
         cm = CaptureMetrics(rt.metrics.registry, rt.metrics)
         notify = threading.Event()
         rt.health.enter(ServiceState.LOADING)
@@ -379,8 +421,11 @@ def main(cfg, *, stop: threading.Event | None = None, registry=None) -> int:
             playbacks = [_Playback(s, _period(cfg, s)) for s in sources]
             for p in playbacks:
                 log.info("stream %s: %s source, %s", p.source.name, p.source.kind,
-                         f"one frame per {p.period_s * 1000:.0f} ms" if p.period_s
-                         else "unpaced")
+                         "unpaced" if not p.period_s else
+                         f"one frame per {p.period_s * 1000:.0f} ms at most" if p.source.live
+                         else "paced by the frames' media time (nominal one per "
+                              f"{p.period_s * 1000:.0f} ms)" if cfg.realtime
+                         else f"one frame per {p.period_s * 1000:.0f} ms at most")
             next_status = [0.0]
 
             def on_tick() -> None:

@@ -11,7 +11,9 @@ class CaptureMetrics:
     * ``agegender_frames_captured_total{stream}``: frames sent downstream;
     * ``agegender_source_up{stream}``: 1 while a live source delivers frames (finite
       sources: 1 while playing), 0 when down;
-    * ``agegender_source_reconnects_total{stream}``: reopen attempts of live sources.
+    * ``agegender_source_reconnects_total{stream}``: reopen attempts of live sources;
+    * ``agegender_frames_downscaled_total{stream}``: frames over the wire's size limit
+      sent downscaled (large photos).
 
     Args:
         registry: the service's registry (a new one when ``None``).
@@ -28,6 +30,10 @@ class CaptureMetrics:
                                 ["stream"], registry=r)
         self.up = Gauge("agegender_source_up", "1 while the source delivers frames, "
                         "0 while it is down (live sources) or ended.", ["stream"], registry=r)
+        self.downscaled = Counter("agegender_frames_downscaled_total",
+                                  "Frames larger than the wire allows (common.wire.MAX_SIDE "
+                                  "pixels a side: large photos in image folders) sent "
+                                  "downscaled to fit, by stream.", ["stream"], registry=r)
         self.reconnects = Counter("agegender_source_reconnects_total",
                                   "Attempts to reopen a live source after it went down "
                                   "or failed to open, by stream.", ["stream"], registry=r)
@@ -35,6 +41,7 @@ class CaptureMetrics:
     def add_stream(self, stream: str) -> None:
         """Create the stream's labels at zero."""
         self.captured.labels(stream)
+        self.downscaled.labels(stream)
         self.up.labels(stream).set(0)
         self.reconnects.labels(stream)
 

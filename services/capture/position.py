@@ -10,7 +10,13 @@ comes next for its stream::
                                   frames read from a video file, files of a folder,
                                   frames of the demo, in the current pass),
                               "pass": int (0-based, for --loop),
-                              "ended": bool (its end of stream was being sent)}},
+                              "ended": bool (its end of stream was being sent),
+                              "media": {"after_ns": int (media time of the frame, ns
+                                            from the start of its pass),
+                                        "pass_start_ns": int (media time the pass
+                                            started at)} (finite sources; a video
+                                  file is resumed by seeking to that time, which is
+                                  fast and exact where frame numbers are not)}},
      "pid": int}
 
 Written before the send, a record is never behind what was sent: a capture killed between
@@ -58,6 +64,11 @@ def read_positions(path: Path | None) -> dict[str, dict]:
                               "position": max(int(rec.get("position") or 0), 0),
                               "pass": max(int(rec.get("pass") or 0), 0),
                               "ended": bool(rec.get("ended", False))}
+            media = rec.get("media")
+            if isinstance(media, dict) and all(
+                    isinstance(media.get(k), int) and media[k] >= 0
+                    for k in ("after_ns", "pass_start_ns")):
+                out[str(name)]["media"] = {k: media[k] for k in ("after_ns", "pass_start_ns")}
     return out
 
 
@@ -77,11 +88,14 @@ class PositionFile:
         self._width = os.fstat(self._fd).st_size
 
     def record(self, stream: str, seq: int, position: int = 0, pass_: int = 0,
-               ended: bool = False) -> None:
+               ended: bool = False, media: dict | None = None) -> None:
         """Record that ``stream`` continues with ``seq`` (and, for finite sources, at
-        ``position`` of pass ``pass_``); ``ended`` once its end of stream is sent."""
+        ``position`` of pass ``pass_``, after the frame at ``media``: see the module
+        docstring); ``ended`` once its end of stream is sent."""
         self.streams[stream] = {"seq": int(seq), "position": int(position),
                                 "pass": int(pass_), "ended": bool(ended)}
+        if media is not None:
+            self.streams[stream]["media"] = {k: int(v) for k, v in media.items()}
         data = json.dumps({"streams": self.streams, "pid": os.getpid()},
                           separators=(",", ":")).encode()
         self._width = max(self._width, len(data))

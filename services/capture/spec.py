@@ -76,8 +76,16 @@ class SourceFrame:
         image: ``(H, W, 3) uint8`` BGR.
         t_capture_ns: wall clock when the frame was read (ns since the Unix epoch).
         index: frame number within the source's current run (0-based).
+        t_media_ns: media time of the frame, ns since the stream's first frame
+            (non-decreasing; loops continue it): files the container's presentation
+            time, live sources the time since their first frame (monotonic clock), image
+            folders and the demo ``index / fps``.
+        duration_ns: how long the frame is shown (media ns until the next frame; 0 when
+            unknown, as for live sources): what real-time pacing waits after it.
     """
 
     image: np.ndarray
     t_capture_ns: int
     index: int
+    t_media_ns: int = 0
+    duration_ns: int = 0

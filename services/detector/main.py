@@ -203,9 +203,14 @@ def main(cfg, *, stop: threading.Event | None = None, registry=None) -> int:
         infer = inference_seconds(rt.metrics.registry, "detector", detector.name)
         small_faces = SmallFaceWarning(detector, cfg.expected_min_face_px,
                                        cfg.tiles if cfg.backend == "blazeface" else None)
+        small_warnings = Counter("agegender_detector_small_face_warnings_total",
+                                 "Warnings that the smallest face the detector finds at a "
+                                 "stream's frame size is larger than expected_min_face_px "
+                                 "(one per stream and frame size), by stream.", ["stream"],
+                                 registry=rt.metrics.registry)
         log.info("detector %s on DNN backend %s, payload %s; %s -> %s", detector.name,
                  getattr(detector, "backend", "cpu"), cfg.payload, cfg.input, cfg.output)
-        rx = rt.receiver(cfg.input)
+        rx = rt.receiver(cfg.input, kinds=("frame", "eos"))
         tx = rt.sender(cfg.output)
         rt.health.enter(ServiceState.RUNNING)
         m = rt.metrics
@@ -242,8 +247,9 @@ def main(cfg, *, stop: threading.Event | None = None, registry=None) -> int:
                     m.drop("bad_image")
                     continue
                 infer.observe(info.get("detect_s", 0.0))
-                small_faces.check(msg.stream, int(msg.header["width"]),
-                                  int(msg.header["height"]))
+                if small_faces.check(msg.stream, int(msg.header["width"]),
+                                     int(msg.header["height"])):
+                    small_warnings.labels(msg.stream).inc()
                 m.stage_seconds.labels("detector").observe(time.perf_counter() - t0)
                 faces_total.inc(info["faces"])
                 # File frames wait for room downstream (nothing lost); live ones are lossy.

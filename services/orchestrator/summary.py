@@ -71,6 +71,20 @@ def written_outputs(out_dir: Path | None, since: float = 0.0
             [str(p) for p in videos if p not in readable])
 
 
+def small_face_streams(text: str):
+    """Yield the streams the detector warned about (``agegender_detector_small_face_
+    warnings_total{stream}`` above 0 in a Prometheus text exposition): faces narrower
+    than ``expected_min_face_px`` are missed at their frame size."""
+    if not text:
+        return
+    from prometheus_client.parser import text_string_to_metric_families
+    for fam in text_string_to_metric_families(text):
+        for sample in fam.samples:
+            if sample.name == "agegender_detector_small_face_warnings_total" \
+                    and sample.value > 0 and "stream" in sample.labels:
+                yield sample.labels["stream"]
+
+
 def build_summary(status: dict, metrics: dict[str, str], restarts: dict[str, int],
                   elapsed_s: float, gave_up: str | None = None, refused: dict | None = None,
                   outputs: list[str] | None = None, stalls: list[dict] | None = None,
@@ -89,7 +103,8 @@ def build_summary(status: dict, metrics: dict[str, str], restarts: dict[str, int
         stalls: ``{"service", "reason", "t"}`` of each stall the watchdog found.
         unreadable: videos a killed sink left unreadable.
         capture: capture's last status (:func:`services.capture.main.write_status`):
-            live sources' states go to ``sources``, files skipped and why to ``skipped``.
+            live sources' states go to ``sources``, files skipped and why to ``skipped``,
+            video files that ended short of the frames they state to ``short_files``.
 
     ``fps`` is over the frames' own span at the sink (first to last frame, ``span_s``),
     not over the run's wall clock with its start-up; ``per_stream`` has each stream's
@@ -109,6 +124,8 @@ def build_summary(status: dict, metrics: dict[str, str], restarts: dict[str, int
                 drops[key] = drops.get(key, 0) + value
             elif value and name == "agegender_messages_malformed_total":
                 malformed[key] = malformed.get(key, 0) + value
+    small_faces = sorted({stream for text in metrics.values()
+                          for stream in small_face_streams(text)})
     frames = status.get("frames", 0)
     per_stream = {name: {"frames": st.get("frames", 0), "fps": st.get("fps", 0.0),
                          "gap": 0 if st.get("live") else st.get("missing", 0),
@@ -127,6 +144,10 @@ def build_summary(status: dict, metrics: dict[str, str], restarts: dict[str, int
                     for name, st in ((capture or {}).get("streams") or {}).items()
                     if st.get("live")},
         "skipped": list((capture or {}).get("skipped") or []),
+        "short_files": {name: {k: st.get(k) for k in ("stated_frames", "short", "damaged")}
+                        for name, st in ((capture or {}).get("streams") or {}).items()
+                        if st.get("short")},
+        "small_faces": small_faces,
         "drops": drops, "malformed": malformed, "restarts": dict(restarts),
         "gave_up": gave_up, "refused": refused, "outputs": list(outputs or []),
         "stalls": list(stalls or []),
@@ -213,6 +234,15 @@ def format_summary(s: dict) -> str:
     for name, src in sorted((s.get("sources") or {}).items()):
         if src.get("state") != "up" or not src.get("frames_read"):
             lines.append(f"  SOURCE       {source_state(name, src)}")
+    for name in s.get("small_faces") or []:
+        lines.append(f"  SMALL FACES  {name}: at its frame size the detector misses faces "
+                     "narrower than expected_min_face_px (detector settings tiles, "
+                     "max_tile_side: docs/detectors.md)")
+    for name, f in sorted((s.get("short_files") or {}).items()):
+        lines.append(f"  SHORT        {name}: the file ended after "
+                     f"{f['stated_frames'] - f['short']} of the {f['stated_frames']} frames "
+                     f"it states ({plural(f.get('damaged') or 0, 'damaged frame')} skipped, "
+                     "decode_error)")
     skipped = s.get("skipped") or []
     for item in skipped[:MAX_SKIPPED_SHOWN]:
         lines.append(f"  SKIPPED      {item['file']}: {item['reason']}")

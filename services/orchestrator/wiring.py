@@ -65,14 +65,19 @@ def single_video_file(sources: list[str]) -> str | None:
 
 
 def probe_video(path: str) -> tuple[float, int]:
-    """``(fps, frame_count)`` of a video file (0 each when unknown)."""
-    import cv2
-    cap = cv2.VideoCapture(path)
+    """``(fps, frame_count)`` a video file states (0 each when unknown), read by PyAV
+    from its header (the absolute path: a name like ``2024-05-01T10:00:00.mp4`` is no
+    FFmpeg protocol)."""
+    import av
     try:
-        fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
-        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-    finally:
-        cap.release()
+        with av.open(os.path.abspath(path), metadata_errors="ignore") as c:
+            if not c.streams.video:
+                return 0.0, 0
+            s = c.streams.video[0]
+            rate = s.average_rate or s.guessed_rate
+            fps, n = (float(rate) if rate else 0.0), int(s.frames or 0)
+    except (av.error.FFmpegError, UnicodeDecodeError):
+        return 0.0, 0
     return (fps if 0 < fps <= 240 else 0.0), max(n, 0)
 
 

@@ -58,9 +58,10 @@ class SinkConfig(_WithMqtt, service="sink", http_port=9104):
                              "union of boxes in consecutive frames for the same track.")
     track_max_gap_s: float = Field(1.0, gt=0.0, le=60.0, description="A track unseen for "
                                    "longer than this (capture time, seconds) ends.")
-    video_fps: float = Field(0.0, ge=0.0, le=240.0, description="Frame rate written into "
-                             "the annotated MP4 (frames/s); 0 = the frame header's 'fps' "
-                             "when capture sends one, else 25.")
+    video_fps: float = Field(0.0, ge=0.0, le=240.0, description="Nominal frame rate of "
+                             "the annotated video (frames/s): times frames whose header has "
+                             "no t_media_ns; frames with one are written at their media "
+                             "time. 0 = the frame header's 'fps', else 25.")
     jpeg_quality: int = Field(80, ge=10, le=100, description="JPEG quality of the live "
                               "MJPEG view.")
     status_path: Path | None = Field(None, description="Write a JSON status (frames, faces, "

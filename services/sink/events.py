@@ -3,6 +3,9 @@
 events.jsonl (one JSON object per frame, one line each, flushed per line)::
 
     {"stream": str, "seq": int, "t_capture": float (Unix seconds),
+     "t_media": float (the frame's media time, seconds since the stream's first frame:
+                the file's own timestamps, a live source's time since its first frame)
+                or null when the frame carries none,
      "latency_s": float (sink receive time - capture time, seconds),
      "width": int, "height": int (pixels),
      "faces": [{"box": [x1, y1, x2, y2] (int pixels, clipped, x2/y2 exclusive),
@@ -33,7 +36,8 @@ from common.faces import face_json
 from services.sink.outputs import Output, SinkResult
 
 #: Keys of each events.jsonl object, in order.
-EVENT_KEYS = ("stream", "seq", "t_capture", "latency_s", "width", "height", "faces")
+EVENT_KEYS = ("stream", "seq", "t_capture", "t_media", "latency_s", "width", "height",
+              "faces")
 #: Keys of each face in an event, in order (:func:`common.faces.face_json` with ``track``).
 FACE_KEYS = (*faces.FACE_KEYS, "track")
 
@@ -45,8 +49,11 @@ def event_record(header: dict, latency_s: float) -> dict:
         header: decoded ``result`` header.
         latency_s: end-to-end latency of the frame (seconds).
     """
+    t_media = header.get("t_media_ns")
     return {"stream": header["stream"], "seq": int(header["seq"]),
-            "t_capture": header["t_capture_ns"] / 1e9, "latency_s": float(latency_s),
+            "t_capture": header["t_capture_ns"] / 1e9,
+            "t_media": None if t_media is None else round(t_media / 1e9, 6),
+            "latency_s": float(latency_s),
             "width": int(header["width"]), "height": int(header["height"]),
             "faces": [face_json(f, track=True) for f in header.get("faces", [])]}
 

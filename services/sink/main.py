@@ -88,7 +88,8 @@ def build_outputs(cfg: SinkConfig, hub: MJPEGHub | None, errors=None,
         if cfg.events:
             outputs.append(events_output(events_path(cfg), cfg.append))
         if cfg.video:
-            outputs.append(VideoOutput(cfg.out_dir, cfg.video_fps, append=cfg.append))
+            outputs.append(VideoOutput(cfg.out_dir, cfg.video_fps, append=cfg.append,
+                                       threads=cfg.threads))
     if cfg.trace_path is not None:
         outputs.append(trace_output(cfg.trace_path, cfg.append))
     if not cfg.metrics_only:

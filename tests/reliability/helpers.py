@@ -78,7 +78,8 @@ def hostile_cases(kind: str = "frame") -> list[tuple[str, list, str | None]]:
 
     ``expected reason`` is the ``agegender_messages_malformed_total`` label the receiver
     must count, or ``None`` when several reasons are acceptable (random bytes).
-    ``kind`` picks which valid message the mutated ones start from.
+    ``kind`` picks which valid message the mutated ones start from; the receiver must take
+    only that kind (and ``eos``): one case is a valid message of another kind.
     """
     base = {"frame": valid_frame, "faces": valid_faces, "result": valid_result}[kind]()
     header = msgpack.unpackb(bytes(base[0]), raw=False)
@@ -98,8 +99,13 @@ def hostile_cases(kind: str = "frame") -> list[tuple[str, list, str | None]]:
         ("array32_announces_4g_items", [b"\xdd\xff\xff\xff\xff"] + payloads, "not_msgpack"),
         ("header_not_a_map", [_packed([1, 2, 3])] + payloads, "not_msgpack"),
         ("empty_header", [b""] + payloads, "not_msgpack"),
+        # every map key on the wire is a string: anything else is a bad field, whatever
+        # its type and depth (well-formed msgpack, wrong field names)
         ("bytes_keys", [_packed({b"v": 1, **{k: v for k, v in header.items() if k != "v"}})]
-         + payloads, None),
+         + payloads, "bad_field"),
+        ("int_keys", [_packed({**header, 7: 1})] + payloads, "bad_field"),
+        ("int_keys_only", [_packed({0: 1, 1: kind})] + payloads, "bad_field"),
+        ("nested_int_key", mutate(extra={1: 2}), "bad_field"),
         ("schema_v2", mutate(v=2), "bad_version"),
         ("schema_v_string", mutate(v="1"), "bad_version"),
         ("schema_v_bool", mutate(v=True), "bad_version"),
@@ -109,6 +115,9 @@ def hostile_cases(kind: str = "frame") -> list[tuple[str, list, str | None]]:
         ("seq_negative", mutate(seq=-1), "bad_field"),
         ("t_capture_float", mutate(t_capture_ns=1.5e18), "bad_field"),
         ("t_stage_nan", mutate(t_detector_ns=float("nan")), "bad_field"),
+        ("t_media_negative", mutate(t_media_ns=-1), "bad_field"),
+        ("t_media_float", mutate(t_media_ns=0.5), "bad_field"),
+        ("t_media_bool", mutate(t_media_ns=True), "bad_field"),
         ("width_bool", mutate(width=True), "bad_field"),
         ("width_huge", mutate(width=10 ** 9), "bad_field"),
         ("stream_path", mutate(stream="../../etc/passwd"), "bad_field"),
@@ -123,6 +132,10 @@ def hostile_cases(kind: str = "frame") -> list[tuple[str, list, str | None]]:
         ("eos_with_payload", [_packed(dict(kind="eos", stream="cam", seq=0, t_capture_ns=1,
                                            v=wire.SCHEMA_VERSION)), b"x"], "size_mismatch"),
     ]
+    # a valid message of a kind this input does not take (what the stage upstream of it
+    # sends, or what comes out of it)
+    other = {"frame": valid_result, "faces": valid_frame, "result": valid_faces}[kind]()
+    cases.append(("kind_not_for_this_input", [bytes(f) for f in other], "bad_kind"))
     if kind in ("faces", "result"):
         face = header["faces"][0]
         cases += [

@@ -86,6 +86,34 @@ def test_decode_valid_header_with_one_field_mutated(kind, key, value, drop_paylo
     _decode_only_decode_error(frames)
 
 
+non_string_keys = (st.integers(-(2 ** 63), 2 ** 64 - 1) | st.binary(max_size=6)
+                   | st.booleans() | st.none() | st.floats(allow_nan=False)
+                   | st.lists(st.integers(0, 9), max_size=2))
+
+
+@FUZZ
+@given(st.sampled_from(["eos", "frame", "faces", "result"]), non_string_keys, values,
+       st.sampled_from(["header", "face", "nested"]))
+def test_a_non_string_key_anywhere_is_a_bad_field(kind, key, value, where):
+    # given a valid message with one map key that is not a string (int, bytes, bool, nil,
+    # float or an array: all well-formed msgpack) in the header, a face map or a nested map
+    header, payloads = _valid(kind)
+    header = dict(header, v=wire.SCHEMA_VERSION)
+    if where == "face" and kind in ("faces", "result"):
+        header["faces"] = [{**header["faces"][0], key if not isinstance(key, list)
+                            else tuple(key): value}]
+    elif where == "nested":
+        header["extra"] = {"ok": 1, key if not isinstance(key, list) else tuple(key): value}
+    else:
+        header[key if not isinstance(key, list) else tuple(key)] = value
+    frames = [msgpack.packb(header, use_bin_type=True)]
+    frames += [bytes(np.ascontiguousarray(p)) for p in payloads]
+    # when decoded / then the reason is always bad_field (one taxonomy: wrong field names)
+    with pytest.raises(wire.DecodeError) as err:
+        wire.decode(frames)
+    assert err.value.reason == "bad_field", err.value
+
+
 @FUZZ
 @given(st.sampled_from(["faces", "result"]), st.sampled_from(
     ["box", "confidence", "keypoints", "age", "age_range", "gender", "gender_confidence"]),

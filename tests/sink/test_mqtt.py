@@ -373,8 +373,8 @@ def test_sink_publishes_frame_events_through_its_mqtt_output(mosquitto, subscrib
     frame = events[0][1]
     assert (frame["stream"], frame["seq"]) == ("door", 0)
     assert frame["faces"][0]["gender"] == "female" and frame["faces"][0]["track"] == 1
-    assert set(frame) == {"stream", "seq", "t_capture", "latency_s", "width", "height",
-                          "faces"}
+    assert set(frame) == {"stream", "seq", "t_capture", "t_media", "latency_s", "width",
+                          "height", "faces"}
     assert sub.on("site/availability")[-1][0] == b"online"
     wait_until(lambda: sink.metric("agegender_mqtt_published_total") == 2, what="2 acks")
 
