@@ -2,13 +2,17 @@
 
 Two halves that never need each other's dependencies:
 
-1. **Cache** (here, on the CPU; needs the teachers' wheels): :func:`build_cache` stores,
-   per UTKFace train/val face, one small WebP *source* (the face's neighbourhood in the
-   padded frame, ``size`` x ``size`` pixels) with its detector box in source pixels, the
-   labels, and teacher outputs on ``k_aug`` seeded augmentations of it (augmentation 0
-   is the clean crop, 1.. are wild versions drawn with :data:`TRAIN_PARAMS` from
-   :func:`aug_seed`). Training regenerates each augmentation from the same source and
-   seed (:func:`augment`), so the teacher has seen exactly the pixels the student sees.
+1. **Cache** (here, on the CPU; the teachers' wheels only with a teacher):
+   :func:`build_cache` stores, per UTKFace train/val face, one small WebP *source* (the
+   face's neighbourhood in the padded frame, ``size`` x ``size`` pixels) with its detector
+   box (and, from BlazeFace, the default, its six keypoints) in source pixels, the labels,
+   and teacher outputs on ``k_aug`` seeded augmentations of it (augmentation 0 is the
+   clean crop, 1.. are wild versions drawn with the cache's recipe, default
+   :data:`TRAIN_PARAMS`, from :func:`aug_seed`). Every crop is cut by the serving crop
+   rule (:func:`cache_rule`: a :class:`common.crops.CropRule` for BlazeFace faces, which
+   :func:`train` writes into ``meta.json`` ``crop_rule``). Training regenerates each
+   augmentation from the same source and seed (:func:`augment`), so the teacher has seen
+   exactly the pixels the student sees.
    The clean augmentation is stored separately as the network input cut from the
    full-resolution image (64x64), so clean training inputs are as sharp as serving ones.
    One ``.npz`` (``allow_pickle=False``): WebP bytes (about half the size of JPEG at these
@@ -28,14 +32,16 @@ Two halves that never need each other's dependencies:
    - faces whose teacher landmarks were implausible get the true labels only.
 
    Cosine learning rate with warm-up, weight averaging over the last ``swa_fraction`` of
-   the epochs (SWA, Izmailov et al., UAI 2018) with BatchNorm statistics re-estimated on
-   clean crops; the better of last/averaged weights on the validation split (clean and
-   wild together) is saved as ``net.keras`` + ``meta.json`` (interval scale calibrated on
-   clean validation faces), with ``history.csv`` and ``summary.json``.
+   the run (SWA, Izmailov et al., UAI 2018) with BatchNorm statistics re-estimated on
+   clean crops or on the training mixture; the best of last/averaged weights on the
+   validation split (clean and wild together) is saved as ``net.keras`` + ``meta.json``
+   (interval scale calibrated on clean and wild validation faces together,
+   :func:`calibrate_interval`), with ``history.csv`` and ``summary.json``.
 
 Commands (see ``python -m training.distill --help``)::
 
     python -m training.distill cache --out ~/.cache/agegender/distill/cache-k4.npz --k-aug 4
+    python -m training.distill cache --out PATH --k-aug 8 --no-teacher --rule chip --p-haze 0.3
     python -m training.distill train --cache PATH --out DIR --epochs 40 --alpha 0.5
 """
 

@@ -4,11 +4,11 @@
 detects faces with the pipeline's default detector (BlazeFace, as the detector service
 runs it) on every frame, cuts each face as the classifier does
 (:func:`common.crops.face_crop`: upright by the eye line by the model's ``crop_rule``
-when the detector gives keypoints, else the box widened to the model's ``crop_aspect``), sorts the faces by their
-box's left edge ``x1`` and compares the predicted genders with the expected order. Prints
-JSON: frames, frames with the expected number of faces, frames whose genders all match
-(and their fraction of the frames with the expected number of faces), per-position
-accuracy and mean age.
+when the detector gives keypoints, else the box widened to the model's ``crop_aspect``),
+sorts the faces by their box's left edge ``x1`` and compares the predicted genders with
+the expected order. Prints JSON: frames, frames with the expected number of faces, frames
+whose genders all match (and their fraction of the frames with the expected number of
+faces), per-position accuracy and mean age.
 """
 
 from __future__ import annotations

@@ -27,7 +27,8 @@ def test_compact_wild_is_served_by_the_rule_it_was_trained_on():
     assert meta["training"]["cache_meta"]["detector"] == "blazeface"
     # and its interval was fitted on clean and wild validation faces, its fusion on tracks
     iv = meta["interval"]
-    assert abs(iv["val_clean"]["coverage"] - 0.8) < 0.03 and abs(iv["val_wild"]["coverage"] - 0.8) < 0.03
+    assert abs(iv["val_clean"]["coverage"] - 0.8) < 0.03
+    assert abs(iv["val_wild"]["coverage"] - 0.8) < 0.03
     fusion = meta["fusion"]
     assert 0.3 <= fusion["rho"] <= 1.0
     assert all(abs(c["coverage"] - 0.8) < 0.03 for c in fusion["coverage_by_n"].values())
