@@ -82,7 +82,15 @@ def train_command(model, dataset, out, name, run_dir, epochs, batch_size, lr, pa
 @click.option("--split", type=click.Choice(["all", "train", "val", "test"]), default="all",
               show_default=True, help="'all' for a held-out folder; 'test' for this "
               "project's test split of the training folder.")
-@click.option("--limit", type=click.IntRange(1, None), default=None)
+@click.option("--limit", type=click.IntRange(1, None), default=None,
+              help="First N images by name (with --wild: an even subset of N).")
+@click.option("--wild", is_flag=True, help="Clean vs wild-proxy report (training.wild): "
+              "each face cut as served from the detector's box, and a degraded version of "
+              "it (small, blurred, JPEG, colour cast, occluded, box error); overall, per "
+              "age band, per race x gender, per face size.")
+@click.option("--detector", type=click.Choice(["blazeface", "ssd"]), default="blazeface",
+              show_default=True, help="With --wild: the boxes (and crop rule) the faces "
+              "are cut by.")
 @click.option("--latency/--no-latency", default=True, show_default=True,
               help="Measure latency per crop at batch 1 and 32.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
@@ -91,15 +99,32 @@ def train_command(model, dataset, out, name, run_dir, epochs, batch_size, lr, pa
 @_device
 @_threads
 @click.option("-v", "--verbose", is_flag=True)
-def evaluate_command(model, dataset, split, limit, latency, as_json, runtime, device,
-                     threads, verbose):
-    """Age MAE, gender accuracy, per age band / gender, interval coverage, latency."""
+def evaluate_command(model, dataset, split, limit, wild, detector, latency, as_json, runtime,
+                     device, threads, verbose):
+    """Age MAE, gender accuracy, per age band / gender, interval coverage, latency
+    (--wild: clean vs wild-proxy, per group)."""
     _logging(verbose)
     from common.models import load_model
     from training.evaluate import evaluate, format_report
 
     try:
         m = load_model(model, threads=threads, device=device, runtime=runtime)
+        if wild:
+            from training import wild as wild_proxy
+
+            kind, _, folder = dataset.partition("=")
+            if kind != "utkface" or not folder:
+                raise ValueError(f"--wild needs utkface=FOLDER, got {dataset!r}")
+            faces = wild_proxy.load_faces(folder, split, limit, detector=detector)
+            report = wild_proxy.evaluate_wild(wild_proxy.student_predictor(m), faces,
+                                              wild_proxy.model_crop_rule(m, detector))
+            report.update({"model": m.name, "dataset": dataset, "split": split,
+                           "detector": detector})
+            click.echo(json.dumps(report, indent=2) if as_json else
+                       f"model {m.name} on {dataset} (split {split}, {detector} boxes): "
+                       f"{report['n']} faces, {report['no_face']} without a detected face\n\n"
+                       + wild_proxy.markdown({m.name: report}))
+            return
         report = evaluate(m, dataset, split=split, limit=limit, with_latency=latency,
                           progress=sys.stderr.isatty())
     except (FileNotFoundError, ValueError) as exc:

@@ -2,13 +2,17 @@
 
 Two halves that never need each other's dependencies:
 
-1. **Cache** (here, on the CPU; needs the teachers' wheels): :func:`build_cache` stores,
-   per UTKFace train/val face, one small WebP *source* (the face's neighbourhood in the
-   padded frame, ``size`` x ``size`` pixels) with its detector box in source pixels, the
-   labels, and teacher outputs on ``k_aug`` seeded augmentations of it (augmentation 0
-   is the clean crop, 1.. are wild versions drawn with :data:`TRAIN_PARAMS` from
-   :func:`aug_seed`). Training regenerates each augmentation from the same source and
-   seed (:func:`augment`), so the teacher has seen exactly the pixels the student sees.
+1. **Cache** (here, on the CPU; the teachers' wheels only with a teacher):
+   :func:`build_cache` stores, per UTKFace train/val face, one small WebP *source* (the
+   face's neighbourhood in the padded frame, ``size`` x ``size`` pixels) with its detector
+   box (and, from BlazeFace, the default, its six keypoints) in source pixels, the labels,
+   and teacher outputs on ``k_aug`` seeded augmentations of it (augmentation 0 is the
+   clean crop, 1.. are wild versions drawn with the cache's recipe, default
+   :data:`TRAIN_PARAMS`, from :func:`aug_seed`). Every crop is cut by the serving crop
+   rule (:func:`cache_rule`: a :class:`common.crops.CropRule` for BlazeFace faces, which
+   :func:`train` writes into ``meta.json`` ``crop_rule``). Training regenerates each
+   augmentation from the same source and seed (:func:`augment`), so the teacher has seen
+   exactly the pixels the student sees.
    The clean augmentation is stored separately as the network input cut from the
    full-resolution image (64x64), so clean training inputs are as sharp as serving ones.
    One ``.npz`` (``allow_pickle=False``): WebP bytes (about half the size of JPEG at these
@@ -28,14 +32,16 @@ Two halves that never need each other's dependencies:
    - faces whose teacher landmarks were implausible get the true labels only.
 
    Cosine learning rate with warm-up, weight averaging over the last ``swa_fraction`` of
-   the epochs (SWA, Izmailov et al., UAI 2018) with BatchNorm statistics re-estimated on
-   clean crops; the better of last/averaged weights on the validation split (clean and
-   wild together) is saved as ``net.keras`` + ``meta.json`` (interval scale calibrated on
-   clean validation faces), with ``history.csv`` and ``summary.json``.
+   the run (SWA, Izmailov et al., UAI 2018) with BatchNorm statistics re-estimated on
+   clean crops or on the training mixture; the best of last/averaged weights on the
+   validation split (clean and wild together) is saved as ``net.keras`` + ``meta.json``
+   (interval scale calibrated on clean and wild validation faces together,
+   :func:`calibrate_interval`), with ``history.csv`` and ``summary.json``.
 
 Commands (see ``python -m training.distill --help``)::
 
     python -m training.distill cache --out ~/.cache/agegender/distill/cache-k4.npz --k-aug 4
+    python -m training.distill cache --out PATH --k-aug 8 --no-teacher --rule chip --p-haze 0.3
     python -m training.distill train --cache PATH --out DIR --epochs 40 --alpha 0.5
 """
 
@@ -54,8 +60,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from training.wild import (CLEAN_PARAMS, WildParams, apply_params, load_faces, pad_frame,
-                           sample_params, ssd_crop_rule)
+from training.defaults import DEFAULT_DATASET
+
+#: The default UTKFace folder (``$AGEGENDER_UTKFACE``, else under ``$AGEGENDER_SHARED``).
+UTKFACE_FOLDER = DEFAULT_DATASET.split("=", 1)[1]
+
+from training.wild import (CLEAN_PARAMS, FRAME_PAD, WildParams, apply_params, blazeface_crop_rule,
+                           load_faces, pad_frame, sample_params, ssd_crop_rule)
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +100,28 @@ def aug_seed(name: str, k: int) -> int:
     return int.from_bytes(d[:8], "big")
 
 
+def cache_rule(meta: dict):
+    """The crop rule a cache's faces are cut by (a :class:`training.wild.CropRule`):
+    BlazeFace boxes and keypoints by the cache's ``meta["rule"]``
+    (:class:`common.crops.CropRule` fields), else SSD boxes widened to ``crop_aspect``."""
+    if meta.get("rule"):
+        from common.crops import CropRule
+
+        return blazeface_crop_rule(CropRule.from_meta({"crop_rule": meta["rule"]}))
+    return ssd_crop_rule(meta.get("crop_aspect", 0.883))
+
+
+def source_points(image_shape, box, points, size: int = SOURCE_SIZE,
+                  margin: float = SOURCE_MARGIN) -> np.ndarray:
+    """Image pixels ``points`` ``(K, 2)`` mapped into the source that :func:`source_of`
+    cuts for ``box`` from an image of ``image_shape`` (``(K, 2)`` float32)."""
+    b = int(round(FRAME_PAD * max(image_shape[:2])))
+    x1, y1, x2, y2 = (float(v) + b for v in box)
+    s = size / (margin * max(x2 - x1, y2 - y1))
+    c = np.array([(x1 + x2) / 2.0, (y1 + y2) / 2.0])
+    return ((np.asarray(points, np.float64) + b - c) * s + size / 2.0).astype(np.float32)
+
+
 def source_of(image: np.ndarray, box, size: int = SOURCE_SIZE,
               margin: float = SOURCE_MARGIN) -> tuple[np.ndarray, np.ndarray]:
     """The cached neighbourhood of a face: a square of ``margin`` x the box's longer side
@@ -97,7 +130,9 @@ def source_of(image: np.ndarray, box, size: int = SOURCE_SIZE,
 
     Beyond the chip, the padded frame repeats its edge pixels; the augmentation pads the
     source the same way, so a jittered box that leaves the source sees what it would have
-    seen in the frame.
+    seen in the frame. (BlazeFace's box on a UTKFace chip is about the chip, so the
+    source holds the whole chip and its replicated edge.) Keypoints:
+    :func:`source_points`.
 
     Returns:
         ``(source (size, size, 3) uint8, box (4,) float32 in source pixels)``.
@@ -120,24 +155,54 @@ def source_of(image: np.ndarray, box, size: int = SOURCE_SIZE,
 
 
 def clean_input(image: np.ndarray, box, crop_aspect: float = 0.883,
-                size: int = CLEAN_SIZE) -> np.ndarray:
+                size: int = CLEAN_SIZE, keypoints=None, rule=None) -> np.ndarray:
     """The clean network input of a full-resolution dataset image: the serving crop rule
     on its box (through :func:`training.wild.apply_params`, so the frame and rounding are
-    the wild path's) and :func:`common.models.resize_crop`."""
+    the wild path's) and :func:`common.models.resize_crop`.
+
+    Args:
+        rule: a :class:`training.wild.CropRule` (default: the box widened to
+            ``crop_aspect``); keypoints: ``(6, 2)`` image pixels for it, or ``None``.
+    """
     from common.models import InputSpec, resize_crop
 
     p = sample_params(np.random.default_rng(0), CLEAN_PARAMS)
-    crop = apply_params(image, tuple(float(v) for v in box), p, ssd_crop_rule(crop_aspect))
+    crop = apply_params(image, tuple(float(v) for v in box), p,
+                        rule or ssd_crop_rule(crop_aspect), keypoints)
     return resize_crop(crop, InputSpec(size, size, 3))
 
 
 def augment(source: np.ndarray, sbox, name: str, k: int, crop_aspect: float = 0.883,
-            params: WildParams = TRAIN_PARAMS) -> np.ndarray:
+            params: WildParams = TRAIN_PARAMS, keypoints=None, rule=None) -> np.ndarray:
     """Augmentation ``k`` of a cached face: ``k == 0`` the clean crop, else a wild version
-    (:func:`training.wild.apply_params` with :func:`aug_seed`); ``(h, w, 3)`` uint8 BGR."""
+    (:func:`training.wild.apply_params` with :func:`aug_seed`); ``(h, w, 3)`` uint8 BGR.
+
+    Args:
+        rule: a :class:`training.wild.CropRule` (:func:`cache_rule`; default: the box
+            widened to ``crop_aspect``); keypoints: ``(6, 2)`` source pixels or ``None``.
+    """
     p = sample_params(np.random.default_rng(aug_seed(name, k)),
                       CLEAN_PARAMS if k == 0 else params)
-    return apply_params(source, tuple(float(v) for v in sbox), p, ssd_crop_rule(crop_aspect))
+    return apply_params(source, tuple(float(v) for v in sbox), p,
+                        rule or ssd_crop_rule(crop_aspect), keypoints)
+
+
+def train_params(meta: dict) -> WildParams:
+    """The wild augmentation recipe a cache was built with (``meta["train_params"]``;
+    fields it lacks keep :class:`training.wild.WildParams`' defaults, e.g. no haze in
+    caches written before it existed)."""
+    fields = {f.name for f in dataclasses.fields(WildParams)}
+    given = {k: tuple(v) if isinstance(v, list) else v
+             for k, v in (meta.get("train_params") or {}).items() if k in fields}
+    return WildParams(**given) if given else TRAIN_PARAMS
+
+
+def _aug(cache: "Cache", i: int, k: int) -> np.ndarray:
+    """Augmentation ``k`` of cached face ``i`` by the cache's own rule and recipe."""
+    return augment(cache.sources[i], cache.boxes[i], cache.names[i], k,
+                   cache.meta.get("crop_aspect", 0.883), train_params(cache.meta),
+                   keypoints=None if cache.keypoints is None else cache.keypoints[i],
+                   rule=cache_rule(cache.meta))
 
 
 # ------------------------------------------------------------------------ cache
@@ -148,11 +213,14 @@ PROBE_FACES = 2
 
 
 def _probe(sources: np.ndarray, boxes: np.ndarray, names: list[str], k_aug: int,
-           crop_aspect: float, clean: np.ndarray | None = None) -> np.ndarray:
+           crop_aspect: float, clean: np.ndarray | None = None, keypoints=None,
+           rule=None, params: WildParams = TRAIN_PARAMS) -> np.ndarray:
     from common.models import InputSpec, resize_crop
 
     return np.array([[clean[i] if k == 0 and clean is not None else
-                      resize_crop(augment(sources[i], boxes[i], names[i], k, crop_aspect),
+                      resize_crop(augment(sources[i], boxes[i], names[i], k, crop_aspect,
+                                          params, keypoints=None if keypoints is None
+                                          else keypoints[i], rule=rule),
                                   InputSpec(64, 64, 3)) for k in range(k_aug)]
                      for i in range(len(names))], np.uint8).reshape(-1, k_aug, 64, 64, 3)
 
@@ -164,7 +232,8 @@ def probe_difference(cache: "Cache") -> dict | None:
         return None
     n, k = cache.probe.shape[:2]
     now = _probe(cache.sources[:n], cache.boxes[:n], cache.names[:n], k,
-                 cache.meta["crop_aspect"], None if cache.clean is None else cache.clean[:n])
+                 cache.meta["crop_aspect"], None if cache.clean is None else cache.clean[:n],
+                 cache.keypoints, cache_rule(cache.meta), train_params(cache.meta))
     d = np.abs(now.astype(np.int16) - cache.probe.astype(np.int16))
     return {"mean": round(float(d.mean()), 3), "max": int(d.max()),
             "per_k_mean": d.reshape(n, k, -1).mean(axis=(0, 2)).round(3).tolist()}
@@ -180,7 +249,10 @@ class Cache:
         teacher_female: ``(N, K)`` float32 teacher probability of female (NaN: none).
         teacher_age: ``(N, K)`` float32 teacher expected age. teacher_age_std: ``(N, K)``.
         teacher_ok: ``(N, K)`` bool (plausible landmarks).
-        meta: dict (version, k_aug, size, margin, crop_aspect, teacher, params).
+        meta: dict (version, k_aug, size, margin, crop_aspect, teacher, params; BlazeFace
+            caches: ``detector`` and ``rule``, the :class:`common.crops.CropRule` fields).
+        keypoints: ``(N, 6, 2)`` float32 BlazeFace keypoints in source pixels, or ``None``
+            (SSD boxes).
     """
 
     sources: np.ndarray
@@ -197,6 +269,7 @@ class Cache:
     meta: dict
     probe: np.ndarray | None = None
     clean: np.ndarray | None = None
+    keypoints: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.names)
@@ -244,17 +317,29 @@ def load_cache(path: str | os.PathLike, workers: int = 1) -> Cache:
                      z["teacher_age_std"].astype(np.float32), z["teacher_ok"], meta,
                      z["probe"] if "probe" in z.files else None,
                      _decode_all(z["clean_images"], z["clean_offsets"], workers)
-                     if "clean_images" in z.files else None)
+                     if "clean_images" in z.files else None,
+                     z["keypoints"].astype(np.float32) if "keypoints" in z.files else None)
 
 
 def build_cache(folder: str, out: str | os.PathLike, k_aug: int = 4,
                 size: int = SOURCE_SIZE, quality: int = 85, limit: int | None = None,
                 val_limit: int | None = None, crop_aspect: float = 0.883,
-                teacher: str | None = "cydral", batch: int = 256) -> dict:
+                teacher: str | None = "cydral", batch: int = 256,
+                detector: str = "blazeface", rule=None,
+                params: WildParams = TRAIN_PARAMS) -> dict:
     """Write the distillation cache of UTKFace's train and val splits.
 
     Args:
-        folder: UTKFace folder (SSD boxes from :func:`training.cache.detect_boxes`).
+        folder: UTKFace folder.
+        detector: ``"blazeface"`` (the serving detector: boxes and keypoints detected on
+            each chip in a black border, :func:`training.wild.blazeface_boxes`; crops by
+            ``rule``) or ``"ssd"`` (boxes from :func:`training.cache.detect_boxes`,
+            widened to ``crop_aspect``).
+        rule: :class:`common.crops.CropRule` of BlazeFace crops (default
+            :data:`common.crops.CHIP_RULE`); written into the cache's meta and, by
+            :func:`train`, into the model's ``meta.json`` ``crop_rule``.
+        params: the wild augmentation recipe (stored in the cache's meta; training
+            regenerates the augmentations with it, :func:`train_params`).
         out: ``.npz`` path (outside the repository: the arrays derive from UTKFace).
         k_aug: augmentations per face with teacher outputs (0 = clean).
         size: source side in pixels; quality: its WebP quality. The clean inputs
@@ -267,7 +352,15 @@ def build_cache(folder: str, out: str | os.PathLike, k_aug: int = 4,
         summary dict (faces, bytes, seconds, teacher agreement with labels).
     """
     t0 = time.monotonic()
-    parts = [(0, load_faces(folder, "train", limit)), (1, load_faces(folder, "val", val_limit))]
+    parts = [(0, load_faces(folder, "train", limit, detector=detector)),
+             (1, load_faces(folder, "val", val_limit, detector=detector))]
+    rule_fields = None
+    if detector == "blazeface":
+        from common.crops import CHIP_RULE
+
+        rule_fields = dataclasses.asdict(rule or CHIP_RULE)
+    crop = cache_rule({"rule": rule_fields, "crop_aspect": crop_aspect})
+    kps_all = []
     tch = None
     if teacher == "cydral":
         from training.teachers import CydralTeacher
@@ -282,7 +375,12 @@ def build_cache(folder: str, out: str | os.PathLike, k_aug: int = 4,
             for j in range(i0, min(i0 + batch, len(faces))):
                 image = cv2.imread(faces.paths[j], cv2.IMREAD_COLOR)
                 src, sbox = source_of(image, faces.boxes[j], size)
-                ok, cbuf = cv2.imencode(".webp", clean_input(image, faces.boxes[j], crop_aspect),
+                kp = None if faces.keypoints is None else faces.keypoints[j]
+                skp = None if kp is None else source_points(image.shape, faces.boxes[j], kp,
+                                                            size)
+                kps_all.append(skp)
+                ok, cbuf = cv2.imencode(".webp", clean_input(image, faces.boxes[j], crop_aspect,
+                                                             keypoints=kp, rule=crop),
                                         [cv2.IMWRITE_WEBP_QUALITY, CLEAN_QUALITY])
                 clean_blobs.append(cbuf.ravel())
                 ok, buf = cv2.imencode(".webp", src, [cv2.IMWRITE_WEBP_QUALITY, quality])
@@ -291,7 +389,8 @@ def build_cache(folder: str, out: str | os.PathLike, k_aug: int = 4,
                 boxes.append(sbox)
                 names.append(faces.names[j])
                 if tch is not None:
-                    crops.extend(augment(src, sbox, faces.names[j], k, crop_aspect)
+                    crops.extend(augment(src, sbox, faces.names[j], k, crop_aspect, params,
+                                         keypoints=skp, rule=crop)
                                  for k in range(k_aug))
             n = min(i0 + batch, len(faces)) - i0
             if tch is not None:
@@ -320,15 +419,19 @@ def build_cache(folder: str, out: str | os.PathLike, k_aug: int = 4,
     offsets[1:] = np.cumsum([len(b) for b in blobs])
     clean_offsets = np.zeros(len(clean_blobs) + 1, np.int64)
     clean_offsets[1:] = np.cumsum([len(b) for b in clean_blobs])
+    keypoints = np.array(kps_all, np.float32) if rule_fields else None
     probe = _probe(_decode_all(np.concatenate(blobs[:PROBE_FACES]), offsets[:PROBE_FACES + 1]),
                    np.array(boxes[:PROBE_FACES]), names[:PROBE_FACES], k_aug, crop_aspect,
                    _decode_all(np.concatenate(clean_blobs[:PROBE_FACES]),
-                               clean_offsets[:PROBE_FACES + 1]))
+                               clean_offsets[:PROBE_FACES + 1]),
+                   None if keypoints is None else keypoints[:PROBE_FACES], crop, params)
     meta = {"version": CACHE_VERSION, "k_aug": k_aug, "size": size, "margin": SOURCE_MARGIN,
             "quality": quality, "codec": "webp", "clean_size": CLEAN_SIZE,
             "clean_quality": CLEAN_QUALITY, "crop_aspect": crop_aspect, "teacher": teacher,
-            "train_params": dataclasses.asdict(TRAIN_PARAMS), "salt": TRAIN_SALT,
-            "dataset": os.path.abspath(folder), "crop_rule": "ssd widen_box"}
+            "train_params": dataclasses.asdict(params), "salt": TRAIN_SALT,
+            "dataset": os.path.abspath(folder), "detector": detector, "rule": rule_fields,
+            "no_face": {"train": parts[0][1].no_face, "val": parts[1][1].no_face},
+            "crop_rule": "blazeface CropRule (rule)" if rule_fields else "ssd widen_box"}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp.npz")
@@ -342,7 +445,8 @@ def build_cache(folder: str, out: str | os.PathLike, k_aug: int = 4,
         teacher_age_std=np.concatenate(ts).astype(np.float16),
         teacher_ok=np.concatenate(tok), probe=probe,
         clean_images=np.concatenate(clean_blobs), clean_offsets=clean_offsets,
-        meta=np.array(json.dumps(meta)))
+        meta=np.array(json.dumps(meta)),
+        **({} if keypoints is None else {"keypoints": keypoints}))
     os.replace(tmp, out)
     tfa, okk = np.concatenate(tf_), np.concatenate(tok)
     g = np.array(gender)[:, None]
@@ -364,8 +468,7 @@ def _embed_chunk(chunk) -> tuple[np.ndarray, np.ndarray]:
 
     cv2.setNumThreads(0)
     c = _POOL_CACHE
-    crops = [augment(c.sources[i], c.boxes[i], c.names[i], k, c.meta["crop_aspect"])
-             for i, k in chunk]
+    crops = [_aug(c, i, k) for i, k in chunk]
     return DlibEmbedder()(crops)
 
 
@@ -450,8 +553,7 @@ def _materialise_one(args) -> np.ndarray:
     c = _POOL_CACHE
     if k == 0 and c.clean is not None and c.clean.shape[1:3] == (h, w):
         return c.clean[i]
-    crop = augment(c.sources[i], c.boxes[i], c.names[i], k, c.meta["crop_aspect"])
-    return resize_crop(crop, InputSpec(h, w, 3))
+    return resize_crop(_aug(c, i, k), InputSpec(h, w, 3))
 
 
 def materialise(cache: Cache, index: np.ndarray, ks: list[int], shape=(64, 64),
@@ -475,17 +577,20 @@ def materialise(cache: Cache, index: np.ndarray, ks: list[int], shape=(64, 64),
     return np.stack(out).reshape(len(index), len(ks), shape[0], shape[1], 3)
 
 
-def eval_inputs(cache: Cache, index: np.ndarray, shape=(64, 64)) -> np.ndarray:
-    """Wild-proxy *evaluation* inputs (``training.wild`` recipe and seeds) of cached
-    faces, cut from their sources: ``(len(index), H, W, 3)`` uint8."""
+def eval_inputs(cache: Cache, index: np.ndarray, shape=(64, 64), view: int = 0) -> np.ndarray:
+    """Wild-proxy *evaluation* inputs (``training.wild`` recipe and seeds, version
+    ``view`` of each face) of cached faces, cut from their sources:
+    ``(len(index), H, W, 3)`` uint8."""
     from common.models import InputSpec, resize_crop
     from training.wild import DEFAULT_PARAMS, image_seed
 
-    rule = ssd_crop_rule(cache.meta["crop_aspect"])
+    rule = cache_rule(cache.meta)
     out = np.empty((len(index), shape[0], shape[1], 3), np.uint8)
     for j, i in enumerate(index):
-        p = sample_params(np.random.default_rng(image_seed(cache.names[i])), DEFAULT_PARAMS)
-        crop = apply_params(cache.sources[i], tuple(float(v) for v in cache.boxes[i]), p, rule)
+        p = sample_params(np.random.default_rng(image_seed(cache.names[i], view)),
+                          DEFAULT_PARAMS)
+        crop = apply_params(cache.sources[i], tuple(float(v) for v in cache.boxes[i]), p, rule,
+                            None if cache.keypoints is None else cache.keypoints[i])
         out[j] = resize_crop(crop, InputSpec(shape[0], shape[1], 3))
     return out
 
@@ -597,6 +702,56 @@ def calibrate_scale(probs: np.ndarray, age: np.ndarray, coverage: float = 0.8) -
     return round(hi_s, 4), round(cov(hi_s), 4)
 
 
+def calibrate_interval(net, x_clean: np.ndarray, x_wild: np.ndarray, age: np.ndarray,
+                       coverage: float = 0.8) -> dict:
+    """``meta.json`` ``interval`` fitted on validation faces, clean and wild-proxy
+    versions together (one of each per face), so that ``coverage`` of the mixture's true
+    ages fall inside; the coverage of each half is reported beside it.
+
+    Args:
+        net: a Keras compact network. x_clean, x_wild: ``(N, H, W, 3)`` inputs of the
+            same ``N`` faces. age: ``(N,)`` years.
+    """
+    from common.models import age_interval
+
+    pc, _ = _predict(net, x_clean)
+    pw, _ = _predict(net, x_wild)
+    probs = np.concatenate([pc, pw]).astype(np.float64)
+    scale, cov = calibrate_scale(probs, np.concatenate([age, age]), coverage)
+
+    def part(p):
+        lo, hi = age_interval(p.astype(np.float64), AGE_BINS, coverage, scale)
+        return {"coverage": round(float(np.mean((age >= lo) & (age <= hi))), 4),
+                "width": round(float(np.mean(hi - lo)), 2)}
+
+    return {"coverage": coverage, "scale": scale, "val_coverage": cov,
+            "val_clean": part(pc), "val_wild": part(pw), "val_faces": int(len(age)),
+            "method": "scaled central interval of the predicted age distribution, scale "
+                      "fit on val: clean and wild-proxy version of each face together"}
+
+
+def hardware() -> str:
+    """Where Keras runs: machine, CPUs and the GPU its backend sees (for ``meta.json``)."""
+    import platform
+
+    import keras
+
+    gpu = "none"
+    try:
+        if keras.backend.backend() == "torch":
+            import torch
+
+            if torch.cuda.is_available():
+                gpu = f"{torch.cuda.get_device_name(0)} (torch {torch.__version__})"
+        elif keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            gpu = ", ".join(d.name for d in tf.config.list_physical_devices("GPU")) or "none"
+    except Exception as exc:  # informative only: never fail a finished run over it
+        gpu = f"unknown ({exc})"
+    return f"{platform.machine()}, {os.cpu_count()} CPUs, GPU: {gpu}"
+
+
 def _write_history(path: Path, history: list[dict]) -> None:
     keys = list(history[0]) if history else []
     with path.open("w") as f:
@@ -623,7 +778,8 @@ def train(cache_path: str, out_dir: str, epochs: int = 40, batch_size: int = 128
             wild ones share the rest equally.
         limit: even subset of the training faces (pilots).
         workers: processes that materialise the augmentations.
-        swa_fraction: average the weights of this last fraction of the epochs.
+        swa_fraction: average the weights of this last fraction of the run (epochs, or wall
+            time under ``max_minutes`` when that ends the run first).
         max_minutes: stop after the epoch that passes this wall time (the cosine
             schedule follows the larger of epoch and time progress).
         checkpoint_every: write ``checkpoint.weights.h5`` every this many epochs
@@ -674,13 +830,17 @@ def train(cache_path: str, out_dir: str, epochs: int = 40, batch_size: int = 128
     rng = np.random.default_rng(seed)
     probs_k = np.array([p_clean] + [(1 - p_clean) / (K - 1)] * (K - 1)) if K > 1 else np.ones(1)
     history, swa, swa_n = [], None, 0
-    swa_start = int(math.floor(epochs * (1 - swa_fraction)))
+
+    def progress(done_epochs: int) -> float:
+        """Fraction of the run done: epochs, or wall time under ``max_minutes``."""
+        p_ = done_epochs / epochs
+        if max_minutes:
+            p_ = max(p_, (time.monotonic() - t_start) / (60 * max_minutes))
+        return p_
     va_age, va_gen = cache.age[va].astype(np.float64), cache.gender[va].astype(np.int64)
     for epoch in range(epochs):
         te = time.monotonic()
-        p = epoch / epochs
-        if max_minutes:
-            p = max(p, (time.monotonic() - t_start) / (60 * max_minutes))
+        p = progress(epoch)
         rate = lr * 0.3 if epoch == 0 and not init else \
             lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(p, 1.0))))
         net.optimizer.learning_rate.assign(rate)
@@ -697,7 +857,8 @@ def train(cache_path: str, out_dir: str, epochs: int = 40, batch_size: int = 128
         row = {"epoch": epoch + 1, "lr": round(rate, 6),
                "loss": round(float(h.history["loss"][-1]), 4),
                "seconds": round(time.monotonic() - te, 1)}
-        if epoch >= swa_start:
+        # weights averaged over the last swa_fraction of the run (epochs or wall time)
+        if progress(epoch + 1) > 1 - swa_fraction + 1e-9:
             wts = net.get_weights()
             swa_n += 1
             swa = [w.astype(np.float64) for w in wts] if swa is None else \
@@ -742,16 +903,17 @@ def train(cache_path: str, out_dir: str, epochs: int = 40, batch_size: int = 128
     fresh = build_compact(spec, width=width)      # uncompiled copy: no optimizer state
     fresh.set_weights(net.get_weights())
     fresh.save(out / "net.keras")
-    probs, _ = _predict(net, x_va_clean)
-    scale, cov = calibrate_scale(np.asarray(probs, np.float64), va_age)
+    interval = calibrate_interval(net, x_va_clean, x_va_wild, va_age)
     meta = json.loads((models_dir() / "compact" / "meta.json").read_text())
     meta.pop("onnx", None)
+    meta.pop("fusion", None)
     meta.update({"name": out.name, "input": {"height": input_size, "width": input_size,
                                              "channels": 3, "color": "bgr"},
-                 "interval": {"coverage": 0.8, "scale": scale, "val_coverage": cov,
-                              "method": "scaled central interval of the predicted age "
-                                        "distribution, scale fit on val"},
-                 "crop_aspect": cache.meta["crop_aspect"]})
+                 "interval": interval, "crop_aspect": cache.meta["crop_aspect"]})
+    if cache.meta.get("rule"):
+        meta["crop_rule"] = dict(cache.meta["rule"])
+    else:
+        meta.pop("crop_rule", None)
     summary = {"cache": str(cache_path), "cache_meta": cache.meta, "train_faces": len(tr),
                "val_faces": len(va), "epochs_run": len(history), "batch_size": batch_size,
                "lr": lr, "alpha": alpha, "temperature": temperature, "beta": beta,
@@ -761,13 +923,33 @@ def train(cache_path: str, out_dir: str, epochs: int = 40, batch_size: int = 128
                "seconds_total": round(time.monotonic() - t_start, 1),
                "seconds_data": round(t_data, 1), "probe_difference": probe,
                "backend": keras.backend.backend(),
-               "keras": keras.__version__}
+               "keras": keras.__version__, "hardware": hardware()}
     meta["training"] = summary
     (out / "meta.json").write_text(json.dumps(meta, indent=2))
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     _write_history(out / "history.csv", history)
     log.info("saved %s (%s): %s", out / "net.keras", chosen, summary["val"])
     return summary
+
+
+def parse_rule(text: str):
+    """A :class:`common.crops.CropRule` from ``chip``, ``ssd-video`` or
+    ``WIDTH,HEIGHT,SHIFT_DOWN`` (box sides).
+
+    Raises:
+        ValueError: anything else, or values out of the rule's range.
+    """
+    from common.crops import CHIP_RULE, SSD_VIDEO_RULE, CropRule
+
+    named = {"chip": CHIP_RULE, "ssd-video": SSD_VIDEO_RULE}
+    if text in named:
+        return named[text]
+    try:
+        w, h, d = (float(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"rule must be chip, ssd-video or W,H,SHIFT_DOWN, got {text!r}") \
+            from None
+    return CropRule(w, h, d)
 
 
 def main(argv=None) -> None:
@@ -777,9 +959,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("cache", help="build the distillation cache (CPU, teachers)")
-    c.add_argument("--dataset", default=os.environ.get(
-        "AGEGENDER_UTKFACE", str(Path(__file__).resolve().parents[2] / "shared" / "datasets"
-                                 / "utkface" / "UTKFace")))
+    c.add_argument("--dataset", default=UTKFACE_FOLDER)
     c.add_argument("--out", required=True)
     c.add_argument("--k-aug", type=int, default=4)
     c.add_argument("--size", type=int, default=SOURCE_SIZE)
@@ -787,6 +967,11 @@ def main(argv=None) -> None:
     c.add_argument("--limit", type=int, default=None)
     c.add_argument("--val-limit", type=int, default=None)
     c.add_argument("--no-teacher", action="store_true")
+    c.add_argument("--detector", default="blazeface", choices=("blazeface", "ssd"))
+    c.add_argument("--p-haze", type=float, default=TRAIN_PARAMS.p_haze,
+                   help="probability of the low-contrast augmentation (training.wild.haze)")
+    c.add_argument("--rule", default="chip", help="BlazeFace crop rule: chip, ssd-video "
+                   "(common.crops) or WIDTH,HEIGHT,SHIFT_DOWN in box sides")
     dl = sub.add_parser("dlib-teacher", help="copy of a cache with dlib's descriptor as the "
                                              "gender teacher on a few augmentations")
     dl.add_argument("--cache", required=True)
@@ -816,7 +1001,11 @@ def main(argv=None) -> None:
     if args.cmd == "cache":
         print(json.dumps(build_cache(args.dataset, args.out, args.k_aug, args.size, args.quality,
                                      args.limit, args.val_limit,
-                                     teacher=None if args.no_teacher else "cydral"), indent=1))
+                                     teacher=None if args.no_teacher else "cydral",
+                                     detector=args.detector, rule=parse_rule(args.rule),
+                                     params=dataclasses.replace(TRAIN_PARAMS,
+                                                                p_haze=args.p_haze)),
+                         indent=1))
     elif args.cmd == "dlib-teacher":
         print(json.dumps(add_dlib_teacher(args.cache, args.out,
                                           tuple(int(k) for k in args.ks.split(",")),

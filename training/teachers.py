@@ -50,6 +50,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from training.defaults import DEFAULT_DATASET
+
+#: The default UTKFace folder (``$AGEGENDER_UTKFACE``, else under ``$AGEGENDER_SHARED``).
+UTKFACE_FOLDER = DEFAULT_DATASET.split("=", 1)[1]
+
 log = logging.getLogger(__name__)
 
 #: Per-channel means (R, G, B) of the Cydral networks (``manifest.json``).
@@ -386,9 +391,7 @@ def main(argv=None) -> None:
     from training.wild import evaluate_wild, load_faces, markdown, ssd_crop_rule
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--dataset", default=os.environ.get(
-        "AGEGENDER_UTKFACE", str(Path(__file__).resolve().parents[2] / "shared" / "datasets"
-                                 / "utkface" / "UTKFace")))
+    parser.add_argument("--dataset", default=UTKFACE_FOLDER)
     parser.add_argument("--limit", type=int, default=None, help="test faces (even subset)")
     parser.add_argument("--fit-limit", type=int, default=4000,
                         help="train faces for the embedding heads (even subset)")

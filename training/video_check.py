@@ -3,12 +3,12 @@
 ``python -m training.video_check --model compact --clip PATH --expect female,male,female``
 detects faces with the pipeline's default detector (BlazeFace, as the detector service
 runs it) on every frame, cuts each face as the classifier does
-(:func:`common.crops.face_crop`: upright by the eye line when the detector gives
-keypoints, else the box widened to the model's ``crop_aspect``), sorts the faces by their
-box's left edge ``x1`` and compares the predicted genders with the expected order. Prints
-JSON: frames, frames with the expected number of faces, frames whose genders all match
-(and their fraction of the frames with the expected number of faces), per-position
-accuracy and mean age.
+(:func:`common.crops.face_crop`: upright by the eye line by the model's ``crop_rule``
+when the detector gives keypoints, else the box widened to the model's ``crop_aspect``),
+sorts the faces by their box's left edge ``x1`` and compares the predicted genders with
+the expected order. Prints JSON: frames, frames with the expected number of faces, frames
+whose genders all match (and their fraction of the frames with the expected number of
+faces), per-position accuracy and mean age.
 """
 
 from __future__ import annotations
@@ -59,8 +59,8 @@ def check_clip(model, clip: str, expect: list[str], detector=None) -> dict:
             if len(dets) != n:
                 continue
             with_n += 1
-            preds = model.predict([face_crop(frame, d.box, d.keypoints, model.crop_aspect)
-                                   for d in dets])
+            preds = model.predict([face_crop(frame, d.box, d.keypoints, model.crop_aspect,
+                                             model.crop_rule) for d in dets])
             genders = [p["gender"] for p in preds]
             all_ok += genders == list(expect)
             for i, (g, e) in enumerate(zip(genders, expect)):

@@ -15,7 +15,8 @@ others' probabilities):
 1. the image is placed in a larger *frame* (:func:`pad_frame`: replicated border of
    :data:`FRAME_PAD` of its longer side), so that a jittered box can reach past the chip;
 2. scene: partial occlusion (:func:`occlude`), colour cast and exposure
-   (:func:`colour_cast`) or grayscale (:func:`grayscale`, e.g. infrared night cameras);
+   (:func:`colour_cast`) or grayscale (:func:`grayscale`, e.g. infrared night cameras),
+   low contrast (:func:`haze`, training only);
 3. optics: motion blur (:func:`motion_blur`) or defocus (:func:`defocus_blur`), sized as
    a fraction of the face box width;
 4. sensor: the whole frame downscaled so the face box is ``face_px`` pixels wide
@@ -23,9 +24,11 @@ others' probabilities):
    video encoder or a photo app would;
 5. detector: the box is jittered in scale, position and aspect (:func:`jitter_box`) and
    rounded to whole pixels of the small frame;
-6. the crop is cut by a pluggable *crop rule* (:data:`CropRule`; today's serving rule is
-   :func:`ssd_crop_rule`, the box widened to the model's ``crop_aspect``), then
-   enlarged back by the downscale factor (bilinear), the "and back up" of a small face.
+6. the crop is cut by a pluggable *crop rule* (:data:`CropRule`; the serving rule for the
+   default detector's faces is :func:`blazeface_crop_rule` with the model's
+   ``crop_rule``, :func:`model_crop_rule`; SSD boxes: :func:`ssd_crop_rule`, the box
+   widened to the model's ``crop_aspect``), then enlarged back by the downscale factor
+   (bilinear), the "and back up" of a small face.
 
 Parameter ranges are the fields of :class:`WildParams` (defaults documented there); they
 follow the issue's list (faces 16-40 px, JPEG quality 20-60, ...) and, where it says
@@ -34,7 +37,9 @@ MAE, gender accuracy, age within one decade band, 80 % interval coverage and wid
 overall, per age band, per UTKFace race x gender group and per face size, for the clean
 and the wild version of each test face, and writes JSON + markdown.
 
-``python -m training.wild --model compact --out /tmp/wild`` runs it.
+``python -m training.wild --model compact --out /tmp/wild`` runs it (BlazeFace boxes and
+keypoints, detected once per chip and cached; ``--detector ssd`` for SSD boxes);
+``agegender evaluate --wild`` prints the same report for one model.
 """
 
 from __future__ import annotations
@@ -51,6 +56,11 @@ from typing import Callable, Protocol
 
 import cv2
 import numpy as np
+
+from training.defaults import DEFAULT_DATASET
+
+#: The default UTKFace folder (``$AGEGENDER_UTKFACE``, else under ``$AGEGENDER_SHARED``).
+UTKFACE_FOLDER = DEFAULT_DATASET.split("=", 1)[1]
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +134,17 @@ def colour_cast(image: np.ndarray, gains: tuple[float, float, float],
         lut = np.clip(255.0 * np.clip(lut_x * gains[c], 0.0, 1.0) ** gamma + 0.5, 0, 255)
         out[:, :, c] = cv2.LUT(image[:, :, c], lut.astype(np.uint8))
     return out
+
+
+def haze(image: np.ndarray, amount: float, level: float) -> np.ndarray:
+    """Low contrast (haze, glare, a cheap or dirty lens, lifted blacks): the image blended
+    towards a flat gray ``level`` (0..255) by ``amount`` (0 unchanged, 1 flat gray).
+
+    Returns:
+        A new ``(H, W, 3)`` uint8 image.
+    """
+    flat = np.full_like(image, int(round(level)))
+    return cv2.addWeighted(image, 1.0 - float(amount), flat, float(amount), 0.0)
 
 
 def grayscale(image: np.ndarray) -> np.ndarray:
@@ -230,21 +251,34 @@ def ssd_crop_rule(aspect: float | None = 0.883) -> CropRule:
     return rule
 
 
-def blazeface_crop_rule() -> CropRule:
-    """The serving rule for BlazeFace detections (issue 10,
-    ``common.crops.cut_crop`` with ``CHIP_RULE``: a rectangle 0.85 x 0.96 of the box's side,
-    shifted down 0.024 sides and turned upright by the eye line of the keypoints).
+def blazeface_crop_rule(rule=None) -> CropRule:
+    """The serving rule for BlazeFace detections: :func:`common.crops.cut_crop` with a
+    :class:`common.crops.CropRule` (a rectangle ``width`` x ``height`` box sides, centred
+    ``shift_down`` sides below the box centre, turned upright by the eye line of the
+    keypoints; pixels beyond the frame repeat its edge).
 
-    Raises:
-        ImportError: ``common.crops`` is missing.
+    Args:
+        rule: a :class:`common.crops.CropRule` (default :data:`common.crops.CHIP_RULE`);
+            a model's own is ``AgeGenderModel.crop_rule`` (its ``meta.json``).
     """
     from common.crops import CHIP_RULE, cut_crop
 
-    def rule(frame, box, keypoints=None):
-        """Cut (and turn upright) by the BlazeFace rule."""
-        return cut_crop(frame, box, keypoints, rule=CHIP_RULE)
+    rule = rule or CHIP_RULE
 
-    return rule
+    def cut(frame, box, keypoints=None):
+        """Cut (and turn upright) by the BlazeFace rule."""
+        return cut_crop(frame, box, keypoints, rule=rule)
+
+    return cut
+
+
+def model_crop_rule(model, detector: str = "blazeface") -> CropRule:
+    """The crop rule a model is served with for ``detector``'s faces: BlazeFace faces by
+    its ``crop_rule`` (:attr:`common.models.AgeGenderModel.crop_rule`), SSD boxes widened
+    to its ``crop_aspect``."""
+    if detector == "blazeface":
+        return blazeface_crop_rule(model.crop_rule)
+    return ssd_crop_rule(model.crop_aspect)
 
 
 # ------------------------------------------------------------------------ parameters
@@ -271,6 +305,10 @@ class WildParams:
         box_scale: detector box size error (log-uniform factor).
         box_shift: centre error, uniform in +-this fraction of the box size (x and y).
         box_aspect: width error, log-uniform factor in ``1/box_aspect .. box_aspect``.
+        p_haze: probability of low contrast (:func:`haze`): blend ``haze_amount`` towards
+            a gray ``haze_level``. Off in the evaluation recipe (``wild-v1`` predates it;
+            its values are drawn after all others, so the recipe's faces are unchanged);
+            training uses it (:data:`training.distill.TRAIN_PARAMS`).
     """
 
     p_occlude: float = 0.2
@@ -289,14 +327,17 @@ class WildParams:
     box_scale: tuple[float, float] = (0.85, 1.2)
     box_shift: float = 0.1
     box_aspect: float = 1.1
+    p_haze: float = 0.0
+    haze_amount: tuple[float, float] = (0.15, 0.5)
+    haze_level: tuple[float, float] = (90.0, 220.0)
 
     def only(self, step: str) -> "WildParams":
         """These ranges with every step off except ``step`` (``occlude``, ``cast``,
         ``gray``, ``blur``, ``small``, ``jpeg``, ``box``: jitter only) at probability 1;
         the box is not jittered unless ``step == "box"``."""
         off = {f: 0.0 for f in ("p_occlude", "p_cast", "p_gray", "p_blur", "p_small",
-                                "p_jpeg")}
-        steps = {"occlude", "cast", "gray", "blur", "small", "jpeg", "box"}
+                                "p_jpeg", "p_haze")}
+        steps = {"occlude", "cast", "gray", "blur", "small", "jpeg", "box", "haze"}
         if step not in steps:
             raise ValueError(f"step must be one of {sorted(steps)}, got {step!r}")
         if step != "box":
@@ -328,7 +369,8 @@ def sample_params(rng: np.random.Generator, p: WildParams = DEFAULT_PARAMS) -> d
         fractions of the box, ``"colour"``), ``cast`` (None or ``{"gains", "gamma"}``),
         ``gray`` (bool), ``blur`` (None or ``{"kind": "motion", "frac", "angle"}`` /
         ``{"kind": "defocus", "frac"}``), ``face_px`` (None or pixels), ``jpeg`` (None
-        or quality), ``box`` (``{"scale", "shift", "aspect"}``).
+        or quality), ``box`` (``{"scale", "shift", "aspect"}``), ``haze`` (None or
+        ``{"amount", "level"}``).
     """
     u = rng.uniform(size=6)
     ow, oh = rng.uniform(*p.occlude_frac, size=2)
@@ -351,6 +393,9 @@ def sample_params(rng: np.random.Generator, p: WildParams = DEFAULT_PARAMS) -> d
     scale = _loguniform(rng, *p.box_scale)
     shift = tuple(float(s) for s in rng.uniform(-p.box_shift, p.box_shift, size=2))
     aspect = _loguniform(rng, 1.0 / p.box_aspect, p.box_aspect)
+    u_haze = rng.random()          # drawn last: recipes without haze keep their values
+    haze_amount = float(rng.uniform(*p.haze_amount))
+    haze_level = float(rng.uniform(*p.haze_level))
     return {
         "occlude": {"rect": (float(ox1), float(oy1), float(ox1 + ow), float(oy1 + oh)),
                     "colour": ocol} if u[0] < p.p_occlude else None,
@@ -361,6 +406,7 @@ def sample_params(rng: np.random.Generator, p: WildParams = DEFAULT_PARAMS) -> d
         "face_px": face_px if u[4] < p.p_small else None,
         "jpeg": quality if u[5] < p.p_jpeg else None,
         "box": {"scale": scale, "shift": shift, "aspect": aspect},
+        "haze": {"amount": haze_amount, "level": haze_level} if u_haze < p.p_haze else None,
     }
 
 
@@ -400,6 +446,8 @@ def apply_params(image: np.ndarray, box: Box, params: dict, crop_rule: CropRule,
         frame = colour_cast(frame, params["cast"]["gains"], params["cast"]["gamma"])
     if params.get("gray"):
         frame = grayscale(frame)
+    if params.get("haze"):
+        frame = haze(frame, params["haze"]["amount"], params["haze"]["level"])
     blur = params.get("blur")
     if blur:
         frame = motion_blur(frame, blur["frac"] * bw, blur["angle"]) \
@@ -686,7 +734,7 @@ def student_predictor(model) -> Predictor:
     """Wrap an :class:`common.models.AgeGenderModel` as a predictor:
     crops -> ``{"age", "gender" (0 male / 1 female), "age_lo", "age_hi", "p_female"}``."""
     def predict(crops):
-        """Run the model as the classifier does (resize, roll alignment, flip TTA)."""
+        """Run the model as the classifier does (resize, flip TTA)."""
         out = model.predict(crops)
         return {"age": np.array([o["age"] for o in out]),
                 "gender": np.array([int(o["gender"] == "female") for o in out]),
@@ -825,17 +873,16 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", action="append", default=None,
                         help="model name or folder (repeatable; default compact)")
-    parser.add_argument("--dataset", default=os.environ.get(
-        "AGEGENDER_UTKFACE", str(Path(__file__).resolve().parents[2] / "shared" / "datasets"
-                                 / "utkface" / "UTKFace")))
+    parser.add_argument("--dataset", default=UTKFACE_FOLDER)
     parser.add_argument("--split", default="test")
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--steps", default="occlude,cast,gray,blur,small,jpeg,box",
                         help="steps to evaluate one at a time (comma list, '' for none)")
-    parser.add_argument("--no-align", action="store_true")
-    parser.add_argument("--detector", default="ssd", choices=("ssd", "blazeface"),
-                        help="boxes and crop rule: ssd (today) or blazeface (issue 10)")
+    parser.add_argument("--detector", default="blazeface", choices=("ssd", "blazeface"),
+                        help="boxes and crop rule: blazeface (the default detector; each "
+                             "model's meta.json crop_rule) or ssd (boxes widened to "
+                             "crop_aspect)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -847,11 +894,9 @@ def main(argv=None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     results = {}
     for name in args.model or ["compact"]:
-        model = load_model(name, threads=args.threads, align=None if args.no_align else "roll")
-        rule = blazeface_crop_rule() if args.detector == "blazeface" \
-            else ssd_crop_rule(model.crop_aspect)
-        results[model.name] = evaluate_wild(student_predictor(model), faces, rule,
-                                            steps=steps)
+        model = load_model(name, threads=args.threads)
+        results[model.name] = evaluate_wild(student_predictor(model), faces,
+                                            model_crop_rule(model, args.detector), steps=steps)
         log.info("%s: clean %s wild %s", model.name, results[model.name]["clean"]["overall"],
                  results[model.name]["wild"]["overall"])
         results[model.name]["detector"] = args.detector

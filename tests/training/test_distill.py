@@ -39,6 +39,31 @@ def test_source_keeps_the_box_in_the_middle_at_the_cached_size(chip):
     assert (sbox[0] + sbox[2]) / 2 == pytest.approx(40, abs=0.5)
 
 
+def test_source_points_land_where_the_source_shows_them(chip):
+    # given a box and points at its corners and centre in image pixels
+    box = (12, 0, 188, 200)
+    pts = np.array([[12, 0], [188, 200], [100, 100]], np.float64)
+    src, sbox = distill.source_of(chip, box)
+    # when they are mapped into the cached source
+    q = distill.source_points(chip.shape, box, pts)
+    # then the corners are the source box's corners and the centre is the source's centre
+    np.testing.assert_allclose(q[0], sbox[:2], atol=1e-3)
+    np.testing.assert_allclose(q[1], sbox[2:], atol=1e-3)
+    np.testing.assert_allclose(q[2], [distill.SOURCE_SIZE / 2] * 2, atol=1e-3)
+
+
+def test_parse_rule_names_and_numbers():
+    from common.crops import CHIP_RULE, SSD_VIDEO_RULE, CropRule
+
+    assert distill.parse_rule("chip") == CHIP_RULE
+    assert distill.parse_rule("ssd-video") == SSD_VIDEO_RULE
+    assert distill.parse_rule("0.96,1.08,-0.023") == CropRule(0.96, 1.08, -0.023)
+    with pytest.raises(ValueError):
+        distill.parse_rule("wide")
+    with pytest.raises(ValueError):
+        distill.parse_rule("9,1,0")
+
+
 def test_augmentation_is_regenerated_identically_from_name_and_k(chip):
     src, sbox = distill.source_of(chip, (12, 0, 188, 200))
     a = distill.augment(src, sbox, "30_1_0_x.jpg", 3)
@@ -76,10 +101,19 @@ def test_cache_round_trip_and_one_epoch_of_training(tmp_path, cache_env, monkeyp
     folder = tmp_path / "faces"
     make_face_folder(folder, n=48)
     out = tmp_path / "cache.npz"
-    summary = distill.build_cache(str(folder), out, k_aug=3, teacher=None)
+    from common.crops import CropRule
+
+    rule = CropRule(0.96, 1.08, -0.023)
+    summary = distill.build_cache(str(folder), out, k_aug=3, teacher=None, rule=rule)
     cache = distill.load_cache(out)
-    # then every face is there with K teacher slots (no teacher: NaN and not usable)
+    # then every face is there with K teacher slots (no teacher: NaN and not usable),
+    # BlazeFace keypoints in source pixels and the crop rule
     assert summary["faces"] == len(cache) == cache.sources.shape[0] > 0
+    assert cache.meta["detector"] == "blazeface"
+    assert CropRule.from_meta({"crop_rule": cache.meta["rule"]}) == rule
+    assert cache.keypoints.shape == (len(cache), 6, 2)
+    eyes = cache.keypoints[:, :2]
+    assert np.all((eyes > 0) & (eyes < distill.SOURCE_SIZE))
     assert cache.sources.shape[1:] == (distill.SOURCE_SIZE, distill.SOURCE_SIZE, 3)
     assert cache.teacher_female.shape == (len(cache), 3) and not cache.teacher_ok.any()
     x = distill.materialise(cache, np.arange(2), [0, 1, 2])
@@ -96,16 +130,32 @@ def test_cache_round_trip_and_one_epoch_of_training(tmp_path, cache_env, monkeyp
 
     res = distill.train(str(out), str(tmp_path / "run"), epochs=2, batch_size=16,
                         alpha=0.0, init=str(models_dir() / "compact" / "net.keras"))
-    # then a loadable model folder with a calibrated interval and a history comes out
+    # then a loadable model folder with a calibrated interval and a history comes out,
+    # served by the cache's crop rule
     meta = json.loads((tmp_path / "run" / "meta.json").read_text())
     assert meta["interval"]["scale"] > 0 and meta["kind"] == "compact"
+    assert {"val_clean", "val_wild"} <= set(meta["interval"])
+    assert CropRule.from_meta(meta) == rule
     assert (tmp_path / "run" / "net.keras").is_file()
     assert res["epochs_run"] == 2 and "val" in res
     from common.models import AgeGenderModel
 
     model = AgeGenderModel(tmp_path / "run", runtime="keras")
+    assert model.crop_rule == rule
     pred = model.predict([cache.sources[0]])
     assert pred[0]["gender"] in ("male", "female")
+
+
+def test_ssd_cache_keeps_the_widened_box_rule(tmp_path, cache_env):
+    # given the same kind of folder cached with SSD boxes
+    folder = tmp_path / "faces"
+    make_face_folder(folder, n=12)
+    out = tmp_path / "cache.npz"
+    distill.build_cache(str(folder), out, k_aug=2, teacher=None, detector="ssd")
+    cache = distill.load_cache(out)
+    # then it has no keypoints and no BlazeFace rule, and regenerates its probe
+    assert cache.keypoints is None and cache.meta["rule"] is None
+    assert distill.probe_difference(cache)["max"] == 0
 
 
 @pytest.mark.skipif(__import__("importlib").util.find_spec("face_recognition_models") is None,
@@ -126,3 +176,16 @@ def test_dlib_teacher_fills_only_the_chosen_augmentations(tmp_path, cache_env):
     assert cache.teacher_ok[train][:, [0, 2]].all() and not cache.teacher_ok[:, 1].any()
     p = cache.teacher_female[train][:, [0, 2]]
     assert np.all((p >= 0) & (p <= 1)) and np.isnan(cache.teacher_female[:, 1]).all()
+
+
+def test_train_params_come_from_the_cache_meta():
+    import dataclasses
+
+    from training.wild import WildParams
+
+    params = dataclasses.replace(distill.TRAIN_PARAMS, p_haze=0.3)
+    meta = json.loads(json.dumps({"train_params": dataclasses.asdict(params)}))
+    assert distill.train_params(meta) == params
+    # a cache written before haze existed keeps no haze
+    old = {k: v for k, v in dataclasses.asdict(distill.TRAIN_PARAMS).items() if "haze" not in k}
+    assert distill.train_params({"train_params": old}).p_haze == WildParams().p_haze == 0

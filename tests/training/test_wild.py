@@ -151,14 +151,14 @@ UTKFACE = SHARED / "datasets" / "utkface" / "UTKFace"
 
 @pytest.mark.skipif(not UTKFACE.is_dir(), reason=f"UTKFace not found at {UTKFACE}")
 def test_shipped_model_is_worse_on_the_wild_proxy_than_on_clean_crops(cache_env):
-    # given 60 test-split faces of UTKFace and the shipped compact model
+    # given 60 test-split faces of UTKFace with SSD boxes and the shipped compact model
     from common.models import load_model
 
-    faces = wild.load_faces(UTKFACE, "test", limit=60)
+    faces = wild.load_faces(UTKFACE, "test", limit=60, detector="ssd")
     model = load_model("compact", threads=1)
     # when both versions of each face are evaluated
     r = wild.evaluate_wild(wild.student_predictor(model), faces,
-                           wild.ssd_crop_rule(model.crop_aspect), steps=("jpeg",))
+                           wild.model_crop_rule(model, "ssd"), steps=("jpeg",))
     # then every group is reported and the wild version costs age accuracy
     assert r["n"] == len(faces) >= 55
     assert r["clean"]["overall"]["n"] == r["wild"]["overall"]["n"] == len(faces)
@@ -167,6 +167,62 @@ def test_shipped_model_is_worse_on_the_wild_proxy_than_on_clean_crops(cache_env)
     assert r["clean"]["overall"]["gender_accuracy"] > 0.8
     assert set(r["only"]) == {"jpeg"}
     assert "| overall | " in wild.markdown({"compact": r})
+
+
+@pytest.mark.skipif(not UTKFACE.is_dir(), reason=f"UTKFace not found at {UTKFACE}")
+def test_evaluate_wild_command_on_a_test_subset(cache_env):
+    # given the CLI and 60 faces of the test split (BlazeFace boxes, the model's crop rule)
+    import json
+
+    from click.testing import CliRunner
+
+    from training.cli import evaluate_command
+
+    # when `agegender evaluate --wild` runs on them
+    res = CliRunner().invoke(evaluate_command, [
+        "--wild", "--split", "test", "--limit", "60", "--threads", "1", "--json",
+        "--dataset", f"utkface={UTKFACE}"])
+    assert res.exit_code == 0, res.output
+    r = json.loads(res.output[res.output.index("{"):])
+    # then it reports clean and wild versions of the same faces, every group, and the
+    # degraded versions cost age accuracy while clean gender stays high
+    assert r["detector"] == "blazeface" and r["n"] == 60 and r["no_face"] == 0
+    c, w = r["clean"], r["wild"]
+    assert c["overall"]["n"] == w["overall"]["n"] == 60
+    assert sum(g["n"] for g in c["per_band"].values()) == 60
+    assert sum(g["n"] for g in w["per_face_size"].values()) == 60
+    assert w["overall"]["age_mae"] > c["overall"]["age_mae"]
+    assert c["overall"]["gender_accuracy"] >= 0.85
+    assert 0 < c["overall"]["interval_coverage"] <= 1
+
+
+def test_evaluate_wild_needs_a_utkface_folder():
+    from click.testing import CliRunner
+
+    from training.cli import evaluate_command
+
+    res = CliRunner().invoke(evaluate_command, ["--wild", "--dataset", "imdb=x.mat"])
+    assert res.exit_code != 0 and "--wild needs utkface=FOLDER" in res.output
+
+
+def test_model_crop_rule_follows_the_model_meta(face):
+    # given a model whose meta.json names a crop rule
+    from common.crops import CropRule
+
+    class Model:
+        crop_rule = CropRule(1.0, 1.0, 0.0)
+        crop_aspect = 0.883
+
+    image, box = face
+    kps = np.array([[70.0, 80.0], [130.0, 80.0], [100, 110], [100, 140], [40, 90], [160, 90]])
+    # when its BlazeFace rule cuts a face
+    crop = wild.model_crop_rule(Model())(image, box, kps)
+    # then the crop is the model's rule's size (1 x 1 box sides)
+    side = max(box[2] - box[0], box[3] - box[1])
+    assert crop.shape[:2] == (side, side)
+    # and its SSD rule widens the box to crop_aspect
+    ssd = wild.model_crop_rule(Model(), "ssd")(image, (50, 0, 150, 200))
+    assert ssd.shape[1] / ssd.shape[0] == pytest.approx(0.883, abs=0.02)
 
 
 def test_blazeface_rule_cuts_an_upright_crop_from_rolled_keypoints(face):
@@ -182,3 +238,17 @@ def test_blazeface_rule_cuts_an_upright_crop_from_rolled_keypoints(face):
     side = max(box[2] - box[0], box[3] - box[1])
     assert crop.shape[0] == pytest.approx(CHIP_RULE.height * side, abs=2)
     assert crop.shape[1] == pytest.approx(CHIP_RULE.width * side, abs=2)
+
+
+def test_haze_lowers_contrast_and_is_off_in_the_evaluation_recipe(face):
+    image, box = face
+    # when the face is blended halfway towards gray 200
+    out = wild.haze(image, 0.5, 200)
+    # then its contrast halves and its values move towards 200
+    assert out.dtype == np.uint8 and out.shape == image.shape
+    assert out.std() == pytest.approx(image.std() / 2, rel=0.05)
+    assert abs(out.mean() - 200) < abs(image.mean() - 200)
+    # and the evaluation recipe never draws it (wild-v1 faces stay as they were)
+    assert all(wild.sample_params(np.random.default_rng(s))["haze"] is None for s in range(50))
+    p = wild.sample_params(np.random.default_rng(0), wild.DEFAULT_PARAMS.only("haze"))
+    assert p["haze"] is not None and p["blur"] is None
