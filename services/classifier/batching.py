@@ -13,6 +13,7 @@ order. A ``faces`` message carries either the raw frame or the crops
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from typing import Any, Callable, Protocol
@@ -175,6 +176,16 @@ def face_crops(msg: wire.Message, aspect: float | None, rule: CropRule = DEFAULT
     return out
 
 
+def fusion_numbers(meta: dict | None) -> dict:
+    """The finite numbers of ``meta["fusion"]`` (``{"rho": 0.99, ...}``), what a
+    ``result`` header's ``fusion`` map carries (:mod:`common.wire`); ``{}`` without one."""
+    fusion = (meta or {}).get("fusion")
+    if not isinstance(fusion, dict):
+        return {}
+    return {str(k): float(v) for k, v in fusion.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+
+
 def process_batch(msgs: list[wire.Message], model: Model, max_batch: int,
                   now_ns: Callable[[], int] = time.time_ns,
                   on_batch: Callable[[int, float], None] | None = None) -> list[tuple[Any, list]]:
@@ -187,7 +198,8 @@ def process_batch(msgs: list[wire.Message], model: Model, max_batch: int,
         now_ns: wall clock (ns) used for ``t_classifier_ns``.
         on_batch: metrics callback, see :func:`classify`.
 
-    The model's ``meta["fusion"]`` (when it has one) goes into every result header.
+    The numbers of the model's ``meta["fusion"]`` (when it has one: ``rho``, ...; its
+    descriptive entries stay in meta.json) go into every result header.
 
     Returns:
         ``[(msg, frames), ...]``: each input message with its encoded ``result`` frames, in
@@ -197,7 +209,7 @@ def process_batch(msgs: list[wire.Message], model: Model, max_batch: int,
     rule = getattr(model, "crop_rule", DEFAULT_RULE)
     crops = [c for m in msgs for c in face_crops(m, aspect, rule)]
     preds = classify(crops, model, max_batch, on_batch) if crops else []
-    fusion = (getattr(model, "meta", None) or {}).get("fusion")
+    fusion = fusion_numbers(getattr(model, "meta", None))
     t = now_ns()
     out = []
     i = 0

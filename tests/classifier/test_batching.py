@@ -44,7 +44,8 @@ def test_process_batch_chunks_crops_and_keeps_frame_order(stand_in_model, crops)
 def test_only_faces_marked_classify_are_classified(stand_in_model, crops):
     # given a frame with 4 faces of which the detector's schedule marks 0 and 2 to classify,
     # and a model whose meta.json has a fusion map
-    stand_in_model.meta = {"fusion": {"rho": 0.5}}
+    stand_in_model.meta = {"fusion": {"rho": 0.5, "method": "simulated tracks",
+                                      "coverage_by_n": {"2": 0.8}}}
     msg = wire.decode(faces_message("s", 0, 4, crops=crops, skip=(1, 3)))
     # when classified
     (_, frames), = process_batch([msg], stand_in_model, max_batch=32)
@@ -56,7 +57,7 @@ def test_only_faces_marked_classify_are_classified(stand_in_model, crops):
     # and the other faces pass with their track and quality and no answer
     assert all("age" not in f and "gender" not in f for f in faces[1::2])
     assert [f["track"] for f in faces] == [1, 2, 3, 4]
-    # and the fusion map travels to the sink
+    # and the fusion map's numbers travel to the sink (its descriptions stay in meta.json)
     assert r.header["fusion"] == {"rho": 0.5}
     # and the queue counts only the faces to classify
     q = PendingFrames(4, 0.05)
