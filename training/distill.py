@@ -464,7 +464,7 @@ def build_cache(folder: str, out: str | os.PathLike, k_aug: int = 4,
 
 
 def _embed_chunk(chunk) -> tuple[np.ndarray, np.ndarray]:
-    from training.teachers import DlibEmbedder
+    from common.models.dlib_descriptor import DlibEmbedder
 
     cv2.setNumThreads(0)
     c = _POOL_CACHE
