@@ -28,7 +28,8 @@
   the share of one core it took over the run).
 * People (``people``, with ``--out``): person events counted per stream and, for clips in
   ``ground_truth.json`` with people left to right, the per-person gender accuracy (each
-  person event's fused gender against the person at its best face's position) and the
+  person event's fused gender against the person at its best face's position), per
+  person the frames in which a face at their place shows the right (fused) gender, and the
   frames whose every face shows the right gender.
 * ``--baseline serial``: the seed's way in one process on the same input: read a frame,
   detect with the seed's SSD, classify each face one at a time; reports fps, per-frame
@@ -136,14 +137,18 @@ def stage_latencies(trace_path: Path) -> tuple[dict, float, int, float]:
     return lat, round(fps, 2), len(rows), round(sum(r["faces"] for r in rows) / len(rows), 3)
 
 
-def prom_values(text: str | None) -> dict[str, float]:
-    """``{sample name: value}`` of Prometheus text, summed over label sets."""
+def prom_values(text: str | None, label: tuple[str, str] | None = None
+                ) -> dict[str, float]:
+    """``{sample name: value}`` of Prometheus text, summed over label sets (only those
+    with ``label`` = ``(name, value)`` when given)."""
     from prometheus_client.parser import text_string_to_metric_families
     out: dict[str, float] = {}
     if not text:
         return out
     for fam in text_string_to_metric_families(text):
         for sample in fam.samples:
+            if label is not None and sample.labels.get(label[0]) != label[1]:
+                continue
             out[sample.name] = out.get(sample.name, 0.0) + sample.value
     return out
 
@@ -179,6 +184,15 @@ def people_report(out: Path, sources: list[str]) -> dict:
                 return min(len(want) - 1, int((box[0] + box[2]) / 2 / width * len(want)))
             right = sum(p["gender"] == want[place(p["best_face"]["box"])] for p in mine)
             entry["person_gender_accuracy"] = round(right / len(mine), 3)
+            # per person (place): frames in which a face there shows the right gender
+            seen, ok = [0] * len(want), [0] * len(want)
+            for e in frames:
+                for f in e["faces"]:
+                    if f.get("gender"):
+                        k = place(f["box"])
+                        seen[k] += 1
+                        ok[k] += f["gender"] == want[k]
+            entry["person_frames_right"] = [f"{o}/{n}" for o, n in zip(ok, seen)]
             full = [e for e in frames if len(e["faces"]) == len(want)]
             entry["frames_all_right"] = f"{sum([f['gender'] for f in sorted(e['faces'], key=lambda f: f['box'][0])] == want for e in full)}/{len(full)}"
         report[stream] = entry
@@ -227,9 +241,13 @@ def run_pipeline(sources: list[str], realtime: bool, model: str, threads: dict,
     fallback = cls.get("agegender_second_opinion_fallbacks_total", 0.0)
     if used + fallback:
         op_s = cls.get("agegender_second_opinion_seconds_sum", 0.0)
+        over = prom_values(getattr(sampler._stack.children.get("classifier"), "last_metrics",
+                                   None), label=("reason", "budget")).get(
+            "agegender_second_opinion_fallbacks_total", 0.0)
         classifier["second_opinion"] = {
-            "faces": int(used + fallback), "fallback": int(fallback),
-            "ms_per_face": round(1e3 * op_s / (used + fallback), 1),
+            "faces": int(used + fallback), "used": int(used),
+            "no_answer": int(fallback - over), "over_budget": int(over),
+            "ms_per_face": round(1e3 * op_s / max(1.0, used + fallback - over), 1),
             "cpu_share_of_one_core": round(op_s / span, 3) if span else None}
     return {"mode": "pipeline (4 processes, ipc://)", "streams": len(sources),
             "detector_backend": opts.detector_backend,

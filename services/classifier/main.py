@@ -11,8 +11,9 @@ Metrics (besides the shared per-stage ones): ``agegender_classifier_batch_size``
 (histogram, seconds per model call), ``agegender_faces_classified_total{model}``; with a
 gender second opinion (``second_opinion``; label ``model``: ``dlib``),
 ``agegender_second_opinions_total{model}`` (faces it was merged into),
-``agegender_second_opinion_fallbacks_total{model}`` (faces it had no answer for, e.g.
-implausible landmarks: the model's answer alone) and
+``agegender_second_opinion_fallbacks_total{model, reason}`` (faces that kept the
+model's answer alone: ``no_answer``, e.g. implausible landmarks, or ``budget``, its CPU
+budget ``second_opinion_cpu_share`` spent) and
 ``agegender_second_opinion_seconds{model}`` (histogram, seconds per call on a batch's
 faces). Frames still queued when the service
 stops are counted as dropped (``shutdown``).
@@ -32,7 +33,8 @@ from common.eos import forward_eos
 from common.metrics import LATENCY_BUCKETS, inference_seconds
 from common.service import ServiceRuntime
 from common.states import ServiceState
-from services.classifier.batching import PendingFrames, process_batch, to_classify
+from services.classifier.batching import (OpinionBudget, PendingFrames, process_batch,
+                                         to_classify)
 from services.classifier.config import ClassifierConfig
 
 log = logging.getLogger("classifier")
@@ -71,21 +73,28 @@ class OpinionMetrics:
                             "Faces whose gender the second opinion was merged into.",
                             ["model"], registry=registry)
         self.fallback = Counter("agegender_second_opinion_fallbacks_total",
-                                "Faces the second opinion had no answer for (implausible "
-                                "landmarks, tiny crop): the model's answer alone.",
-                                ["model"], registry=registry)
+                                "Faces that kept the model's answer alone, by reason: "
+                                "no_answer (implausible landmarks, tiny crop), budget "
+                                "(the opinion's CPU budget was spent).",
+                                ["model", "reason"], registry=registry)
         self.seconds = Histogram("agegender_second_opinion_seconds",
                                  "Second-opinion time per call on one batch's faces "
                                  "(seconds).", ["model"], buckets=LATENCY_BUCKETS,
                                  registry=registry)
         self.used.labels(opinion)
-        self.fallback.labels(opinion)
+        for reason in self.REASONS:
+            self.fallback.labels(opinion, reason)
         self.seconds.labels(opinion)
 
-    def on_opinion(self, used: int, fallback: int, seconds: float) -> None:
-        """Record one call: ``used`` faces answered, ``fallback`` not, in ``seconds``."""
+    #: Why a face kept the model's answer alone.
+    REASONS = ("no_answer", "budget")
+
+    def on_opinion(self, used: int, no_answer: int, over_budget: int, seconds: float) -> None:
+        """Record one call: faces ``used``, without an answer, over the budget; its
+        wall time in ``seconds``."""
         self.used.labels(self.model).inc(used)
-        self.fallback.labels(self.model).inc(fallback)
+        self.fallback.labels(self.model, "no_answer").inc(no_answer)
+        self.fallback.labels(self.model, "budget").inc(over_budget)
         self.seconds.labels(self.model).observe(seconds)
 
 
@@ -158,6 +167,8 @@ def main(cfg: ClassifierConfig, *, stop: threading.Event | None = None,
         cm = ClassifierMetrics(rt.metrics.registry, model.name)
         om = OpinionMetrics(rt.metrics.registry, opinion.name) if opinion is not None \
             else None
+        budget = OpinionBudget(cfg.second_opinion_cpu_share) \
+            if opinion is not None and cfg.second_opinion_cpu_share < 64 else None
         rx = rt.receiver(cfg.input, kinds=("faces", "eos"))
         tx = rt.sender(cfg.output)
         pending = PendingFrames(cfg.max_batch, cfg.max_wait_ms / 1000.0)
@@ -180,7 +191,8 @@ def main(cfg: ClassifierConfig, *, stop: threading.Event | None = None,
                 return
             for msg, frames in process_batch(msgs, model, cfg.max_batch,
                                              on_batch=cm.on_batch, opinion=opinion,
-                                             on_opinion=om and om.on_opinion):
+                                             on_opinion=om and om.on_opinion,
+                                             budget=budget):
                 send(msg, frames)
 
         while not rt.stop.is_set():

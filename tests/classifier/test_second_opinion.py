@@ -181,8 +181,51 @@ def test_face_with_implausible_landmarks_falls_back_to_the_model_and_is_counted(
     # and the fallback is counted beside the use
     value = reg.get_sample_value
     assert value("agegender_second_opinions_total", {"model": "dlib"}) == 1
-    assert value("agegender_second_opinion_fallbacks_total", {"model": "dlib"}) == 1
+    assert value("agegender_second_opinion_fallbacks_total",
+                 {"model": "dlib", "reason": "no_answer"}) == 1
+    assert value("agegender_second_opinion_fallbacks_total",
+                 {"model": "dlib", "reason": "budget"}) == 0
     assert value("agegender_second_opinion_seconds_count", {"model": "dlib"}) == 1
+
+
+@needs_dlib
+def test_faces_over_the_cpu_budget_keep_the_models_answer_and_are_counted(
+        astronaut, opinion, compact):
+    # given two frames with the astronaut's face to classify and a budget of a thousandth
+    # of a core that refills far slower than one opinion costs
+    from services.classifier.batching import OpinionBudget
+
+    msgs = [faces_msg(astronaut, [tracked([180, 40, 300, 190], track=t)]) for t in (1, 2)]
+    budget = OpinionBudget(0.001, burst_s=0.001)
+    reg = CollectorRegistry()
+    metrics = OpinionMetrics(reg, opinion.name)
+    # when both are classified in one batch with the opinion
+    out = [wire.decode(f).header["faces"][0] for _, f in process_batch(
+        msgs, compact, 8, opinion=opinion, on_opinion=metrics.on_opinion, budget=budget)]
+    alone = [wire.decode(f).header["faces"][0] for _, f in process_batch(msgs, compact, 8)]
+    # then the first face got the opinion, the second the model's answer alone
+    assert out[0]["gender_confidence"] != alone[0]["gender_confidence"]
+    assert out[1]["gender_confidence"] == alone[1]["gender_confidence"]
+    value = reg.get_sample_value
+    assert value("agegender_second_opinions_total", {"model": "dlib"}) == 1
+    assert value("agegender_second_opinion_fallbacks_total",
+                 {"model": "dlib", "reason": "budget"}) == 1
+
+
+def test_budget_refills_at_its_share_of_wall_time_up_to_its_depth():
+    from services.classifier.batching import OpinionBudget
+
+    now = [0.0]
+    budget = OpinionBudget(0.5, burst_s=1.0, clock=lambda: now[0])
+    assert budget.allow()
+    budget.spend(1.2)                     # one expensive opinion: 0.2 s in debt
+    assert not budget.allow()
+    now[0] = 0.3                          # 0.15 s refilled: still in debt
+    assert not budget.allow()
+    now[0] = 0.5                          # 0.25 s refilled: 0.05 s to spend
+    assert budget.allow() and budget.balance == pytest.approx(0.05)
+    now[0] = 100.0                        # never more than the bucket's depth
+    assert budget.allow() and budget.balance == pytest.approx(1.0)
 
 
 @needs_dlib
@@ -195,6 +238,9 @@ def test_config_env_and_cli_select_the_second_opinion(monkeypatch, tmp_path):
     # the setting: default, keyword, environment, and a bad value refused
     assert ClassifierConfig().second_opinion in ("none", "dlib")
     assert ClassifierConfig(second_opinion="dlib").second_opinion == "dlib"
+    assert ClassifierConfig(second_opinion_cpu_share=2).second_opinion_cpu_share == 2
+    with pytest.raises(Exception, match="second_opinion_cpu_share"):
+        ClassifierConfig(second_opinion_cpu_share=0)
     monkeypatch.setenv("AGEGENDER_CLASSIFIER_SECOND_OPINION", "none")
     assert ClassifierConfig().second_opinion == "none"
     monkeypatch.setenv("AGEGENDER_CLASSIFIER_SECOND_OPINION", "cydral")
