@@ -172,7 +172,7 @@ class Predictor:
 @click.option("--max-pixels", type=click.IntRange(1, 2 ** 31), default=None,
               help="Largest image decoded (width x height); larger ones are reported and "
               f"skipped [default: $OPENCV_IO_MAX_IMAGE_PIXELS if set, else {MAX_PIXELS}].")
-@click.option("--second-opinion", type=click.Choice(["none", "dlib"]), default="none",
+@click.option("--second-opinion", type=click.Choice(["none", "dlib"]), default="dlib",
               show_default=True, help="Gender second opinion: 'dlib' merges dlib's face "
               "descriptor + the models/dlib-gender head with the model (mean of logits).")
 def command(paths, model, models_dir, detector_backend, confidence, threads, batch, pad,

@@ -198,23 +198,30 @@ class Opinion(Protocol):
         """BGR crops -> ``(log-odds of female (N,), NaN: no opinion; plausible (N,))``."""
 
 
+#: Depth of the second opinion's CPU budget (CPU seconds): 1-2 faces of dlib back to back
+#: (60-80 ms each here), the most one batch's results wait for it.
+BURST_S = 0.1
+
+
 class OpinionBudget:
     """A CPU budget for the second opinion: at most ``share`` of one core on average.
 
     A token bucket in CPU seconds: it refills at ``share`` seconds per second of wall time
-    up to ``burst_s`` (so a few new tracks at once all get the opinion); a face is given
-    to the opinion while the balance is positive, and the opinion's CPU time
-    (:func:`time.process_time`) is taken from it afterwards.
+    up to ``burst_s`` (so a few new tracks at once get the opinion at once, and one batch
+    waits at most about ``burst_s`` for it); a face is given to the opinion while the
+    balance is positive, and the opinion's CPU time (:func:`time.process_time`) is taken
+    from it afterwards.
 
     Args:
-        share: largest average share of one core (0 < share; >= 64: no limit).
-        burst_s: bucket size (CPU seconds).
+        share: largest average share of one core (0 < share).
+        burst_s: bucket size (CPU seconds; default :data:`BURST_S`).
         clock: monotonic wall clock (seconds); injectable for tests.
     """
 
-    def __init__(self, share: float, burst_s: float = 1.0,
+    def __init__(self, share: float, burst_s: float | None = None,
                  clock: Callable[[], float] = time.monotonic):
-        self.share, self.burst_s, self.clock = float(share), float(burst_s), clock
+        self.share, self.clock = float(share), clock
+        self.burst_s = BURST_S if burst_s is None else float(burst_s)
         self.balance = self.burst_s
         self._last = clock()
 

@@ -31,6 +31,7 @@ from prometheus_client import Counter, Histogram
 from common import wire
 from common.eos import forward_eos
 from common.metrics import LATENCY_BUCKETS, inference_seconds
+from common.models.dlib_descriptor import DlibUnavailable
 from common.service import ServiceRuntime
 from common.states import ServiceState
 from services.classifier.batching import (OpinionBudget, PendingFrames, process_batch,
@@ -155,8 +156,11 @@ def main(cfg: ClassifierConfig, *, stop: threading.Event | None = None,
             try:
                 loaded = _load_model(cfg, rt.stop)
             except Exception as exc:  # noqa: BLE001 (any loading failure is a refusal)
+                hint = " (or set second_opinion none)" \
+                    if isinstance(exc, (DlibUnavailable, FileNotFoundError)) \
+                    and cfg.second_opinion != "none" else ""
                 return rt.refuse(f"cannot load model {cfg.model!r} (second opinion "
-                                 f"{cfg.second_opinion!r}): {type(exc).__name__}: {exc}")
+                                 f"{cfg.second_opinion!r}): {type(exc).__name__}: {exc}{hint}")
             if loaded is None:
                 log.info("stopped while loading the model")
                 return 0

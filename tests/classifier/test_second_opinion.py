@@ -236,7 +236,9 @@ def test_tiny_crop_gets_no_opinion_and_no_error(opinion):
 
 def test_config_env_and_cli_select_the_second_opinion(monkeypatch, tmp_path):
     # the setting: default, keyword, environment, and a bad value refused
-    assert ClassifierConfig().second_opinion in ("none", "dlib")
+    # (the default: dlib, within a quarter of a core)
+    assert ClassifierConfig().second_opinion == "dlib"
+    assert ClassifierConfig().second_opinion_cpu_share == 0.25
     assert ClassifierConfig(second_opinion="dlib").second_opinion == "dlib"
     assert ClassifierConfig(second_opinion_cpu_share=2).second_opinion_cpu_share == 2
     with pytest.raises(Exception, match="second_opinion_cpu_share"):
@@ -282,6 +284,7 @@ def test_classifier_process_refuses_when_the_head_is_missing(tmp_path):
                            "--input", f"bind:ipc://{tmp_path}/f",
                            "--output", f"connect:ipc://{tmp_path}/r"],
                           capture_output=True, text=True, timeout=300, env=env)
-    # then it refuses with exit code 2 and one line naming the missing file
+    # then it refuses with exit code 2, naming the missing file and the way out
     assert proc.returncode == 2, proc.stderr[-2000:]
-    assert "head.json" in proc.stderr and "Traceback" not in proc.stderr
+    assert "head.json" in proc.stderr and "second_opinion none" in proc.stderr
+    assert "Traceback" not in proc.stderr
