@@ -15,8 +15,8 @@ gender second opinion (``second_opinion``; label ``model``: ``dlib``),
 model's answer alone: ``no_answer``, e.g. implausible landmarks, or ``budget``, its CPU
 budget ``second_opinion_cpu_share`` spent) and
 ``agegender_second_opinion_seconds{model}`` (histogram, seconds per call on a batch's
-faces). Frames still queued when the service
-stops are counted as dropped (``shutdown``).
+faces). Frames still queued when the service stops are counted as dropped
+(``shutdown``).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from prometheus_client import Counter, Histogram
 from common import wire
 from common.eos import forward_eos
 from common.metrics import LATENCY_BUCKETS, inference_seconds
-from common.models.dlib_descriptor import DlibUnavailable
+from common.models.dlib_descriptor import HEAD_FOLDER, DlibUnavailable
 from common.service import ServiceRuntime
 from common.states import ServiceState
 from services.classifier.batching import (OpinionBudget, PendingFrames, process_batch,
@@ -156,9 +156,8 @@ def main(cfg: ClassifierConfig, *, stop: threading.Event | None = None,
             try:
                 loaded = _load_model(cfg, rt.stop)
             except Exception as exc:  # noqa: BLE001 (any loading failure is a refusal)
-                hint = " (or set second_opinion none)" \
-                    if isinstance(exc, (DlibUnavailable, FileNotFoundError)) \
-                    and cfg.second_opinion != "none" else ""
+                opinion_failed = isinstance(exc, DlibUnavailable) or HEAD_FOLDER in str(exc)
+                hint = " (or set second_opinion none)" if opinion_failed else ""
                 return rt.refuse(f"cannot load model {cfg.model!r} (second opinion "
                                  f"{cfg.second_opinion!r}): {type(exc).__name__}: {exc}{hint}")
             if loaded is None:
