@@ -75,6 +75,21 @@ def inject(stack, service: str, how: str, recover_frames: int, timeout_s: float)
             "restarts_total": {s: c.total_restarts for s, c in stack.children.items()}}
 
 
+def repeated_stream_seq(events: Path) -> tuple[int, int]:
+    """``(lines, repeated)`` of an events.jsonl: how many lines, and how many of them
+    repeat a ``(stream, seq)`` seen before (0 when restarts never replay a frame);
+    ``(0, 0)`` when the file does not exist."""
+    seen, repeated, n = set(), 0, 0
+    if events.is_file():
+        for raw in events.read_text().splitlines():
+            e = json.loads(raw)
+            key = (e["stream"], e["seq"])
+            repeated += key in seen
+            seen.add(key)
+            n += 1
+    return n, repeated
+
+
 def _r(x):
     return None if x is None else round(x, 2)
 
@@ -123,16 +138,9 @@ def main(argv: list[str] | None = None) -> int:
         stop.set()
         t.join(60)
     code, summary = holder.get("result", (None, {}))
-    seen, repeated = set(), 0
-    events = out / "events.jsonl"
-    if events.is_file():
-        for raw in events.read_text().splitlines():
-            e = json.loads(raw)
-            key = (e["stream"], e["seq"])
-            repeated += key in seen
-            seen.add(key)
+    n_lines, repeated = repeated_stream_seq(out / "events.jsonl")
     result = {"faults": lines, "exit_code": code, "frames": summary.get("frames"),
-              "events_lines": len(seen) + repeated, "repeated_stream_seq": repeated,
+              "events_lines": n_lines, "repeated_stream_seq": repeated,
               "per_stream": summary.get("per_stream"), "sink_breaks":
               len(summary.get("sink_breaks") or []), "stalls": [
                   {"service": s["service"], "reason": s["reason"]}

@@ -20,6 +20,14 @@
   BlazeFace) and the SSD (the seed's) on the same frames of the first source, one
   thread, frames interleaved; median wall and CPU ms per frame and the ratio to the SSD;
   and, in the pipeline block, the detector process's CPU ms per frame.
+* Classifier work (``classifier``): crops classified and model calls, in all and per
+  second of the run (the classifier's final metrics), and faces detected: the saving of
+  the detector's classification schedule; ``--classify-every 1`` gives the behaviour
+  before tracking (every face of every frame classified).
+* People (``people``, with ``--out``): person events counted per stream and, for clips in
+  ``ground_truth.json`` with people left to right, the per-person gender accuracy (each
+  person event's fused gender against the person at its best face's position) and the
+  frames whose every face shows the right gender.
 * ``--baseline serial``: the seed's way in one process on the same input: read a frame,
   detect with the seed's SSD, classify each face one at a time; reports fps, per-frame
   latency percentiles, CPU seconds and peak RSS; then the ratio pipeline fps / serial fps.
@@ -126,9 +134,59 @@ def stage_latencies(trace_path: Path) -> tuple[dict, float, int, float]:
     return lat, round(fps, 2), len(rows), round(sum(r["faces"] for r in rows) / len(rows), 3)
 
 
+def prom_values(text: str | None) -> dict[str, float]:
+    """``{sample name: value}`` of Prometheus text, summed over label sets."""
+    from prometheus_client.parser import text_string_to_metric_families
+    out: dict[str, float] = {}
+    if not text:
+        return out
+    for fam in text_string_to_metric_families(text):
+        for sample in fam.samples:
+            out[sample.name] = out.get(sample.name, 0.0) + sample.value
+    return out
+
+
+def people_report(out: Path, sources: list[str]) -> dict:
+    """Person events per stream and, against ``ground_truth.json`` next to a source
+    (``people_left_to_right``), per-person and per-frame gender accuracy.
+
+    A person event's place is its best face's box centre: the k-th of n equal vertical
+    strips of the frame is the k-th person from the left (the shared clips' people stand
+    side by side)."""
+    people = [json.loads(x) for x in (out / "people.jsonl").read_text().splitlines()
+              if x.strip()] if (out / "people.jsonl").is_file() else []
+    events = [json.loads(x) for x in (out / "events.jsonl").read_text().splitlines()
+              if x.strip()] if (out / "events.jsonl").is_file() else []
+    report = {}
+    for spec in sources:
+        name, _, path = spec.rpartition("=")
+        stream = name or Path(path).stem
+        mine = [p for p in people if p["stream"] == stream]
+        entry = {"people": len(mine),
+                 "genders": [p["gender"] for p in sorted(
+                     mine, key=lambda p: p["best_face"]["box"][0])][:12]}
+        truth_file = Path(path).parent / "ground_truth.json"
+        truth = json.loads(truth_file.read_text()).get(Path(path).name, {}) \
+            if truth_file.is_file() else {}
+        want = [p["gender"] for p in truth.get("people_left_to_right") or []]
+        frames = [e for e in events if e["stream"] == stream]
+        if want and frames and mine:
+            width = frames[0]["width"]
+
+            def place(box):
+                return min(len(want) - 1, int((box[0] + box[2]) / 2 / width * len(want)))
+            right = sum(p["gender"] == want[place(p["best_face"]["box"])] for p in mine)
+            entry["person_gender_accuracy"] = round(right / len(mine), 3)
+            full = [e for e in frames if len(e["faces"]) == len(want)]
+            entry["frames_all_right"] = f"{sum([f['gender'] for f in sorted(e['faces'], key=lambda f: f['box'][0])] == want for e in full)}/{len(full)}"
+        report[stream] = entry
+    return report
+
+
 def run_pipeline(sources: list[str], realtime: bool, model: str, threads: dict,
                  out: Path | None, max_batch: int | None, hwm: int = 1,
-                 detector_backend: str | None = None) -> dict:
+                 detector_backend: str | None = None, classify_every: int | None = None
+                 ) -> dict:
     """Run the stack once on ``sources`` (``[NAME=]FILE``); the pipeline half of the
     report."""
     from services.orchestrator.options import StackOptions
@@ -136,6 +194,8 @@ def run_pipeline(sources: list[str], realtime: bool, model: str, threads: dict,
     tmp = Path(tempfile.mkdtemp(prefix="agegender-bench-"))
     trace = tmp / "trace.jsonl"
     extra = {"classifier": [f"--max-batch={max_batch}"]} if max_batch else {}
+    if classify_every is not None:
+        extra["detector"] = [f"--classify-every={classify_every}"]
     backend = {"detector_backend": detector_backend} if detector_backend else {}
     opts = StackOptions(sources=list(sources), out_dir=out, realtime=realtime, model=model,
                         threads=threads, http_base_port=0, trace_path=trace,
@@ -147,6 +207,19 @@ def run_pipeline(sources: list[str], realtime: bool, model: str, threads: dict,
     procs = sampler.stop()
     lat, fps, frames, fpf = stage_latencies(trace) if trace.exists() else ({}, 0.0, 0, 0.0)
     det_cpu = procs.get("detector", {}).get("cpu_s")
+    # the classifier's final metrics (its metrics file, read by the stack at the end)
+    cls = prom_values(getattr(sampler._stack.children.get("classifier"), "last_metrics",
+                              None) if sampler._stack else None)
+    span = frames / fps if fps else 0.0
+    crops = cls.get("agegender_faces_classified_total", 0.0)
+    calls = cls.get("agegender_classifier_batch_size_count", 0.0)
+    classifier = {"classify_every": classify_every if classify_every is not None
+                  else "default (about 1 s)",
+                  "faces": round(fpf * frames), "crops_classified": int(crops),
+                  "model_calls": int(calls),
+                  "crops_per_s": round(crops / span, 2) if span else None,
+                  "model_calls_per_s": round(calls / span, 2) if span else None,
+                  "faces_per_crop": round(fpf * frames / crops, 2) if crops else None}
     return {"mode": "pipeline (4 processes, ipc://)", "streams": len(sources),
             "detector_backend": opts.detector_backend,
             "realtime": realtime, "exit_code": code, "frames": frames, "faces_per_frame": fpf,
@@ -156,7 +229,9 @@ def run_pipeline(sources: list[str], realtime: bool, model: str, threads: dict,
             "cpu_s_total": round(sum(p["cpu_s"] for p in procs.values()), 2),
             "detector_cpu_ms_per_frame": round(1e3 * det_cpu / frames, 2)
             if det_cpu and frames else None,
-            "threads": threads, "hwm": hwm, "wall_s_incl_startup": round(wall, 1)}
+            "threads": threads, "hwm": hwm, "wall_s_incl_startup": round(wall, 1),
+            "classifier": classifier,
+            **({"people": people_report(out, sources)} if out is not None else {})}
 
 
 def run_serial(source: str, model: str, threads: int, max_frames: int = 0) -> dict:
@@ -264,9 +339,13 @@ def stream_sources(sources: list[str], streams: int | None) -> list[str]:
 @click.option("--hwm", type=click.IntRange(1, 1000), default=1, show_default=True,
               help="ZeroMQ high-water mark of the data sockets.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Also write annotated.mp4/events.jsonl (costs sink CPU).")
+              help="Also write annotated.mp4/events.jsonl/people.jsonl (costs sink CPU) "
+              "and report people and their gender accuracy.")
+@click.option("--classify-every", type=click.IntRange(0, 100_000), default=None,
+              help="The detector's classify_every (1: every face of every frame, the "
+              "behaviour before tracking) [default: the detector's, about 1 s].")
 def main(sources, streams, detector_backend, detector_cost, baseline, realtime, model,
-         threads, serial_threads, max_batch, hwm, out):
+         threads, serial_threads, max_batch, hwm, out, classify_every):
     """Benchmark the pipeline (and optionally the serial baseline); print JSON."""
     from common.detectors import BACKENDS, DEFAULT_BACKEND
     from services.orchestrator.options import parse_threads
@@ -277,7 +356,7 @@ def main(sources, streams, detector_backend, detector_cost, baseline, realtime, 
     report = {"sources": sources, "cpu_cores": os.cpu_count(),
               "load_avg_1m_at_start": round(os.getloadavg()[0], 2),
               "pipeline": run_pipeline(sources, realtime, model, parse_threads(threads), out,
-                                       max_batch, hwm, detector_backend)}
+                                       max_batch, hwm, detector_backend, classify_every)}
     if detector_cost:
         report["detector"] = _detector_cost(first, detector_backend or DEFAULT_BACKEND)
     if baseline == "serial":

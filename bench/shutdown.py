@@ -37,10 +37,14 @@ DEFAULT_CLIP = Path(__file__).resolve().parents[1].parent / "shared" / "videos" 
 class Feeder:
     """Pushes valid messages into a service's input at about 30 per second."""
 
-    def __init__(self, ctx: zmq.Context, port: int, make):
-        self.sock = ctx.socket(zmq.PUSH)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.connect(f"tcp://127.0.0.1:{port}")
+    def __init__(self, ctx: zmq.Context, port: int, make, affinity: bool = False):
+        if affinity:  # the detector takes frames by stream affinity, as capture sends them
+            from tests.frames import FrameSource
+            self.sock = FrameSource(ctx, f"connect:tcp://127.0.0.1:{port}")
+        else:
+            self.sock = ctx.socket(zmq.PUSH)
+            self.sock.setsockopt(zmq.LINGER, 0)
+            self.sock.connect(f"tcp://127.0.0.1:{port}")
         self.make = make
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -77,7 +81,7 @@ def time_exit(name: str, args: list[str], feed, workdir: Path) -> float:
         svc.start()
         svc.wait_ready(300)
         if feed is not None:
-            feeder = Feeder(ctx, in_port, feed)
+            feeder = Feeder(ctx, in_port, feed, affinity=name == "detector")
             svc.wait_metric("agegender_messages_received_total", 1, stage=name)
         return svc.terminate(timeout_s=30)
     finally:

@@ -14,7 +14,11 @@ max and the linear RSS trend (MiB per hour) per service, total drops, restarts, 
 percentiles over the whole run, frames, mean fps.
 
 ``--rtsp`` serves the clip over a real RTSP server on 127.0.0.1 and captures it as a live
-camera (the lossy path: drops instead of backpressure). Numbers only; nothing passes or
+camera (the lossy path: drops instead of backpressure). ``--faults`` injects, spread evenly
+over the run after the warmup, one kill -9 and one SIGSTOP of every service
+(:func:`bench.faults.inject`: time until the watchdog acted, until frames flowed again,
+frames lost), writes events.jsonl to a temporary ``--out`` and counts repeated
+``(stream, seq)`` pairs at the end. Numbers only; nothing passes or
 fails here (see docs/failure-modes.md for what to look
 at). Ctrl-C ends the run early and still prints the summary.
 """
@@ -28,12 +32,16 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
 
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
+
+from bench.faults import SERVICES, inject, repeated_stream_seq
+from common.detectors import BACKENDS, DEFAULT_BACKEND
 
 DEFAULT_SOURCE = str(Path(__file__).resolve().parents[2] / "shared" / "videos"
                      / "walking-and-pause-720p-loop.mp4")
@@ -265,6 +273,19 @@ def start_rtsp(clip: str, timeout_s: float = 30.0) -> tuple[subprocess.Popen, st
     raise RuntimeError(f"RTSP server did not answer within {timeout_s} s")
 
 
+def fault_schedule(t_first: float, t_end: float, enabled: bool
+                   ) -> list[tuple[float, tuple[str, str]]]:
+    """When to inject which fault: one kill and one stop of every service, evenly spaced
+    from ``t_first`` to two minutes before ``t_end`` (monotonic seconds); ``[]`` when
+    not ``enabled``."""
+    if not enabled:
+        return []
+    faults = [(s, how) for s in SERVICES for how in ("kill", "stop")]
+    span = max(0.0, (t_end - 120.0) - t_first)
+    step = span / max(len(faults) - 1, 1)
+    return [(t_first + i * step, f) for i, f in enumerate(faults)]
+
+
 def _round(x, nd=4):
     return None if x is None else round(x, nd)
 
@@ -281,11 +302,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=parse_duration, default=60.0,
                    help="seconds before RSS 'start' is taken (model loading, pools)")
     p.add_argument("--model", default="compact")
-    p.add_argument("--detector-backend", default="ssd", choices=["ssd", "haar"])
+    p.add_argument("--detector-backend", default=DEFAULT_BACKEND, choices=sorted(BACKENDS))
     p.add_argument("--threads", type=int, default=1, help="thread budget per service")
     p.add_argument("--realtime", default="true", choices=["true", "false"])
     p.add_argument("--max-restarts", type=int, default=3)
     p.add_argument("--out-json", type=Path, help="also write the summary here")
+    p.add_argument("--faults", action="store_true",
+                   help="kill -9 and SIGSTOP every service once, spread over the run")
+    p.add_argument("--stall-timeout-s", type=float, default=8.0)
     p.add_argument("--rtsp", action="store_true",
                    help="serve --source over a real RTSP server on 127.0.0.1 (GStreamer, "
                         "deploy/rtsp/rtsp_demo_server.py, looping) and capture it as a live camera: "
@@ -302,11 +326,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.rtsp:
         rtsp = start_rtsp(args.source)
         source = f"cam={rtsp[1]}"
+    out_dir = Path(tempfile.mkdtemp(prefix="agegender-soak-")) if args.faults else None
     opts = StackOptions(sources=[source], loop=not args.rtsp, realtime=args.realtime == "true",
                         model=args.model, detector_backend=args.detector_backend,
-                        threads={s: args.threads for s in
-                                 ("capture", "detector", "classifier", "sink")},
-                        http_base_port=0, max_restarts=args.max_restarts, log_level="WARNING")
+                        threads={s: args.threads for s in SERVICES}, out_dir=out_dir,
+                        stall_timeout_s=args.stall_timeout_s,
+                        http_base_port=0, log_level="WARNING",
+                        # each fault costs one restart: let them all through
+                        max_restarts=max(args.max_restarts, 100 if args.faults else 0))
     stop = threading.Event()
     started = threading.Event()
     holder: dict = {}
@@ -335,10 +362,20 @@ def main(argv: list[str] | None = None) -> int:
     started.wait()
     sampler = Sampler(holder["stack"], args.warmup) if "stack" in holder else None
     end = time.monotonic() + args.duration
+    schedule = fault_schedule(t_start + args.warmup, end, args.faults)
+    faults = []
     while sampler is not None and not stop.is_set() and runner.is_alive():
-        stop.wait(min(args.interval, max(0.0, end - time.monotonic())))
+        wake = min([end] + [t for t, _ in schedule[:1]])
+        stop.wait(min(args.interval, max(0.0, wake - time.monotonic())))
         if not runner.is_alive():
             break
+        if schedule and time.monotonic() >= schedule[0][0]:
+            service, how = schedule.pop(0)[1]
+            line = inject(holder["stack"], service, how, recover_frames=10, timeout_s=120.0)
+            line["t_s"] = round(time.monotonic() - t_start, 1)
+            print(json.dumps(line), flush=True)
+            faults.append(line)
+            continue
         print(json.dumps(sampler.sample()), flush=True)
         if time.monotonic() >= end:
             break
@@ -359,6 +396,11 @@ def main(argv: list[str] | None = None) -> int:
                "exit_code": holder.get("code"), "orchestrator": holder.get("summary")}
     else:
         out = sampler.summary(elapsed, holder.get("code"), holder.get("summary"))
+        if args.faults:
+            lines, repeated = repeated_stream_seq(out_dir / "events.jsonl")
+            out["faults"] = faults
+            out["events_lines"], out["repeated_stream_seq"] = lines, repeated
+            out["out_dir"] = str(out_dir)
         if "error" in holder:
             out["error"] = holder["error"]
     print(json.dumps(out), flush=True)

@@ -2,8 +2,8 @@
 
 A face map (``result`` messages, :mod:`common.wire`) holds ``box`` ``[x1, y1, x2, y2]``
 (int pixels, clipped, ``x2``/``y2`` exclusive), ``confidence`` (detector score, 0..1),
-optionally ``keypoints`` (six ``[x, y]`` float pixels, BlazeFace) and,
-once classified, ``age`` (years, 0..150), ``age_range`` (``[low, high]`` whole years, absent
+optionally ``keypoints`` (six ``[x, y]`` float pixels, BlazeFace), ``track`` (int),
+``quality`` (0..1), ``classify`` (bool) and, once classified, ``age`` (years, 0..150), ``age_range`` (``[low, high]`` whole years, absent
 when the model gives none), ``gender`` (``"female"`` | ``"male"``) and
 ``gender_confidence`` (0..1). :func:`classified` builds it from a detector face and a
 model prediction; :func:`face_json` turns it into the JSON object that ``agegender
@@ -33,6 +33,8 @@ class Face(TypedDict, total=False):
     gender: str
     gender_confidence: float
     track: int
+    quality: float
+    classify: bool
 
 
 def _bounded(value, lo: float, hi: float) -> float:
@@ -72,7 +74,7 @@ def face_json(face: Mapping, track: bool = False) -> dict:
     ``box`` as ints (rounded), ``confidence`` rounded to 4 decimals, ``age`` and
     ``gender_confidence`` as floats, ``age_range`` as ``[int, int]``; a value the face
     does not have is ``None`` (an unclassified face). With ``track``, ``"track"`` (int or
-    ``None``) follows.
+    ``None``) and ``"quality"`` (float 0..1 or ``None``) follow.
     """
     rng = face.get("age_range")
     age, gconf = face.get("age"), face.get("gender_confidence")
@@ -84,4 +86,6 @@ def face_json(face: Mapping, track: bool = False) -> dict:
            "gender_confidence": None if gconf is None else float(gconf)}
     if track:
         out["track"] = None if face.get("track") is None else int(face["track"])
+        q = face.get("quality")
+        out["quality"] = None if q is None else round(float(q), 4)
     return out

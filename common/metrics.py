@@ -24,6 +24,7 @@ FRAME_DROP_REASONS = (
     "bad_image",       # undecodable or unusable image
     "decode_error",    # a damaged frame of a video file the decoder refused (skipped)
     "shutdown",        # still queued inside the stage when it stopped
+    "worker_lost",     # sent to a detector worker that vanished before finishing it
 )
 STAGES = ("capture", "detector", "classifier", "sink")
 

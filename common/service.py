@@ -171,6 +171,28 @@ class ServiceRuntime:
         self._sockets.append(tx)
         return tx
 
+    def stream_dealer(self, endpoint: str, window: int):
+        """A :class:`common.sockets.StreamDealer` (a worker's input under stream
+        affinity) on ``endpoint`` with the config's limits, ``window`` credits per router
+        (and CURVE on ``tcp://`` when configured); only ``frame`` and ``eos`` messages."""
+        from common.sockets import StreamDealer
+        rx = self._guard(lambda: StreamDealer(
+            self.ctx, endpoint, self.metrics, window=window,
+            max_frame_age_s=self.cfg.max_frame_age_s, kinds=("frame", "eos"),
+            curve=self.curve))
+        self._sockets.append(rx)
+        return rx
+
+    def stream_router(self, endpoint: str):
+        """A :class:`common.sockets.StreamRouter` (frames by stream to live workers) on
+        ``endpoint`` (and CURVE on ``tcp://`` when configured); it ticks the heartbeat
+        while a send waits."""
+        from common.sockets import StreamRouter
+        tx = self._guard(lambda: StreamRouter(self.ctx, endpoint, self.metrics, self.stop,
+                                              curve=self.curve, on_wait=self.health.beat))
+        self._sockets.append(tx)
+        return tx
+
     def _guard(self, make):
         """``make()``; a socket CURVE cannot cover (it would run in clear) is a refusal.
 

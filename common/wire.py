@@ -19,28 +19,41 @@ A message is a ZeroMQ multipart message ``[header, payload...]``:
   row-major order; ``"jpeg"``: JPEG bytes) and send the image as the first payload frame.
 * ``faces`` messages carry ``faces``: a list of maps with ``box`` ``[x1, y1, x2, y2]``
   (absolute pixels, clipped to the frame, ``x2 > x1``, ``y2 > y1``), ``confidence``
-  (0..1) and, optionally, ``keypoints``: exactly six ``[x, y]`` pairs of finite numbers
-  (float pixels of the frame, within ``[0, width] x [0, height]``: the detector clips
-  them), in MediaPipe's order: the person's right eye, left eye, nose tip, mouth centre,
-  right ear tragion, left ear tragion (:data:`common.geometry.KEYPOINT_NAMES`). Detectors
-  that give keypoints (BlazeFace) send them; faces from the others (SSD, Haar, dlib) have
-  no ``keypoints`` key. The classifier cuts a face with keypoints upright by its eye line
+  (0..1), ``track`` (int >= 1: the face's track id, unique per stream, given by the
+  detector's tracker; see docs/pipeline.md, Tracking), ``classify`` (bool: the classifier
+  classifies this face now; the detector's schedule) and ``quality`` (0..1: how useful the
+  face is for age and gender, :mod:`common.quality`) and, optionally, ``keypoints``:
+  exactly six ``[x, y]`` pairs of finite numbers (float pixels of the frame, within
+  ``[0, width] x [0, height]``: the detector clips them), in MediaPipe's order: the
+  person's right eye, left eye, nose tip, mouth centre, right ear tragion, left ear
+  tragion (:data:`common.geometry.KEYPOINT_NAMES`). Detectors that give keypoints
+  (BlazeFace) send them; faces from the others (SSD, Haar, dlib) have no ``keypoints``
+  key. The classifier cuts a face with keypoints upright by its eye line
   (:func:`common.crops.face_crop`). The pixels the classifier needs travel once, in one
   of two forms (the detector's ``payload`` setting):
 
   - *frame* (default): no ``crops`` key; the payload is the frame only, raw ``bgr8``, and
-    the classifier cuts each face from it by its model's rule. Cheapest on one host:
-    every pixel is sent once and nothing is encoded.
-  - *crops*: ``crops`` is a list of ``[h, w]``, one per face, and one raw BGR crop per
-    face follows the image as a payload frame; the image is usually JPEG (the sink still
-    draws the frame) so far fewer bytes cross the network, for classifiers on another
-    host. The classifier classifies the crops as they are (cut by the detector by the
-    same rule: upright by the keypoints, or widened to its ``crop_aspect``) whenever it
-    has no raw frame to cut from.
-* ``result`` messages carry the ``faces`` maps (``keypoints`` kept) and add ``age`` (years, finite, 0..150),
-  ``age_range`` (``[low, high]`` years, ``None`` or absent), ``gender`` (``"female"`` |
-  ``"male"``) and ``gender_confidence`` (0..1). Every number is finite (no NaN/inf, no
-  bool where a number belongs).
+    the classifier cuts each face to classify from it by its model's rule. Cheapest on
+    one host: every pixel is sent once and nothing is encoded.
+  - *crops*: ``crops`` is a list of ``[h, w]``, one per face with ``classify`` true (in
+    the order of ``faces``), and one raw BGR crop per such face follows the image as a
+    payload frame; the image is usually JPEG (the sink still draws the frame) so far
+    fewer bytes cross the network, for classifiers on another host. The classifier
+    classifies the crops as they are (cut by the detector by the same rule: upright by
+    the keypoints, or widened to its ``crop_aspect``) whenever it has no raw frame to cut
+    from.
+* ``faces`` and ``result`` headers may carry ``ended_tracks``: a list of distinct track
+  ids (ints >= 1) that the tracker ended at this frame (the person left: no face of it
+  follows in this stream).
+* ``result`` messages carry the ``faces`` maps (``keypoints``, ``track``, ``classify``
+  and ``quality`` kept); a face the classifier classified (``classify`` true) adds
+  ``age`` (years, finite, 0..150), ``age_range`` (``[low, high]`` years: the model's
+  central interval, ``None`` or absent when the model has none), ``gender``
+  (``"female"`` | ``"male"``) and ``gender_confidence`` (0..1): all of age, gender and
+  gender_confidence or none of them. The header may carry ``fusion``: a map of names to
+  finite numbers from the model's ``meta.json`` (``rho``: 0..1, the correlation of one
+  person's errors between frames; :mod:`common.fusion`). Every number is finite (no
+  NaN/inf, no bool where a number belongs).
 * ``eos`` marks the end of a stream; it has no payload and must never be dropped.
 
 Pixel data travels as raw bytes frames, never as Python objects and never with pickle.
@@ -72,7 +85,9 @@ from typing import Any, Sequence
 import msgpack
 import numpy as np
 
-SCHEMA_VERSION = 1
+#: Version 2 (issue 11): faces carry ``track``, ``classify``, ``quality``; headers
+#: ``ended_tracks``; results classify only scheduled faces and may carry ``fusion``.
+SCHEMA_VERSION = 2
 KINDS = ("frame", "faces", "result", "eos")
 ENCODINGS = ("bgr8", "jpeg")
 #: Upper bound on a whole multipart message (bytes); 3840x2160x3 raw plus crops fits.
@@ -92,6 +107,11 @@ MAX_AGE_YEARS = 150
 GENDERS = ("female", "male")
 #: Keypoints per face when a face map has ``keypoints``.
 NUM_KEYPOINTS = 6
+#: Largest accepted track id (a signed 64-bit int; ids are time-based, see
+#: docs/pipeline.md).
+MAX_TRACK_ID = 2 ** 63 - 1
+#: Most track ids one ``ended_tracks`` list may hold.
+MAX_ENDED_TRACKS = 10_000
 # Stream names end up in metric labels and file names (annotated_<stream>.mp4).
 _BAD_STREAM = re.compile(r"[/\\\x00-\x1f\x7f]")
 #: Reasons a message can be rejected; metrics labels are created from this tuple.
@@ -125,7 +145,7 @@ class Message:
             (``jpeg`` images stay encoded in ``image_bytes``).
         image_bytes: the raw image payload (``bgr8`` or JPEG bytes), ``None`` for ``eos``.
         crops: list of ``(h, w, 3) uint8`` BGR arrays (``faces`` messages in the crops
-            form only; empty in the frame form).
+            form only, one per face with ``classify`` true; empty in the frame form).
     """
 
     header: dict
@@ -232,6 +252,12 @@ def _is_number(value: Any) -> bool:
             and math.isfinite(value))
 
 
+def _is_track(value: Any) -> bool:
+    """True for an int track id in ``1..MAX_TRACK_ID`` (not a bool)."""
+    return (isinstance(value, int) and not isinstance(value, bool)
+            and 1 <= value <= MAX_TRACK_ID)
+
+
 def _check_face(face: Any, kind: str, width: int, height: int) -> None:
     """Validate one ``faces`` entry: every field a consumer formats or compares."""
     if not isinstance(face, dict):
@@ -242,8 +268,25 @@ def _check_face(face: Any, kind: str, width: int, height: int) -> None:
         raise DecodeError("bad_field", f"face confidence {conf!r} is not a number in 0..1")
     if "keypoints" in face:
         _check_keypoints(face["keypoints"], width, height)
+    if not _is_track(face.get("track")):
+        raise DecodeError("bad_field", f"face track {face.get('track')!r} is not an int "
+                          f">= 1")
+    quality = face.get("quality")
+    if not _is_number(quality) or not 0.0 <= quality <= 1.0:
+        raise DecodeError("bad_field", f"face quality {quality!r} is not a number in 0..1")
+    if (kind == "faces" or "classify" in face) and not isinstance(face.get("classify"), bool):
+        raise DecodeError("bad_field", f"face classify {face.get('classify')!r} is not a "
+                          "bool")
     if kind != "result":
         return
+    present = [k for k in ("age", "gender", "gender_confidence") if k in face]
+    if not present:
+        if face.get("age_range") is not None:
+            raise DecodeError("bad_field", "age_range on a face that was not classified")
+        return
+    if len(present) != 3:
+        raise DecodeError("bad_field", f"a classified face needs age, gender and "
+                          f"gender_confidence, has only {present}")
     age = face.get("age")
     if not _is_number(age) or not 0.0 <= age <= MAX_AGE_YEARS:
         raise DecodeError("bad_field", f"age {age!r} is not a number in 0..{MAX_AGE_YEARS}")
@@ -256,6 +299,28 @@ def _check_face(face: Any, kind: str, width: int, height: int) -> None:
     if rng is not None and not (isinstance(rng, list) and len(rng) == 2
                                 and all(_is_number(a) for a in rng) and rng[0] <= rng[1]):
         raise DecodeError("bad_field", f"age_range {rng!r} is not [low, high] years")
+
+
+def _check_ended_tracks(h: dict) -> None:
+    """``ended_tracks``, when present: a list of distinct track ids."""
+    if "ended_tracks" not in h:
+        return
+    ended = h["ended_tracks"]
+    if not isinstance(ended, list) or len(ended) > MAX_ENDED_TRACKS \
+            or not all(_is_track(t) for t in ended) or len(set(ended)) != len(ended):
+        raise DecodeError("bad_field", "ended_tracks must be a list of distinct track ids "
+                          f"(ints >= 1, at most {MAX_ENDED_TRACKS})")
+
+
+def _check_fusion(h: dict) -> None:
+    """``fusion``, when present: a map of names to finite numbers, ``rho`` in 0..1."""
+    if "fusion" not in h:
+        return
+    fusion = h["fusion"]
+    if not isinstance(fusion, dict) or not all(_is_number(v) for v in fusion.values()):
+        raise DecodeError("bad_field", "fusion must be a map of names to finite numbers")
+    if "rho" in fusion and not 0.0 <= fusion["rho"] <= 1.0:
+        raise DecodeError("bad_field", f"fusion rho {fusion['rho']!r} is not in 0..1")
 
 
 def _check_keypoints(kps: Any, width: int, height: int) -> None:
@@ -387,6 +452,9 @@ def decode(frames: Sequence[bytes], max_bytes: int = MAX_MESSAGE_BYTES) -> Messa
         faces = _require(h, "faces", (list,))
         for face in faces:
             _check_face(face, kind, width, height)
+        _check_ended_tracks(h)
+    if kind == "result":
+        _check_fusion(h)
     if kind == "faces" and "crops" not in h:
         if encoding != "bgr8":
             raise DecodeError("bad_field", "a faces message without crops must carry the "
@@ -396,9 +464,10 @@ def decode(frames: Sequence[bytes], max_bytes: int = MAX_MESSAGE_BYTES) -> Messa
                               "exactly one payload")
     elif kind == "faces":
         crops = _require(h, "crops", (list,))
-        if len(crops) != len(h["faces"]) or len(frames) != 2 + len(crops):
+        scheduled = sum(1 for f in h["faces"] if f["classify"])
+        if len(crops) != scheduled or len(frames) != 2 + len(crops):
             raise DecodeError("size_mismatch",
-                              f"{len(h['faces'])} faces, {len(crops)} crop shapes, "
+                              f"{scheduled} faces to classify, {len(crops)} crop shapes, "
                               f"{len(frames) - 2} crop payloads")
         for shape, payload in zip(crops, frames[2:]):
             if (not isinstance(shape, list) or len(shape) != 2

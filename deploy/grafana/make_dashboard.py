@@ -101,11 +101,23 @@ def dashboard() -> dict:
                 "restarts {{service}}"),
                ("sum by (service) (increase(agegender_process_stalls_total[1h]))",
                 "stalls {{service}}")], 12, 48, kind="stat"),
-        panel(16, "People seen (face tracks started)",
-              [("sum(increase(agegender_sink_face_tracks_total[5m]))", "per 5 min"),
-               ("sum(increase(agegender_sink_face_tracks_total[1h]))", "per hour")],
-              0, 56, description="Tracks started at the sink: about the number of people "
-              "seen (a face lost for longer than track_max_gap_s counts again)."),
+        panel(16, "People counted by gender and age band (1 h)",
+              [("sum by (gender, age_band) (increase(agegender_people_total[1h]))",
+                "{{gender}} {{age_band}}")], 0, 56, kind="barchart",
+              description="One per person event (a face track that ended), by fused gender "
+              "and age band (docs/metrics.md)."),
+        panel(17, "People in view and dwell time",
+              [("sum by (stream) (agegender_people_in_view)", "in view {{stream}}"),
+               ("histogram_quantile(0.5, sum by (le, stream) "
+                "(rate(agegender_person_dwell_seconds_bucket[15m])))",
+                "median dwell s {{stream}}")], 12, 56,
+              description="Open face tracks now, and the median time a counted person "
+              "stayed (seconds)."),
+        panel(18, "Classifier work saved by the tracker's schedule",
+              [("sum(rate(agegender_faces_detected_total[5m]))", "faces detected /s"),
+               ("sum(rate(agegender_faces_classified_total[5m]))", "faces classified /s")],
+              0, 64, description="The detector classifies a track's first face, clearly "
+              "better faces and one per classify_every frames; the rest are followed only."),
     ]
     return {
         "uid": "agegender-pipeline",

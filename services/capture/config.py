@@ -19,7 +19,8 @@ class CaptureConfig(ServiceConfig, service="capture", http_port=9101):
                                "'_', '-', '.', no spaces (default: file stem, or camN). "
                                "Empty: the built-in demo scene. Credentials in a URL are "
                                "never shown (logs, errors, status).")
-    output: str = Field("bind:tcp://*:5555", description="Frame output endpoint (PUSH).")
+    output: str = Field("bind:tcp://*:5555", description="Frame output endpoint (ROUTER: "
+                        "each stream goes to one live detector worker, docs/pipeline.md).")
 
     @field_validator("sources")
     @classmethod

@@ -1,14 +1,19 @@
-"""Capture service: sources -> ``frame`` messages on a PUSH socket.
+"""Capture service: sources -> ``frame`` messages to the detector workers.
+
+The output is a :class:`common.sockets.StreamRouter`: each stream's frames go to one live
+detector worker (stream affinity: the worker tracks faces, which needs all of a stream's
+frames in order), with per-worker credit as flow control ("room downstream" below is
+credit from the stream's worker).
 
 * Finite sources (files, folders, the demo) are paced at their native frame rate
   (``realtime``, default) or sent as fast as downstream accepts, always with
   backpressure: a frame waits until downstream has room, so none is lost. At the end of a
   non-looping finite source an ``eos`` message is sent losslessly
-  (:meth:`common.sockets.Sender.send_control`, which rides out the slow-joiner window).
+  (:meth:`common.sockets.StreamRouter.send_control`, which waits for a worker).
 * Live sources (RTSP, HTTP MJPEG, cameras) are lossy: the reader thread keeps only the
   newest frame, and a frame waiting for its turn is replaced by a newer one
   (``superseded``), so a slow pipeline sees fresh frames, never a growing backlog.
-* Streams take turns (round-robin, one frame each, while downstream has room), so when
+* Streams take turns (round-robin, one frame each, while their worker has room), so when
   the stack cannot keep up every stream gets the same share.
 * With ``position_file`` each stream's next seq and file position are written before a
   frame is sent, and a capture started again resumes from them (no ``(stream, seq)`` is
@@ -34,8 +39,6 @@ import logging
 import os
 import threading
 import time
-
-import zmq
 
 from common import wire
 from common.images import fit_within
@@ -227,7 +230,7 @@ class _Sender:
             self.positions.record(p.name, seq + 1, position, pass_, media=media)
         p.pending = None
         msg = frame_message(p.name, seq, frame, live=live, fps=p.source.fps)
-        if not self.tx.send(msg, "frame", block=not live):
+        if not self.tx.send(msg, "frame", p.name, block=not live):
             return False
         p.sent = seq + 1
         self.cm.captured.labels(p.name).inc()
@@ -241,22 +244,23 @@ class _Sender:
             self.positions.record(p.name, p.sent, getattr(src, "position", 0),
                                   getattr(src, "loops", 0), ended=True)
         ok = self.tx.send_control(eos_message(p.name, p.sent, reason), "eos",
-                                  timeout_s=timeout_s)
+                                  stream=p.name, timeout_s=timeout_s)
         if not ok:
             log.error("stream %s: end of stream not delivered", p.name)
         return ok
 
     def send_in_turn(self, playbacks: list[_Playback]) -> bool:
-        """Give each stream with a pending frame its turn while there is room downstream,
-        starting after the stream that sent last; ``True`` when something was sent."""
+        """Give each stream with a pending frame its turn while its worker has room
+        (credit), starting after the stream that sent last; ``True`` when something was
+        sent."""
         n, sent = len(playbacks), False
         for k in range(n):
             i = (self.turn + k) % n
             p = playbacks[i]
             if p.pending is None:
                 continue
-            if not self.tx.sock.poll(0, zmq.POLLOUT):
-                break  # no room: the others wait their turn
+            if not self.tx.ready(p.name):
+                continue  # no room at its worker: streams of other workers may go
             self.send_frame(p)
             self.turn = (i + 1) % n
             sent = True
@@ -379,8 +383,9 @@ def run_loop(rt: ServiceRuntime, tx, playbacks: list[_Playback], cm: CaptureMetr
                         and p.due <= time.monotonic() for p in playbacks):
             continue  # a file is due again at once
         if any(p.pending is not None for p in playbacks):
-            # frames wait for room downstream: wake when there is some (or a tick passes)
-            tx.sock.poll(max(1, int(min(wait_s, TICK_S) * 1000)), zmq.POLLOUT)
+            # frames wait for room downstream: wake when a worker returns credit (or a
+            # tick passes)
+            tx.wait(max(1, int(min(wait_s, TICK_S) * 1000)))
         elif wait_s > 0:
             notify.wait(wait_s)
             notify.clear()
@@ -417,7 +422,7 @@ def main(cfg, *, stop: threading.Event | None = None, registry=None) -> int:
         except (FileNotFoundError, ValueError) as exc:
             return rt.refuse(f"cannot open source: {redact(exc)}")
         try:
-            tx = rt.sender(cfg.output)
+            tx = rt.stream_router(cfg.output)
             playbacks = [_Playback(s, _period(cfg, s)) for s in sources]
             for p in playbacks:
                 log.info("stream %s: %s source, %s", p.source.name, p.source.kind,

@@ -1,16 +1,19 @@
 """Dynamic batching of face crops across frames and streams (no sockets here).
 
 The classifier service keeps a :class:`PendingFrames` queue of ``faces`` messages in
-arrival order. The faces of all queued frames are classified together, in chunks of at
-most ``max_batch`` crops (one model call per chunk), once the queue holds ``max_batch``
-faces, once the oldest queued frame has waited ``max_wait_ms`` or when an end of stream
-arrives. Frames keep their arrival order on the way out, so the sink sees each stream in
+arrival order. Only faces the detector marked ``classify`` are classified (its schedule:
+a track's first face, then clearly better faces or one every ``classify_every`` frames);
+the others pass through with their track and quality only. The faces of all queued
+frames are classified together, in chunks of at most ``max_batch`` crops (one model call
+per chunk), once the queue holds ``max_batch`` faces to classify, once the oldest queued
+frame has waited ``max_wait_ms`` or when an end of stream arrives. Frames keep their arrival order on the way out, so the sink sees each stream in
 order. A ``faces`` message carries either the raw frame or the crops
 (:mod:`common.wire`); :func:`face_crops` takes the crops from whichever it has.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from typing import Any, Callable, Protocol
@@ -32,27 +35,40 @@ class Model(Protocol):
         """Crops ``(h, w, 3) uint8`` BGR -> one dict per crop (age, gender, ...)."""
 
 
-def result_frames(msg: wire.Message, predictions: list[dict], t_ns: int) -> list:
+def to_classify(msg: wire.Message) -> list[dict]:
+    """The faces of a ``faces`` message the classifier classifies (``classify`` true)."""
+    return [f for f in msg.header.get("faces", []) if f.get("classify")]
+
+
+def result_frames(msg: wire.Message, predictions: list[dict], t_ns: int,
+                  fusion: dict | None = None) -> list:
     """Encode the ``result`` message of one ``faces`` message.
 
     Args:
         msg: the decoded ``faces`` message (its header keeps all upstream fields).
-        predictions: one model prediction per face, in the order of ``msg.header["faces"]``.
+        predictions: one model prediction per face to classify (:func:`to_classify`), in
+            the order of ``msg.header["faces"]``.
         t_ns: classifier timestamp (ns since the Unix epoch) stamped as ``t_classifier_ns``.
+        fusion: the model's ``meta.json`` ``fusion`` map, carried in the header for the
+            sink (``None``: none).
 
     Returns:
         Multipart frames ``[header, image]``: the payload is the frame only (no crops).
 
     Raises:
-        ValueError: the number of predictions differs from the number of faces.
+        ValueError: the number of predictions differs from the number of faces to classify.
     """
     faces = msg.header.get("faces", [])
-    if len(predictions) != len(faces):
-        raise ValueError(f"{len(predictions)} predictions for {len(faces)} faces")
+    wanted = sum(1 for f in faces if f.get("classify"))
+    if len(predictions) != wanted:
+        raise ValueError(f"{len(predictions)} predictions for {wanted} faces to classify")
     h = wire.stamp(msg.header, "classifier", t_ns)
     h.pop("crops", None)
     h["kind"] = "result"
-    h["faces"] = [classified(f, p) for f, p in zip(faces, predictions)]
+    preds = iter(predictions)
+    h["faces"] = [classified(f, next(preds)) if f.get("classify") else dict(f) for f in faces]
+    if fusion:
+        h["fusion"] = dict(fusion)
     return wire.encode(h, [msg.image_bytes])
 
 
@@ -107,9 +123,9 @@ class PendingFrames:
         return len(self._items)
 
     def add(self, msg: wire.Message) -> None:
-        """Queue a ``faces`` message (with or without faces)."""
+        """Queue a ``faces`` message (with or without faces to classify)."""
         self._items.append((self.clock(), msg))
-        self.faces += len(msg.header.get("faces", []))
+        self.faces += len(to_classify(msg))
 
     def due(self) -> bool:
         """True when the queue should be classified now (full batch or waited long enough)."""
@@ -133,8 +149,8 @@ class PendingFrames:
 
 def face_crops(msg: wire.Message, aspect: float | None, rule: CropRule = DEFAULT_RULE
                ) -> list[np.ndarray]:
-    """The crops of a ``faces`` message for a model with crop aspect ``aspect``
-    (width/height) and crop rule ``rule``.
+    """The crops of the faces to classify (:func:`to_classify`) of a ``faces`` message for
+    a model with crop aspect ``aspect`` (width/height) and crop rule ``rule``.
 
     With a raw frame (``msg.image``), each face box is rounded outwards and clipped to the
     frame (:func:`common.geometry.clip_box`) and cut by :func:`common.crops.face_crop`:
@@ -147,9 +163,10 @@ def face_crops(msg: wire.Message, aspect: float | None, rule: CropRule = DEFAULT
     if msg.image is None or (not aspect and msg.crops):
         return list(msg.crops)
     height, width = msg.image.shape[:2]
-    crops = msg.crops or [None] * len(msg.header["faces"])
+    faces = to_classify(msg)
+    crops = msg.crops or [None] * len(faces)
     out = []
-    for face, crop in zip(msg.header["faces"], crops):
+    for face, crop in zip(faces, crops):
         box = clip_box(*face["box"], width, height)
         if box is None and crop is not None:
             out.append(crop)
@@ -157,6 +174,16 @@ def face_crops(msg: wire.Message, aspect: float | None, rule: CropRule = DEFAULT
         out.append(face_crop(msg.image, box or face["box"], face.get("keypoints"), aspect,
                              rule))
     return out
+
+
+def fusion_numbers(meta: dict | None) -> dict:
+    """The finite numbers of ``meta["fusion"]`` (``{"rho": 0.99, ...}``), what a
+    ``result`` header's ``fusion`` map carries (:mod:`common.wire`); ``{}`` without one."""
+    fusion = (meta or {}).get("fusion")
+    if not isinstance(fusion, dict):
+        return {}
+    return {str(k): float(v) for k, v in fusion.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
 
 
 def process_batch(msgs: list[wire.Message], model: Model, max_batch: int,
@@ -171,6 +198,9 @@ def process_batch(msgs: list[wire.Message], model: Model, max_batch: int,
         now_ns: wall clock (ns) used for ``t_classifier_ns``.
         on_batch: metrics callback, see :func:`classify`.
 
+    The numbers of the model's ``meta["fusion"]`` (when it has one: ``rho``, ...; its
+    descriptive entries stay in meta.json) go into every result header.
+
     Returns:
         ``[(msg, frames), ...]``: each input message with its encoded ``result`` frames, in
         the same order.
@@ -179,11 +209,12 @@ def process_batch(msgs: list[wire.Message], model: Model, max_batch: int,
     rule = getattr(model, "crop_rule", DEFAULT_RULE)
     crops = [c for m in msgs for c in face_crops(m, aspect, rule)]
     preds = classify(crops, model, max_batch, on_batch) if crops else []
+    fusion = fusion_numbers(getattr(model, "meta", None))
     t = now_ns()
     out = []
     i = 0
     for m in msgs:
-        n = len(m.header.get("faces", []))
-        out.append((m, result_frames(m, preds[i:i + n], t)))
+        n = len(to_classify(m))
+        out.append((m, result_frames(m, preds[i:i + n], t, fusion)))
         i += n
     return out

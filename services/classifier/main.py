@@ -2,8 +2,9 @@
 
 Crops are batched across frames and streams (:mod:`services.classifier.batching`): one
 model call per batch of at most ``max_batch`` crops, waiting at most ``max_wait_ms`` for
-a batch to fill. Frames with no face pass straight through (or keep their place behind
-queued frames). End of stream is forwarded losslessly after the frames before it.
+a batch to fill. Only the faces the detector marked ``classify`` are classified; frames
+with no face to classify pass straight through (or keep their place behind queued
+frames). End of stream is forwarded losslessly after the frames before it.
 
 Metrics (besides the shared per-stage ones): ``agegender_classifier_batch_size``
 (histogram, crops per model call), ``agegender_inference_seconds{stage, model}``
@@ -25,7 +26,7 @@ from common.eos import forward_eos
 from common.metrics import inference_seconds
 from common.service import ServiceRuntime
 from common.states import ServiceState
-from services.classifier.batching import PendingFrames, process_batch
+from services.classifier.batching import PendingFrames, process_batch, to_classify
 from services.classifier.config import ClassifierConfig
 
 log = logging.getLogger("classifier")
@@ -154,7 +155,7 @@ def main(cfg: ClassifierConfig, *, stop: threading.Event | None = None,
                     log.warning("ignored a %r message on the faces input", msg.kind)
                     continue
                 received_at[id(msg)] = time.monotonic()
-                if not msg.header["faces"] and not len(pending):
+                if not to_classify(msg) and not len(pending):
                     send(msg, process_batch([msg], model, cfg.max_batch)[0][1])
                     continue
                 pending.add(msg)

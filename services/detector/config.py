@@ -13,8 +13,9 @@ from common.detectors import BACKENDS, DEFAULT_BACKEND
 class DetectorConfig(ServiceConfig, service="detector", http_port=9102):
     """Face detection settings and endpoints."""
 
-    input: str = Field("connect:tcp://localhost:5555", description="Frame input endpoint "
-                       "(PULL).")
+    input: str = Field("connect:tcp://localhost:5555", description="Frame input endpoint: "
+                       "one address per capture service (DEALER; each capture sends a "
+                       "stream's frames to one detector process, docs/pipeline.md).")
     output: str = Field("connect:tcp://localhost:5556", description="Faces output endpoint "
                         "(PUSH).")
     backend: Literal[tuple(BACKENDS)] = Field(  # type: ignore[valid-type]
@@ -61,3 +62,22 @@ class DetectorConfig(ServiceConfig, service="detector", http_port=9102):
     jpeg_quality: int = Field(90, ge=10, le=100, description="payload 'crops' only: JPEG "
                               "quality of the frame sent along (a JPEG input frame is "
                               "passed on as it came).")
+    workers: int = Field(1, ge=1, le=32, description="Detection threads (one detector "
+                         "each; threads is split among them); tracking and sending stay "
+                         "in arrival order.")
+    classify_every: int = Field(0, ge=0, le=100_000, description="Classify a track's face "
+                                "again after this many frames even when no better face "
+                                "came; 0: about one second of the stream's frames (its "
+                                "fps, else 12); 1: every face on every frame (the old "
+                                "behaviour).")
+    classify_margin: float = Field(0.1, ge=0.0, le=1.0, description="A face whose quality "
+                                   "(0..1) beats its track's best classified face by this "
+                                   "much is classified at once.")
+    track_memory_s: float = Field(1.0, gt=0.0, le=60.0, description="Seconds a face track "
+                                  "survives without a detection (norfair hit counter).")
+    track_max_distance: float = Field(0.8, gt=0.0, lt=1.0, description="Largest 1 - IoU "
+                                      "between a face and its track's predicted box that "
+                                      "continues the track (0.8: IoU at least 0.2).")
+    quality_ref_px: float = Field(64.0, ge=1.0, le=4096.0, description="Face side (pixels) "
+                                  "from which the size part of a face's quality is 1 (the "
+                                  "classifier's input side).")

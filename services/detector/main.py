@@ -1,31 +1,42 @@
-"""Detector service: ``frame`` messages -> ``faces`` messages.
+"""Detector service: ``frame`` messages -> ``faces`` messages, with face tracks.
 
-Per frame (:func:`process_frame`): decode the image (raw ``bgr8`` or JPEG,
-:func:`common.images.frame_image`), run the face detector (a backend of
-:mod:`common.detectors`, BlazeFace by default), and send a ``faces`` message whose header
-keeps every upstream field, adds ``faces`` (``[{box: [x1, y1, x2, y2] absolute pixels
-clipped to the frame, confidence: 0..1, keypoints: [[x, y] x 6] float pixels (BlazeFace
-only)}]``) and stamps ``t_detector_ns``. The payload follows the ``payload`` setting
-(:mod:`common.wire`): ``frame`` sends the raw ``(H, W, 3)`` uint8 BGR frame only;
-``crops`` sends the frame as JPEG followed by one raw ``(h, w, 3)`` crop per face (cut by
-:func:`common.crops.face_crop`: upright by the keypoints, or the box widened to
-``crop_aspect``), their shapes in ``crops``.
+Per frame: decode the image (raw ``bgr8`` or JPEG, :func:`common.images.frame_image`) and
+run the face detector (a backend of :mod:`common.detectors`, BlazeFace by default) on one
+of ``workers`` threads (:func:`detect_frame`); then, in the order the frames arrived,
+track the faces (:mod:`services.detector.tracking`: norfair per stream, the face's
+quality and the classification schedule) and send a ``faces`` message
+(:func:`faces_message`) whose header keeps every upstream field, adds ``faces``
+(``[{box: [x1, y1, x2, y2] absolute pixels clipped to the frame, confidence: 0..1,
+keypoints: [[x, y] x 6] float pixels (BlazeFace only), track: int, quality: 0..1,
+classify: bool}]``), ``ended_tracks`` when tracks ended, and stamps ``t_detector_ns``.
+The payload follows the ``payload`` setting (:mod:`common.wire`): ``frame`` sends the raw
+``(H, W, 3)`` uint8 BGR frame only; ``crops`` sends the frame as JPEG followed by one raw
+``(h, w, 3)`` crop per face to classify (cut by :func:`common.crops.face_crop`: upright
+by the keypoints, or the box widened to ``crop_aspect``), their shapes in ``crops``.
+
+Frames come from capture through :class:`common.sockets.StreamDealer`: each stream goes to
+one detector process (stream affinity), so its tracker sees all its frames in order; the
+detector returns a credit for each frame it has finished.
 
 What the detector cannot see: a backend that knows its smallest face
 (``smallest_face_px``) gets a warning logged once per stream and frame size when that is
 larger than ``expected_min_face_px`` (:class:`SmallFaceWarning`).
 
-``eos`` messages pass through losslessly. When live frames queue up faster than the
-detector runs, only the newest live frame per stream is processed and the older ones
-are counted as dropped (``superseded``), so frame age stays bounded; file frames
-(``live`` false) and ``eos`` are never dropped and keep their order.
+``eos`` messages pass through losslessly after the stream's frames (its tracker is then
+forgotten). When live frames queue up faster than the detector runs, only the newest
+live frame per stream is processed and the older ones are counted as dropped
+(``superseded``; the tracker counts them as missed frames), so frame age stays bounded;
+file frames (``live`` false) and ``eos`` are never dropped and keep their order.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 import cv2
 import numpy as np
@@ -40,11 +51,14 @@ from common.images import BadFrame, encode_jpeg, frame_image
 from common.metrics import inference_seconds
 from common.service import ServiceRuntime
 from common.states import ServiceState
+from services.detector.tracking import Schedule, Tracking
 
 log = logging.getLogger("detector")
 
 #: Most messages taken from the socket in one go when draining a backlog.
 MAX_DRAIN = 64
+#: Reasons of ``agegender_classify_decisions_total`` (see :mod:`.tracking`).
+DECISIONS = ("new", "better", "periodic", "skip")
 
 
 def detect_faces(image: np.ndarray, detector, info: dict | None = None) -> list[dict]:
@@ -123,23 +137,14 @@ class SmallFaceWarning:
         return msg
 
 
-def process_frame(msg: wire.Message, detector, now_ns=time.time_ns, info: dict | None = None,
-                  payload: str = "frame", crop_aspect: float | None = None,
-                  jpeg_quality: int = 90) -> list:
-    """Turn one ``frame`` message into an encoded ``faces`` message.
-
-    Args:
-        msg: a decoded ``frame`` message.
-        detector: an object with ``detect(image) -> list[Detection]``.
-        now_ns: clock for the ``t_detector_ns`` stamp (ns since the Unix epoch).
-        info: when given, gets ``detect_s`` (model time, seconds) and ``faces`` (count).
-        payload: ``"frame"`` or ``"crops"`` (see the module docstring).
-        crop_aspect: ``"crops"`` only: width/height the boxes are widened to.
-        jpeg_quality: ``"crops"`` only: JPEG quality of a raw frame sent along.
+def detect_frame(msg: wire.Message, detector, info: dict | None = None
+                 ) -> tuple[np.ndarray, list[dict]]:
+    """Decode one ``frame`` message and find its faces (thread-safe for a detector used
+    by one thread at a time).
 
     Returns:
-        Multipart frames ready to send: ``[header, frame]`` or
-        ``[header, frame JPEG, crop1, ...]``.
+        ``(image, faces)``: the frame ``(H, W, 3) uint8`` BGR and :func:`detect_faces`'s
+        faces.
 
     Raises:
         BadFrame: the image cannot be decoded.
@@ -148,15 +153,62 @@ def process_frame(msg: wire.Message, detector, now_ns=time.time_ns, info: dict |
     info = {} if info is None else info
     faces = detect_faces(image, detector, info)
     info["faces"] = len(faces)
+    return image, faces
+
+
+def faces_message(msg: wire.Message, image: np.ndarray, faces: list[dict],
+                  ended_tracks: list[int] = (), now_ns=time.time_ns, payload: str = "frame",
+                  crop_aspect: float | None = None, jpeg_quality: int = 90,
+                  worker: str | None = None) -> list:
+    """Encode the ``faces`` message of one tracked frame.
+
+    Args:
+        msg: the decoded ``frame`` message (its header fields are kept).
+        image: its frame, ``(H, W, 3) uint8`` BGR.
+        faces: tracked faces (``track``, ``quality``, ``classify`` set).
+        ended_tracks: track ids ended at this frame (header ``ended_tracks``).
+        now_ns: clock for the ``t_detector_ns`` stamp (ns since the Unix epoch).
+        payload: ``"frame"`` or ``"crops"`` (see the module docstring).
+        crop_aspect: ``"crops"`` only: width/height the boxes are widened to.
+        jpeg_quality: ``"crops"`` only: JPEG quality of a raw frame sent along.
+        worker: this detector worker's name, put in the header as ``detector_worker``
+            (which process tracked the frame: logs, traces, tests).
+
+    Returns:
+        Multipart frames ready to send: ``[header, frame]`` or
+        ``[header, frame JPEG, crop1, ...]`` (one crop per face with ``classify``).
+    """
     header = wire.stamp(dict(msg.header, kind="faces", faces=faces), "detector", now_ns())
+    if worker:
+        header["detector_worker"] = worker
+    if ended_tracks:
+        header["ended_tracks"] = [int(t) for t in ended_tracks]
     h, w = image.shape[:2]
     header.update(width=int(w), height=int(h), encoding="bgr8")
     if payload != "crops":
         return wire.encode(header, [image])
-    crops = cut_crops(image, faces, crop_aspect)
+    crops = cut_crops(image, [f for f in faces if f["classify"]], crop_aspect)
     header.update(encoding="jpeg", crops=[[int(c.shape[0]), int(c.shape[1])] for c in crops])
     jpeg = msg.image_bytes if msg.image is None else encode_jpeg(image, jpeg_quality)
     return wire.encode(header, [jpeg, *crops])
+
+
+def process_frame(msg: wire.Message, detector, now_ns=time.time_ns, info: dict | None = None,
+                  payload: str = "frame", crop_aspect: float | None = None,
+                  jpeg_quality: int = 90, tracking: Tracking | None = None) -> list:
+    """Turn one ``frame`` message into an encoded ``faces`` message: detect, track
+    (``tracking``; ``None``: a tracker of its own, so every face starts a track and is
+    classified), encode (:func:`faces_message`).
+
+    Raises:
+        BadFrame: the image cannot be decoded.
+    """
+    info = {} if info is None else info
+    image, faces = detect_frame(msg, detector, info)
+    tracking = tracking or Tracking()
+    ended, info["reasons"] = tracking.update(msg.stream, msg.seq, faces, image,
+                                             msg.header.get("fps"))
+    return faces_message(msg, image, faces, ended, now_ns, payload, crop_aspect, jpeg_quality)
 
 
 def newest_live(messages: list[wire.Message]) -> tuple[list[wire.Message], int]:
@@ -178,8 +230,74 @@ def newest_live(messages: list[wire.Message]) -> tuple[list[wire.Message], int]:
     return kept, len(messages) - len(kept)
 
 
+class _Detectors:
+    """One detector per worker thread (backends are not all thread-safe), lent out for
+    one frame at a time."""
+
+    def __init__(self, make, n: int):
+        self.free: queue.SimpleQueue = queue.SimpleQueue()
+        self.first = make()
+        self.free.put(self.first)
+        for _ in range(n - 1):
+            self.free.put(make())
+
+    def detect(self, msg: wire.Message, info: dict):
+        """:func:`detect_frame` with a free detector."""
+        det = self.free.get()
+        try:
+            return detect_frame(msg, det, info)
+        finally:
+            self.free.put(det)
+
+
+class _Work:
+    """One received message in the in-order queue: a frame being detected (``future``)
+    or an eos (``future`` None)."""
+
+    def __init__(self, msg: wire.Message, future: Future | None = None):
+        self.msg = msg
+        self.future = future
+        self.info: dict = {}
+        self.t0 = time.perf_counter()
+
+    def ready(self) -> bool:
+        """True when it can be finished now."""
+        return self.future is None or self.future.done()
+
+
+class DetectorMetrics:
+    """Detector-specific metrics (labels created at zero)."""
+
+    def __init__(self, registry):
+        self.faces = Counter("agegender_faces_detected_total",
+                             "Faces found by the detector.", registry=registry)
+        self.decisions = Counter("agegender_classify_decisions_total",
+                                 "Faces marked for classification by the detector's "
+                                 "schedule, by reason: new (a track's first face), better "
+                                 "(clearly better than its best classified face), periodic "
+                                 "(classify_every frames since the last), skip (not "
+                                 "classified).", ["reason"], registry=registry)
+        for r in DECISIONS:
+            self.decisions.labels(r)
+        self.tracks = Counter("agegender_tracks_started_total",
+                              "Face tracks started by the detector's tracker.",
+                              registry=registry)
+
+    def on_frame(self, reasons: list) -> None:
+        """Count one tracked frame's faces and decisions."""
+        self.faces.inc(len(reasons))
+        for r in reasons:
+            self.decisions.labels(r or "skip").inc()
+            if r == "new":
+                self.tracks.inc()
+
+
 def main(cfg, *, stop: threading.Event | None = None, registry=None) -> int:
     """Run the detector service until stopped (SIGINT/SIGTERM or ``stop``).
+
+    Frames are detected on ``cfg.workers`` threads (one detector each) and tracked and
+    sent in the order they arrived (a stream's frames arrive in seq order: capture sends
+    each stream to one detector process, :class:`common.sockets.StreamRouter`).
 
     Args:
         cfg: :class:`services.detector.config.DetectorConfig`.
@@ -190,16 +308,17 @@ def main(cfg, *, stop: threading.Event | None = None, registry=None) -> int:
         0 on a clean stop; 2 when the detector model cannot be loaded.
     """
     with ServiceRuntime("detector", cfg, stop=stop, registry=registry) as rt:
-        faces_total = Counter("agegender_faces_detected_total",
-                              "Faces found by the detector.", registry=rt.metrics.registry)
+        dm = DetectorMetrics(rt.metrics.registry)
+        threads = max(1, cfg.threads // cfg.workers)
         try:
-            detector = make_detector(cfg.backend, confidence=cfg.confidence,
-                                     input_size=cfg.input_size, min_face_px=cfg.min_face_px,
-                                     threads=cfg.threads, tiles=cfg.tiles,
-                                     max_tile_side=cfg.max_tile_side,
-                                     refine_roll_degrees=cfg.refine_roll_degrees)
+            detectors = _Detectors(lambda: make_detector(
+                cfg.backend, confidence=cfg.confidence, input_size=cfg.input_size,
+                min_face_px=cfg.min_face_px, threads=threads, tiles=cfg.tiles,
+                max_tile_side=cfg.max_tile_side,
+                refine_roll_degrees=cfg.refine_roll_degrees), cfg.workers)
         except (FileNotFoundError, ValueError, ImportError, cv2.error) as exc:
             return rt.refuse(f"cannot load the {cfg.backend} face detector: {exc}")
+        detector = detectors.first
         infer = inference_seconds(rt.metrics.registry, "detector", detector.name)
         small_faces = SmallFaceWarning(detector, cfg.expected_min_face_px,
                                        cfg.tiles if cfg.backend == "blazeface" else None)
@@ -208,55 +327,92 @@ def main(cfg, *, stop: threading.Event | None = None, registry=None) -> int:
                                  "stream's frame size is larger than expected_min_face_px "
                                  "(one per stream and frame size), by stream.", ["stream"],
                                  registry=rt.metrics.registry)
-        log.info("detector %s on DNN backend %s, payload %s; %s -> %s", detector.name,
-                 getattr(detector, "backend", "cpu"), cfg.payload, cfg.input, cfg.output)
-        rx = rt.receiver(cfg.input, kinds=("frame", "eos"))
+        tracking = Tracking(Schedule(cfg.classify_every, cfg.classify_margin),
+                            cfg.track_memory_s, cfg.track_max_distance, cfg.quality_ref_px)
+        log.info("detector %s on DNN backend %s, %d worker thread(s), payload %s; %s -> %s",
+                 detector.name, getattr(detector, "backend", "cpu"), cfg.workers,
+                 cfg.payload, cfg.input, cfg.output)
+        rx = rt.stream_dealer(cfg.input, window=cfg.hwm + cfg.workers)
+        worker = rx.identity.decode()
+        log.info("detector worker %s", worker)
         tx = rt.sender(cfg.output)
         rt.health.enter(ServiceState.RUNNING)
         m = rt.metrics
-        while not rt.stop.is_set():
-            rt.health.beat()
-            first = rx.recv(cfg.recv_timeout_ms)
-            if first is None:
-                continue
-            batch = [first]
-            while len(batch) < MAX_DRAIN:  # take what is already queued, without waiting
-                more = rx.recv(0)
-                if more is None:
-                    break
-                batch.append(more)
-            batch, superseded = newest_live(batch)
-            if superseded:
-                m.drop("superseded", superseded)
-            m.queue_depth.labels("detector").set(len(batch))
-            for msg in batch:
-                if msg.kind == "eos":
-                    forward_eos(tx, msg, "detector")
-                    continue
-                if msg.kind != "frame":
-                    log.debug("ignoring %s message on the frame input", msg.kind)
-                    continue
-                t0 = time.perf_counter()
-                info: dict = {}
-                try:
-                    out = process_frame(msg, detector, info=info, payload=cfg.payload,
-                                        crop_aspect=cfg.crop_aspect,
-                                        jpeg_quality=cfg.jpeg_quality)
-                except BadFrame as exc:
-                    log.warning("frame dropped (bad_image): %s", exc)
-                    m.drop("bad_image")
-                    continue
-                infer.observe(info.get("detect_s", 0.0))
-                if small_faces.check(msg.stream, int(msg.header["width"]),
-                                     int(msg.header["height"])):
-                    small_warnings.labels(msg.stream).inc()
-                m.stage_seconds.labels("detector").observe(time.perf_counter() - t0)
-                faces_total.inc(info["faces"])
-                # File frames wait for room downstream (nothing lost); live ones are lossy.
-                live = bool(msg.header.get("live", False))
-                while not live and not rt.stop.is_set() and not tx.sock.poll(500, zmq.POLLOUT):
-                    rt.health.beat()    # waiting on a slow consumer is not a hang
-                tx.send(out, "faces", block=not live)
+        pool = ThreadPoolExecutor(cfg.workers, thread_name_prefix="detect")
+        work: deque[_Work] = deque()
+
+        def finish(item: _Work) -> None:
+            """Track, encode and send one frame (or pass an eos on), in arrival order."""
+            msg = item.msg
+            if msg.kind == "eos":
+                tracking.end(msg.stream)
+                forward_eos(tx, msg, "detector")
+                return
+            try:
+                image, faces = item.future.result()
+            except BadFrame as exc:
+                log.warning("frame dropped (bad_image): %s", exc)
+                m.drop("bad_image")
+                rx.done(msg)
+                return
+            infer.observe(item.info.get("detect_s", 0.0))
+            if small_faces.check(msg.stream, int(msg.header["width"]),
+                                 int(msg.header["height"])):
+                small_warnings.labels(msg.stream).inc()
+            ended, reasons = tracking.update(msg.stream, msg.seq, faces, image,
+                                             msg.header.get("fps"))
+            out = faces_message(msg, image, faces, ended, payload=cfg.payload,
+                                crop_aspect=cfg.crop_aspect, jpeg_quality=cfg.jpeg_quality,
+                                worker=worker)
+            m.stage_seconds.labels("detector").observe(time.perf_counter() - item.t0)
+            dm.on_frame(reasons)
+            # File frames wait for room downstream (nothing lost); live ones are lossy.
+            live = bool(msg.header.get("live", False))
+            while not live and not rt.stop.is_set() and not tx.sock.poll(200, zmq.POLLOUT):
+                rt.health.beat()    # waiting on a slow consumer is not a hang
+                rx.heartbeat()
+            tx.send(out, "faces", block=not live)
+            rx.done(msg)
+
+        try:
+            while not rt.stop.is_set():
                 rt.health.beat()
+                room = cfg.workers + 1 - len(work)
+                if room > 0:
+                    first = rx.recv(cfg.recv_timeout_ms if not work else 0)
+                    batch = [first] if first is not None else []
+                    while batch and len(batch) < MAX_DRAIN:  # what is queued, no waiting
+                        more = rx.recv(0)
+                        if more is None:
+                            break
+                        batch.append(more)
+                    kept, superseded = newest_live(batch)
+                    if superseded:
+                        m.drop("superseded", superseded)
+                        for old in batch:
+                            if not any(old is k for k in kept):
+                                rx.done(old)
+                    for msg in kept:
+                        if msg.kind == "frame":
+                            item = _Work(msg)
+                            item.future = pool.submit(detectors.detect, msg, item.info)
+                            work.append(item)
+                        elif msg.kind == "eos":
+                            work.append(_Work(msg))
+                        else:
+                            log.debug("ignoring %s message on the frame input", msg.kind)
+                            rx.done(msg)
+                m.queue_depth.labels("detector").set(len(work))
+                while work and work[0].ready():
+                    finish(work.popleft())
+                    rt.health.beat()
+                if work and (room <= 0 or not work[0].ready()):
+                    wait([work[0].future], timeout=0.01)
+                    rx.heartbeat()
             m.queue_depth.labels("detector").set(0)
+        finally:
+            if work:
+                log.info("stopping (%d frame(s) in progress are dropped)", len(work))
+                m.drop("shutdown", sum(1 for w in work if w.msg.kind == "frame"))
+            pool.shutdown(wait=False, cancel_futures=True)
         return 0

@@ -52,8 +52,9 @@ def video_readable(path: Path) -> bool:
 
 def written_outputs(out_dir: Path | None, since: float = 0.0
                     ) -> tuple[list[str], list[str]]:
-    """``(outputs, unreadable)``: the annotated videos and events file the sink wrote
-    that can be read (absolute paths; an empty events.jsonl is not an output, nor a file
+    """``(outputs, unreadable)``: the annotated videos, events and people files the sink
+    wrote that can be read (absolute paths; an empty JSON Lines file is not an output, nor
+    a file
     last written before ``since``, Unix seconds: an earlier run's), and the videos left
     unreadable (a sink killed while writing them)."""
     if out_dir is None:
@@ -65,8 +66,8 @@ def written_outputs(out_dir: Path | None, since: float = 0.0
 
     videos = [p for p in sorted(out.glob("annotated*.mp4")) if fresh(p)]
     readable = [p for p in videos if video_readable(p)]
-    events = out / "events.jsonl"
-    extra = [events] if fresh(events) and events.stat().st_size > 0 else []
+    extra = [p for p in (out / "events.jsonl", out / "people.jsonl")
+             if fresh(p) and p.stat().st_size > 0]
     return ([str(p) for p in readable + extra],
             [str(p) for p in videos if p not in readable])
 

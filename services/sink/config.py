@@ -51,13 +51,24 @@ class SinkConfig(_WithMqtt, service="sink", http_port=9104):
                                "results still in flight through other detector or "
                                "classifier workers; the stream ends early once as many "
                                "results as frames sent arrived. 0 ends it at the eos.")
-    track_window: int = Field(5, ge=1, le=1000, description="Frames over which each "
-                              "face track's age and gender are smoothed (median; 1: "
-                              "per-frame values; tracks are assigned either way).")
-    track_iou: float = Field(0.3, gt=0.0, le=1.0, description="Least intersection over "
-                             "union of boxes in consecutive frames for the same track.")
-    track_max_gap_s: float = Field(1.0, gt=0.0, le=60.0, description="A track unseen for "
-                                   "longer than this (capture time, seconds) ends.")
+    people: bool = Field(True, description="Write people.jsonl (one person event per "
+                         "person when its track ends) when out_dir is set.")
+    person_min_frames: int = Field(3, ge=1, le=100_000, description="A track seen in fewer "
+                                   "frames makes no person event (a detector flicker, not "
+                                   "a person).")
+    person_timeout_s: float = Field(10.0, gt=0.0, le=3600.0, description="A person "
+                                    "unseen for this long (capture time, seconds) ends "
+                                    "even without the detector's ended_tracks (a detector "
+                                    "worker that vanished).")
+    person_thumbnails_dir: Path | None = Field(None, description="Write a small JPEG of "
+                                               "each person's best face here "
+                                               "(<stream>_<track>.jpg, named in the "
+                                               "person event). Off by default: faces are "
+                                               "personal data.")
+    fusion_rho: float = Field(0.6, ge=0.0, le=1.0, description="Correlation of one "
+                              "person's errors between frames, used to narrow the fused "
+                              "age interval when the model's meta.json has no fusion.rho "
+                              "(common/fusion.py).")
     video_fps: float = Field(0.0, ge=0.0, le=240.0, description="Nominal frame rate of "
                              "the annotated video (frames/s): times frames whose header has "
                              "no t_media_ns; frames with one are written at their media "

@@ -10,18 +10,22 @@ events.jsonl (one JSON object per frame, one line each, flushed per line)::
      "width": int, "height": int (pixels),
      "faces": [{"box": [x1, y1, x2, y2] (int pixels, clipped, x2/y2 exclusive),
                 "confidence": float (0..1, detector, 4 decimals),
-                "age": float (years),
-                "age_range": [low, high] (years) or null when the model gives none,
-                "gender": "female" | "male",
-                "gender_confidence": float (0..1),
-                "track": int (face track id, per stream, from 1; never given to two
-                         people in one events.jsonl, also across a sink restart)
-                         or null}]}
+                "age": float (years) or null,
+                "age_range": [low, high] (years) or null,
+                "gender": "female" | "male" or null,
+                "gender_confidence": float (0.5..1) or null,
+                "track": int (the person's track id, given by the detector: unique per
+                         stream, also across detector and sink restarts),
+                "quality": float (0..1)}]}
 
-Age, age range and gender are medians over the face's track (the sink's
-``track_window`` last frames, :mod:`services.sink.tracking`); ``track_window`` 1 gives the
-classifier's per-frame values. Each face is :func:`common.faces.face_json` of the face
-map (the same form ``agegender predict`` prints), with its track.
+Age, age range and gender are the person's fused answer so far (all classified faces of
+its track up to this frame, weighted by quality: :mod:`services.sink.people`); they are
+null until the track's first face was classified. ``quality`` is the face's quality
+(0..1, :mod:`common.quality`). Each face is :func:`common.faces.face_json` of the face
+map (the same form ``agegender predict`` prints), with its track and quality.
+
+people.jsonl: one person event per line (:mod:`services.sink.people`), written when the
+person's track ends, at the end of its stream or when the sink stops.
 """
 
 from __future__ import annotations
@@ -38,8 +42,9 @@ from services.sink.outputs import Output, SinkResult
 #: Keys of each events.jsonl object, in order.
 EVENT_KEYS = ("stream", "seq", "t_capture", "t_media", "latency_s", "width", "height",
               "faces")
-#: Keys of each face in an event, in order (:func:`common.faces.face_json` with ``track``).
-FACE_KEYS = (*faces.FACE_KEYS, "track")
+#: Keys of each face in an event, in order (:func:`common.faces.face_json` with ``track``
+#: and ``quality``).
+FACE_KEYS = (*faces.FACE_KEYS, "track", "quality")
 
 
 def event_record(header: dict, latency_s: float) -> dict:
@@ -205,3 +210,30 @@ def trace_output(path: Path, append: bool = False) -> JsonLinesOutput:
     """The per-stage timestamp trace (benchmarks; see :func:`trace_record`)."""
     return JsonLinesOutput("trace", path, lambda r: trace_record(r.header, r.t_sink_ns),
                            append)
+
+
+class PeopleOutput(JsonLinesOutput):
+    """people.jsonl: one line per person event (:meth:`write_person`); frames are not
+    written here.
+
+    Args:
+        path: the file (its folder is created).
+        append: continue an existing file instead of replacing it.
+    """
+
+    def __init__(self, path: Path, append: bool = False):
+        super().__init__("people", path, lambda r: {}, append)
+
+    def write(self, result: SinkResult) -> None:
+        """Frames are not person events: nothing to write."""
+
+    def write_person(self, event: dict) -> None:
+        """Write one person event as one line.
+
+        Raises:
+            OSError: the line could not be written; the message names the file.
+        """
+        try:
+            self.file.write(event)
+        except OSError as exc:
+            raise type(exc)(exc.errno, f"cannot write {self.path}: {exc.strerror}") from None

@@ -2,10 +2,11 @@
 
 The receive path does only what must be timed or must not be lost: it measures each
 frame's end-to-end latency (receive time minus ``t_capture_ns``) into
-``agegender_e2e_latency_seconds``, assigns face tracks and smooths age and gender over
-them (median, :mod:`services.sink.tracking`), writes the record outputs (events.jsonl,
-the trace: :mod:`services.sink.events`; MQTT when on: :mod:`services.sink.mqtt_output`)
-and hands the frame to the
+``agegender_e2e_latency_seconds``, fuses each face's track into a person
+(:mod:`services.sink.people`: every face shows its person's fused age and gender),
+writes the record outputs (events.jsonl, the trace: :mod:`services.sink.events`; MQTT
+when on: :mod:`services.sink.mqtt_output`), writes a person event to them
+(people.jsonl, MQTT) for each person that ended, and hands the frame to the
 :class:`~services.sink.render.Renderer` thread, which draws it and writes the image
 outputs (annotated video, MJPEG live view, window). Every output sits behind the small
 interface of :mod:`services.sink.outputs`, so one failing output does not stop the others.
@@ -20,29 +21,33 @@ import threading
 import time
 from pathlib import Path
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
+from common.images import frame_image
 from common.metrics import LATENCY_BUCKETS
 from common.outdir import OutDirError, OutDirLock
 from common.service import ServiceRuntime
 from common.states import ServiceState
 from services.sink.config import SinkConfig
 from services.sink.display import DisplayOutput
-from services.sink.events import cut_torn_line, events_output, read_tail, trace_output
+from services.sink.events import (PeopleOutput, cut_torn_line, events_output, read_tail,
+                                  trace_output)
 from services.sink.mjpeg import MJPEGHub
 from services.sink.mqtt import MqttMetrics
 from services.sink.mqtt_output import MqttOutput
 from services.sink.outputs import Output, OutputSet, SinkResult
 from services.sink.render import Renderer
-from services.sink.stats import SinkStats, StreamStats, read_status, write_json_atomic
+from services.sink.people import AGE_BAND_LABELS, GENDER_LABELS, People, age_band
+from services.sink.stats import SinkStats, read_status, write_json_atomic
 from services.sink.streams import StreamEnds
-from services.sink.tracking import FaceTracker
 from services.sink.video import VideoOutput
 
 log = logging.getLogger("sink")
 
 #: Seconds between status file writes.
 STATUS_EVERY_S = 0.5
+#: Buckets of ``agegender_person_dwell_seconds`` (seconds: 1 s to 1 h).
+DWELL_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600)
 
 
 class SinkMetrics:
@@ -59,21 +64,48 @@ class SinkMetrics:
                              registry=registry)
         self.eos = Counter("agegender_sink_streams_ended_total",
                            "End-of-stream messages received.", registry=registry)
-        self.tracks = Counter("agegender_sink_face_tracks_total",
-                              "Face tracks started (about the number of people seen; a "
-                              "face lost for longer than track_max_gap_s counts again).",
-                              registry=registry)
+        self.people = Counter("agegender_people_total",
+                              "People counted (person events), by stream, fused gender "
+                              "and age band (unknown: never classified).",
+                              ["stream", "gender", "age_band"], registry=registry)
+        self.dwell = Histogram("agegender_person_dwell_seconds",
+                               "How long each counted person was seen (seconds), by "
+                               "stream.", ["stream"], buckets=DWELL_BUCKETS,
+                               registry=registry)
+        self.in_view = Gauge("agegender_people_in_view",
+                             "People whose track is open now, by stream.", ["stream"],
+                             registry=registry)
+        self._streams: set[str] = set()
         self.output_errors = Counter("agegender_sink_output_errors_total",
                                      "Errors raised by one sink output (open, write or "
                                      "close), by output; the other outputs go on.",
                                      ["output"], registry=registry)
+
+    def stream(self, stream: str) -> None:
+        """Create a new stream's person metrics at zero (every gender and age band)."""
+        if stream in self._streams:
+            return
+        self._streams.add(stream)
+        for g in GENDER_LABELS:
+            for b in AGE_BAND_LABELS:
+                self.people.labels(stream, g, b)
+        self.dwell.labels(stream)
+        self.in_view.labels(stream).set(0)
+
+    def person(self, event: dict) -> None:
+        """Count one person event."""
+        self.stream(event["stream"])
+        self.people.labels(event["stream"], event["gender"] or "unknown",
+                           age_band(event["age"])).inc()
+        self.dwell.labels(event["stream"]).observe(event["dwell_s"])
 
 
 def build_outputs(cfg: SinkConfig, hub: MJPEGHub | None, errors=None,
                   mqtt_metrics: MqttMetrics | None = None) -> tuple[OutputSet, OutputSet]:
     """The configured outputs, opened: ``(record outputs, image outputs)``.
 
-    Record outputs (events.jsonl, the trace, MQTT) are written on the receive path; image
+    Record outputs (events.jsonl, people.jsonl, the trace, MQTT) are written on the
+    receive path (person events go to each one's ``write_person``); image
     outputs (annotated video, the MJPEG ``hub``, a window) by the renderer thread.
     ``metrics_only`` leaves out everything but the trace.
 
@@ -87,6 +119,8 @@ def build_outputs(cfg: SinkConfig, hub: MJPEGHub | None, errors=None,
     if cfg.out_dir is not None and not cfg.metrics_only:
         if cfg.events:
             outputs.append(events_output(events_path(cfg), cfg.append))
+        if cfg.people:
+            outputs.append(PeopleOutput(cfg.out_dir / "people.jsonl", cfg.append))
         if cfg.video:
             outputs.append(VideoOutput(cfg.out_dir, cfg.video_fps, append=cfg.append,
                                        threads=cfg.threads))
@@ -102,13 +136,6 @@ def build_outputs(cfg: SinkConfig, hub: MJPEGHub | None, errors=None,
     for s in sets:
         s.open()
     return sets
-
-
-def note_tracks(stream: StreamStats, faces: list[dict]) -> None:
-    """Keep the stream's highest track id (a restarted sink starts above it)."""
-    ids = [f["track"] for f in faces if isinstance(f.get("track"), int)]
-    if ids:
-        stream.track_max = max(stream.track_max, *ids)
 
 
 def continued_stats(cfg: SinkConfig) -> SinkStats:
@@ -129,16 +156,14 @@ def continued_stats(cfg: SinkConfig) -> SinkStats:
                 continue
             stats.add(stream, rec.get("latency_s"), len(faces), seq=seq,
                       now=rec.get("t_capture"))
-            note_tracks(stats.stream(stream), [f for f in faces if isinstance(f, dict)])
     if snap is None and not stats.frames:
         return stats  # nothing to continue
     stats.breaks.append({"t": time.time(), "frames": stats.frames,
                          "next_seq": {k: v.next_seq for k, v in stats.per_stream.items()}})
     log.warning("continuing after an earlier sink process: %d frames counted so far "
-                "(%s), track ids continue above %s", stats.frames,
+                "(%s); its open people are continued from their next frames", stats.frames,
                 ", ".join(f"{k} next seq {v.next_seq}" for k, v in stats.per_stream.items())
-                or "no stream yet",
-                {k: v.track_max for k, v in stats.per_stream.items()})
+                or "no stream yet")
     return stats
 
 
@@ -200,9 +225,20 @@ def _serve(cfg: SinkConfig, rt: ServiceRuntime, sm: SinkMetrics, hub,
     ends = StreamEnds(cfg.eos_grace_s)
     ends.ended = stats.ended  # one list: the status file shows what StreamEnds decided
     ends.results = dict(stats.streams)
-    tracker = FaceTracker(cfg.track_window, cfg.track_iou, cfg.track_max_gap_s,
-                          on_new_track=lambda _stream: sm.tracks.inc(),
-                          last_ids={k: v.track_max for k, v in stats.per_stream.items()})
+    people = People(cfg.person_min_frames, cfg.person_timeout_s,
+                    cfg.person_thumbnails_dir, cfg.fusion_rho)
+
+    def persons(events: list[dict]) -> None:
+        """Write and count person events; update the people counts shown."""
+        for event in events:
+            records.write_person(event)
+            sm.person(event)
+        for stream in {e["stream"] for e in events}:
+            sm.in_view.labels(stream).set(people.in_view(stream))
+        if hub is not None:  # a new dict each time: the HTTP thread reads it
+            hub.people = {s: {"in_view": people.in_view(s),
+                              "counted": people.counted.get(s, 0)}
+                          for s in people.streams()}
 
     def status(done: bool = False) -> None:
         """Write the status file (counts, and how much of events.jsonl they cover)."""
@@ -232,7 +268,7 @@ def _serve(cfg: SinkConfig, rt: ServiceRuntime, sm: SinkMetrics, hub,
                     stats.stream(msg.stream).ended(frames)
                 newly_ended += ends.eos(msg.stream, frames)
             for stream in newly_ended:
-                tracker.end(stream)
+                persons(people.end_stream(stream))
             if cfg.expected_streams and len(ends.ended) >= cfg.expected_streams:
                 finished = True
                 break
@@ -244,20 +280,21 @@ def _serve(cfg: SinkConfig, rt: ServiceRuntime, sm: SinkMetrics, hub,
             t_ns = time.time_ns()
             latency = (t_ns - msg.header["t_capture_ns"]) / 1e9
             t0 = time.monotonic()
-            faces = tracker.update(msg.stream, msg.header["t_capture_ns"] / 1e9,
-                                   msg.header.get("faces", []))
-            msg.header["faces"] = faces  # smoothed: events and video show the same
+            sm.stream(msg.stream)
+            faces, ended = people.observe(msg.header, lambda: frame_image(msg))
+            msg.header["faces"] = faces  # fused: events and video show the same
             n_faces = len(faces)
             sm.e2e.observe(max(latency, 0.0))
             sm.frames.inc()
             sm.faces.inc(n_faces)
             stats.add(msg.stream, latency, n_faces, seq=msg.seq,
                       live=bool(msg.header.get("live", False)))
-            note_tracks(stats.stream(msg.stream), faces)
-            for stream in ends.result(msg.stream):
-                tracker.end(stream)
             result = SinkResult(msg, latency, t_ns)
             records.write(result)
+            sm.in_view.labels(msg.stream).set(people.in_view(msg.stream))
+            persons(ended)
+            for stream in ends.result(msg.stream):
+                persons(people.end_stream(stream))
             if renderer is not None:
                 renderer.submit(result, block=not msg.header.get("live", False),
                                 stop=rt.stop)
@@ -267,6 +304,7 @@ def _serve(cfg: SinkConfig, rt: ServiceRuntime, sm: SinkMetrics, hub,
             rt.health.enter(ServiceState.DRAINING)
         if renderer is not None:
             renderer.close(drain=finished)
+        persons(people.end_all())
         records.close()
         if cfg.status_path is not None:
             status(done=finished)

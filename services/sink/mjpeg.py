@@ -1,9 +1,11 @@
 """The live view output: the newest annotated frame as an MJPEG stream and a snapshot,
-served on the sink's HTTP port (``/``, ``/stream.mjpg``, ``/snapshot.jpg``)."""
+served on the sink's HTTP port (``/``, ``/stream.mjpg``, ``/snapshot.jpg``), and the
+people now in view and counted so far per stream (``/people.json``, shown on the page)."""
 
 from __future__ import annotations
 
 import html
+import json
 import threading
 from http.server import BaseHTTPRequestHandler
 
@@ -19,7 +21,16 @@ PAGE = """<!doctype html>
 img{{max-width:100%;border:1px solid #444}}</style></head>
 <body><h1>agegender: live annotated view</h1>
 <p>{info} &middot; <a href="/metrics" style="color:#8cf">/metrics</a></p>
-<img src="/stream.mjpg" alt="live annotated stream"></body></html>
+<p id="people">people: &hellip;</p>
+<img src="/stream.mjpg" alt="live annotated stream">
+<script>
+function show(s){{var p=[];for(var k in s){{p.push(k+": "+s[k].in_view+" in view, "+
+s[k].counted+" counted so far");}}
+document.getElementById("people").textContent="people: "+(p.join(" \u00b7 ")||"none yet");}}
+function poll(){{fetch("/people.json",{{cache:"no-store"}}).then(function(r){{return r.json();}})
+.then(show).catch(function(){{}});}}
+poll();setInterval(poll,1000);
+</script></body></html>
 """
 
 
@@ -45,6 +56,9 @@ class MJPEGHub(Output):
         self._seq = 0
         self._jpeg: tuple[int, bytes] | None = None
         self.clients = 0
+        #: ``{stream: {"in_view": int, "counted": int}}``, replaced (never changed in
+        #: place) by the sink's receive path.
+        self.people: dict = {}
 
     def write(self, result: SinkResult) -> None:
         """Publish the annotated frame (see :meth:`publish`)."""
@@ -73,10 +87,14 @@ class MJPEGHub(Output):
 
     def routes(self, info: str = "") -> dict:
         """HTTP routes for :class:`common.http_server.HTTPServer`: ``/``, ``/stream.mjpg``,
-        ``/snapshot.jpg``."""
+        ``/snapshot.jpg``, ``/people.json``."""
         return {"/": lambda req: self._page(req, info), "/index.html":
                 lambda req: self._page(req, info), "/stream.mjpg": self._stream,
-                "/snapshot.jpg": self._snapshot}
+                "/snapshot.jpg": self._snapshot, "/people.json": self._people}
+
+    def _people(self, req: BaseHTTPRequestHandler) -> None:
+        reply(req, 200, "application/json", json.dumps(self.people).encode(),
+              {"Cache-Control": "no-store"})
 
     @staticmethod
     def _page(req: BaseHTTPRequestHandler, info: str) -> None:

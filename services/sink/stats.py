@@ -1,9 +1,9 @@
 """The sink's running statistics (frames, faces, fps, exact latency percentiles, per
-stream: seq gaps, track ids) and the status file ``agegender run`` reads for its
+stream: seq gaps) and the status file ``agegender run`` reads for its
 progress bar and summary.
 
 The status file is also what a restarted sink continues from (``append``): its counts,
-each stream's next seq and highest track id, and how much of events.jsonl it covered
+each stream's next seq, and how much of events.jsonl it covered
 (``events_bytes``), so frames written after the last status are counted from the
 file's tail (:func:`services.sink.events.read_events_tail`).
 """
@@ -50,7 +50,6 @@ class StreamStats:
             purpose upstream, which are counted where they were dropped).
         live: the stream's frames are live.
         t_first, t_last: wall clock (Unix seconds) of its first and last frame.
-        track_max: highest face track id given out.
     """
 
     frames: int = 0
@@ -60,7 +59,6 @@ class StreamStats:
     live: bool = False
     t_first: float | None = None
     t_last: float | None = None
-    track_max: int = 0
 
     def add(self, seq: int, faces: int, now: float, live: bool) -> None:
         """Count one frame ``seq`` with ``faces`` faces received at ``now``."""

@@ -21,6 +21,7 @@ from services.capture.config import CaptureConfig
 from services.capture.main import main as capture_main
 from services.detector.main import newest_live
 from tests.conftest import free_port, wait_http
+from tests.frames import FrameWorker
 from tests.waits import HANG_S, wait_for
 
 CLIP = "face-demographics-walking-and-pause.mp4"
@@ -52,11 +53,8 @@ class ServiceThread:
 
 
 def _pull(port):
-    ctx = zmq.Context.instance()
-    sock = ctx.socket(zmq.PULL)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(f"tcp://127.0.0.1:{port}")
-    return sock
+    """A detector-like peer of capture's output (credits, heartbeats)."""
+    return FrameWorker(zmq.Context.instance(), f"tcp://127.0.0.1:{port}")
 
 
 def _recv_until_eos(sock, timeout_s=30.0):
@@ -185,8 +183,10 @@ def test_live_rtsp_through_the_service_to_a_slow_consumer(rtsp_server, clip):
     with ServiceThread(cfg) as svc:
         assert sock.poll(20000), "no live frame within 20 s"
         # (the open-time probe delivers a burst: wait until the reader is at the clip's pace)
-        wait_for(lambda: svc.value("agegender_frames_captured_total", stream="cam") >= 12,
-                 30, "a second of frames")
+        # (taking what arrives meanwhile, as a detector would)
+        wait_for(lambda: (sock.recv_multipart() if sock.poll(0) else None, svc.value(
+            "agegender_frames_captured_total", stream="cam") >= 12)[1], 30,
+                 "a second of frames")
         ages, superseded, end = [], 0, time.monotonic() + 5.0
         # when it consumes for 5 s
         while time.monotonic() < end:

@@ -21,6 +21,7 @@ from services.capture.finite import VideoFileSource
 from services.capture.main import main as capture_main
 from services.capture.spec import SourceOptions
 from tests.conftest import free_port
+from tests.frames import FrameWorker
 from tests.media import VFR_TIMES_S, clip_frames, damage, write_clip
 
 CLIP = "face-demographics-walking-and-pause.mp4"   # 41 frames, 480x270, 12 fps
@@ -37,18 +38,15 @@ def vfr_clip(tmp_path_factory):
 
 
 def _run_capture(cfg_kwargs: dict, timeout_s: float = 60.0):
-    """Run the capture service in a thread with a PULL consumer that takes every message
-    at once; return ``(messages up to and including eos, registry, rc)``."""
+    """Run the capture service in a thread with a detector-like consumer that takes every
+    message at once; return ``(messages up to and including eos, registry, rc)``."""
     port = free_port()
     registry, stop = CollectorRegistry(), threading.Event()
     cfg = CaptureConfig(output=f"bind:tcp://127.0.0.1:{port}", http_port=0, **cfg_kwargs)
     result = {}
     thread = threading.Thread(target=lambda: result.update(
         rc=capture_main(cfg, stop=stop, registry=registry)), daemon=True)
-    ctx = zmq.Context.instance()
-    sock = ctx.socket(zmq.PULL)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(f"tcp://127.0.0.1:{port}")
+    sock = FrameWorker(zmq.Context.instance(), f"tcp://127.0.0.1:{port}")
     thread.start()
     msgs, deadline = [], time.monotonic() + timeout_s
     try:

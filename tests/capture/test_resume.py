@@ -17,6 +17,7 @@ from services.capture.main import main as capture_main
 from services.capture.position import PositionFile, read_positions
 from tests.capture.test_capture_service import _pull, _recv_until_eos
 from tests.conftest import free_port
+from tests.frames import FrameWorker
 
 CLIP = "face-demographics-walking-and-pause.mp4"
 
@@ -109,8 +110,8 @@ def test_live_stream_gets_its_turn_next_to_a_file_that_always_has_a_frame(rtsp_s
     cfg = CaptureConfig(sources=[f"file={clip(CLIP)}", f"cam={server.url}"], loop=True,
                         realtime=False, output=f"bind:tcp://127.0.0.1:{port}", http_port=0,
                         hwm=1)
-    sock = _pull(port)
-    sock.setsockopt(zmq.RCVHWM, 1)
+    # (one detector worker with a window of one frame)
+    sock = FrameWorker(zmq.Context.instance(), f"tcp://127.0.0.1:{port}", window=1)
     t, stop, rc = run_capture(cfg)
     t.start()
     try:

@@ -10,7 +10,7 @@ import pytest
 
 from common import wire
 from services.classifier.batching import PendingFrames, face_crops, process_batch
-from tests.classifier.helpers import faces_message
+from tests.classifier.helpers import faces_message, tracked
 
 
 @pytest.mark.parametrize("crops", [False, True], ids=["frame-form", "crops-form"])
@@ -38,6 +38,31 @@ def test_process_batch_chunks_crops_and_keeps_frame_order(stand_in_model, crops)
             assert face["box"] == m.header["faces"][i]["box"]
             assert face["gender"] in ("female", "male")
             assert face["age_range"][0] < face["age_range"][1]
+
+
+@pytest.mark.parametrize("crops", [False, True], ids=["frame-form", "crops-form"])
+def test_only_faces_marked_classify_are_classified(stand_in_model, crops):
+    # given a frame with 4 faces of which the detector's schedule marks 0 and 2 to classify,
+    # and a model whose meta.json has a fusion map
+    stand_in_model.meta = {"fusion": {"rho": 0.5, "method": "simulated tracks",
+                                      "coverage_by_n": {"2": 0.8}}}
+    msg = wire.decode(faces_message("s", 0, 4, crops=crops, skip=(1, 3)))
+    # when classified
+    (_, frames), = process_batch([msg], stand_in_model, max_batch=32)
+    r = wire.decode(frames)
+    # then the model saw 2 crops, those of faces 0 and 2 (its age says which crop)
+    assert stand_in_model.batches == [2]
+    faces = r.header["faces"]
+    assert [f["age"] for f in faces[0::2]] == [100 / 4.0, 102 / 4.0]
+    # and the other faces pass with their track and quality and no answer
+    assert all("age" not in f and "gender" not in f for f in faces[1::2])
+    assert [f["track"] for f in faces] == [1, 2, 3, 4]
+    # and the fusion map's numbers travel to the sink (its descriptions stay in meta.json)
+    assert r.header["fusion"] == {"rho": 0.5}
+    # and the queue counts only the faces to classify
+    q = PendingFrames(4, 0.05)
+    q.add(msg)
+    assert q.faces == 2
 
 
 def test_pending_frames_due_on_full_batch_or_wait():
@@ -94,8 +119,8 @@ def test_face_crops_keep_the_detector_crop_when_the_frame_cannot_be_cut():
     header = wire.frame_header("s", 1, time.time_ns(), 64, 48, encoding="jpeg",
                                t_detector_ns=time.time_ns())
     # given a JPEG frame (not decoded by the classifier) and a box with fractional pixels
-    header.update(kind="faces", faces=[{"box": [0, 0, 10, 12], "confidence": 0.9},
-                                       {"box": [2.5, 0.2, 9.5, 0.9], "confidence": 0.9}],
+    header.update(kind="faces", faces=[tracked([0, 0, 10, 12]),
+                                       tracked([2.5, 0.2, 9.5, 0.9])],
                   crops=[[12, 10], [1, 7]])
     msg = wire.decode(wire.encode(header, [jpg.tobytes(), image[0:12, 0:10], image[0:1, 2:9]]))
     assert msg.image is None
@@ -115,7 +140,7 @@ def test_crops_form_with_a_jpeg_frame_is_classified_and_the_jpeg_passed_on(stand
     ok, jpg = cv2.imencode(".jpg", image)
     header = wire.frame_header("s", 2, time.time_ns(), 64, 48, encoding="jpeg",
                                t_detector_ns=time.time_ns())
-    header.update(kind="faces", faces=[{"box": [0, 0, 12, 12], "confidence": 0.9}],
+    header.update(kind="faces", faces=[tracked([0, 0, 12, 12])],
                   crops=[[12, 12]])
     msg = wire.decode(wire.encode(header, [jpg.tobytes(), image[0:12, 0:12]]))
     # when classified with a model that has a crop aspect
@@ -139,8 +164,8 @@ def test_faces_with_keypoints_are_cut_upright_by_the_model_rule():
     kps = eyes + [[40.0, 44.0], [40.0, 48.0], [31.0, 40.0], [49.0, 40.0]]
     header = wire.frame_header("s", 1, time.time_ns(), 100, 80, t_detector_ns=time.time_ns())
     header.update(kind="faces", faces=[
-        {"box": [30, 30, 50, 50], "confidence": 0.9, "keypoints": kps},
-        {"box": [70, 10, 80, 22], "confidence": 0.9}])
+        tracked([30, 30, 50, 50], keypoints=kps),
+        tracked([70, 10, 80, 22])])
     msg = wire.decode(wire.encode(header, [image]))
     # when cut for a model with crop aspect 1.0 and a rule
     for rule in (CHIP_RULE, SSD_VIDEO_RULE):

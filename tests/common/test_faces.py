@@ -29,7 +29,8 @@ def test_classified_keeps_the_face_and_bounds_the_prediction():
 
 
 def test_a_classified_face_passes_the_wire_validation():
-    face = classified({"box": [0, 0, 10, 10], "confidence": 0.5},
+    face = classified({"box": [0, 0, 10, 10], "confidence": 0.5, "track": 1, "quality": 0.4,
+                       "classify": True},
                       {"age": -3.0, "gender": "male", "gender_confidence": math.nan})
     hdr = dict(wire.frame_header("s", 0, 1, 16, 16), kind="result", faces=[face])
     msg = wire.decode(wire.encode(hdr, [b"\x00" * 16 * 16 * 3]))
@@ -46,7 +47,9 @@ def test_face_json_is_plain_json_in_key_order():
     assert out["box"] == [1, 3, 30, 40] and out["confidence"] == 0.9123
     assert out["age_range"] == [28, 35]
     assert json.loads(json.dumps(out)) == out
-    # and the track only when asked for; an unclassified face has None values
+    # and the track and quality only when asked for; an unclassified face has None values
     assert face_json(face, track=True)["track"] == 7
+    assert face_json(dict(face, quality=0.123456), track=True)["quality"] == 0.1235
     bare = face_json({"box": [0, 0, 2, 2], "confidence": 1.0}, track=True)
     assert bare["age"] is None and bare["gender"] is None and bare["track"] is None
+    assert bare["quality"] is None

@@ -1,4 +1,5 @@
-"""The two forms of a ``faces`` message (frame or crops), decoded strictly."""
+"""The two forms of a ``faces`` message (frame or crops) and the tracking fields of wire
+v2 (track, classify, quality, ended_tracks, fusion), decoded strictly."""
 
 from __future__ import annotations
 
@@ -10,12 +11,17 @@ import pytest
 from common import wire
 from common.images import encode_jpeg
 
-FACES = [{"box": [2, 2, 12, 14], "confidence": 0.9}, {"box": [20, 4, 30, 16], "confidence": 0.8}]
+FACES = [{"box": [2, 2, 12, 14], "confidence": 0.9, "track": 5, "quality": 0.6,
+          "classify": True},
+         {"box": [20, 4, 30, 16], "confidence": 0.8, "track": 6, "quality": 0.3,
+          "classify": True}]
+PREDICTION = {"age": 30.0, "age_range": [25, 36], "gender": "female",
+              "gender_confidence": 0.9}
 
 
 def _header(**extra) -> dict:
-    return dict(wire.frame_header("cam", 5, time.time_ns(), 40, 24), kind="faces",
-                faces=FACES, **extra)
+    return {**wire.frame_header("cam", 5, time.time_ns(), 40, 24), "kind": "faces",
+            "faces": FACES, **extra}
 
 
 @pytest.fixture
@@ -76,8 +82,7 @@ def test_keypoints_travel_in_faces_and_results(frame):
     assert msg.header["faces"][0]["keypoints"] == KEYPOINTS
     assert "keypoints" not in msg.header["faces"][1]
     # and a result keeps them
-    result = dict(_header(), kind="result", faces=[
-        dict(f, age=30.0, gender="female", gender_confidence=0.9) for f in faces])
+    result = dict(_header(), kind="result", faces=[dict(f, **PREDICTION) for f in faces])
     assert wire.decode(wire.encode(result, [frame])).header["faces"][0]["keypoints"] == KEYPOINTS
 
 
@@ -97,4 +102,73 @@ def test_malformed_keypoints_are_bad_fields(frame, keypoints):
     faces = [dict(FACES[0], keypoints=keypoints)]
     with pytest.raises(wire.DecodeError) as err:
         wire.decode(wire.encode(dict(_header(), faces=faces), [frame]))
+    assert err.value.reason == "bad_field"
+
+
+def test_only_the_faces_to_classify_carry_crops(frame):
+    # given two faces of which only the second is to be classified
+    faces = [dict(FACES[0], classify=False), FACES[1]]
+    crop = frame[4:16, 20:30]
+    # when sent in the crops form with one crop / then it decodes: the crop is that face's
+    msg = wire.decode(wire.encode(_header(faces=faces, encoding="jpeg", crops=[[12, 10]]),
+                                  [encode_jpeg(frame), crop]))
+    assert len(msg.crops) == 1
+    np.testing.assert_array_equal(msg.crops[0], crop)
+    # and a crop for every face is a size mismatch (one face is not classified)
+    with pytest.raises(wire.DecodeError) as err:
+        wire.decode(wire.encode(_header(faces=faces, encoding="jpeg",
+                                        crops=[[12, 10], [12, 10]]),
+                                [encode_jpeg(frame), crop, crop]))
+    assert err.value.reason == "size_mismatch"
+
+
+def test_results_carry_predictions_only_where_classified_and_the_fusion_map(frame):
+    # given a result whose first face was classified and whose second was not, with the
+    # tracks ended at this frame and the model's fusion map
+    faces = [dict(FACES[0], **PREDICTION), dict(FACES[1], classify=False)]
+    header = dict(_header(), kind="result", faces=faces, ended_tracks=[3, 4],
+                  fusion={"rho": 0.55})
+    # when decoded / then everything arrives as sent
+    h = wire.decode(wire.encode(header, [frame])).header
+    assert h["faces"][0]["gender"] == "female" and "age" not in h["faces"][1]
+    assert h["ended_tracks"] == [3, 4] and h["fusion"] == {"rho": 0.55}
+    assert [f["track"] for f in h["faces"]] == [5, 6]
+
+
+def _face(**changes):
+    return [dict(FACES[0], **changes)]
+
+
+@pytest.mark.parametrize("kind, faces, extra", [
+    ("faces", [{k: v for k, v in FACES[0].items() if k != "track"}], {}),  # no track
+    ("faces", _face(track=0), {}),
+    ("faces", _face(track=-4), {}),
+    ("faces", _face(track=True), {}),
+    ("faces", _face(track=2.0), {}),
+    ("faces", _face(track=2 ** 63), {}),
+    ("faces", _face(quality=1.5), {}),
+    ("faces", _face(quality=float("nan")), {}),
+    ("faces", _face(quality="0.5"), {}),
+    ("faces", [{k: v for k, v in FACES[0].items() if k != "quality"}], {}),
+    ("faces", _face(classify=1), {}),
+    ("faces", [{k: v for k, v in FACES[0].items() if k != "classify"}], {}),
+    ("faces", FACES, {"ended_tracks": 3}),
+    ("faces", FACES, {"ended_tracks": [3, 3]}),
+    ("faces", FACES, {"ended_tracks": [0]}),
+    ("faces", FACES, {"ended_tracks": [True]}),
+    ("faces", FACES, {"ended_tracks": list(range(1, wire.MAX_ENDED_TRACKS + 2))}),
+    ("result", _face(age=30.0), {}),                               # age without gender
+    ("result", _face(**dict(PREDICTION, gender_confidence=None)), {}),
+    ("result", _face(age_range=[20, 30]), {}),                     # a range, no answer
+    ("result", _face(**PREDICTION), {"fusion": {"rho": 1.5}}),
+    ("result", _face(**PREDICTION), {"fusion": {"rho": "0.6"}}),
+    ("result", _face(**PREDICTION), {"fusion": [0.6]}),
+    ("result", [{k: v for k, v in FACES[0].items() if k != "track"}], {}),
+])
+def test_tracking_fields_are_decoded_strictly(frame, kind, faces, extra):
+    # given a faces or result message with one bad tracking field / when decoded
+    header = dict(_header(), kind=kind, faces=faces, **extra)
+    with pytest.raises(wire.DecodeError) as err:
+        wire.decode(wire.encode(header, [frame]))
+    # then it is a bad field, never a crash
     assert err.value.reason == "bad_field"

@@ -25,8 +25,10 @@ from services.detector.config import DetectorConfig
 from common.crops import DEFAULT_RULE, crop_region
 from services.detector.main import (SmallFaceWarning, cut_crops, detect_faces,
                                     main as detector_main, newest_live, process_frame)
+from common.metrics import StageMetrics
+from common.sockets import StreamRouter
 from tests.conftest import clip_path, free_port, wait_http
-from tests.waits import HANG_S
+from tests.waits import HANG_S, wait_for
 
 WALKING = "face-demographics-walking-and-pause.mp4"
 
@@ -265,9 +267,9 @@ class DetectorThread:
 
     def __enter__(self):
         ctx = zmq.Context.instance()
-        self.push = ctx.socket(zmq.PUSH)
-        self.push.setsockopt(zmq.LINGER, 0)
-        self.push.bind(f"tcp://127.0.0.1:{self.in_port}")
+        # the frame source as capture is: a StreamRouter the detector connects to
+        self.push = StreamRouter(ctx, f"bind:tcp://127.0.0.1:{self.in_port}",
+                                 StageMetrics("capture"), threading.Event())
         self.pull = ctx.socket(zmq.PULL)
         self.pull.setsockopt(zmq.LINGER, 0)
         self.pull.bind(f"tcp://127.0.0.1:{self.out_port}")
@@ -293,11 +295,14 @@ def test_detector_service_passes_frames_and_eos_over_real_sockets(clip, blazefac
         # given 12 file frames, a malformed message and an end of stream sent to its input
         for i, f in enumerate(frames):
             hdr = wire.frame_header("lobby", i, time.time_ns(), 480, 270, live=False)
-            svc.push.send_multipart(wire.encode_frame(hdr, f))
+            assert svc.push.send(wire.encode_frame(hdr, f), "frame", "lobby", block=True,
+                                 timeout_s=60)
             if i == 5:
-                svc.push.send_multipart([b"\x93garbage", b"x"])
-        svc.push.send_multipart(wire.encode({"kind": "eos", "stream": "lobby", "seq": 12,
-                                             "t_capture_ns": time.time_ns(), "frames": 12}))
+                assert svc.push.send([b"\x93garbage", b"x"], "frame", "lobby", block=True,
+                                     timeout_s=60)
+        assert svc.push.send_control(wire.encode(
+            {"kind": "eos", "stream": "lobby", "seq": 12, "t_capture_ns": time.time_ns(),
+             "frames": 12}), "eos", "lobby")
         # when everything comes out
         out = []
         deadline = time.monotonic() + 60
@@ -308,9 +313,16 @@ def test_detector_service_passes_frames_and_eos_over_real_sockets(clip, blazefac
         assert [m.kind for m in out] == ["faces"] * 12 + ["eos"]
         assert [m.seq for m in out[:-1]] == list(range(12))
         assert [len(m.header["faces"]) for m in out[:-1]] == expected
-        # in the form the payload setting asks for
+        # and each person keeps one track over the 12 frames, classified on the first
+        # frame and then only as the schedule says (12 fps unknown: every 12 frames)
+        tracks = {f["track"] for m in out[:-1] for f in m.header["faces"]}
+        assert len(tracks) == max(expected)
+        assert all(f["classify"] for f in out[0].header["faces"])
+        scheduled = [sum(f["classify"] for f in m.header["faces"]) for m in out[:-1]]
+        assert sum(scheduled) < sum(expected)
+        # in the form the payload setting asks for, crops only for faces to classify
         assert all(("crops" in m.header) == (payload == "crops") for m in out[:-1])
-        assert [len(m.crops) for m in out[:-1]] == (expected if payload == "crops"
+        assert [len(m.crops) for m in out[:-1]] == (scheduled if payload == "crops"
                                                      else [0] * 12)
         assert sum(expected) >= 2 * 12
         assert out[-1].header["frames"] == 12 and "t_detector_ns" in out[-1].header
@@ -325,17 +337,40 @@ def test_detector_service_passes_frames_and_eos_over_real_sockets(clip, blazefac
     assert svc.rc == 0
 
 
+def test_two_detection_threads_keep_each_streams_frame_order_and_tracks(clip):
+    frames = _frames(clip(WALKING), 24)
+    with DetectorThread(workers=2, hwm=8) as svc:
+        # given 24 frames of two streams, interleaved, into a detector with 2 threads
+        for i, f in enumerate(frames):
+            for stream in ("a", "b"):
+                hdr = wire.frame_header(stream, i, time.time_ns(), 480, 270)
+                assert svc.push.send(wire.encode_frame(hdr, f), "frame", "x", block=True,
+                                     timeout_s=60)
+        out = []
+        deadline = time.monotonic() + 60
+        while len(out) < 48 and time.monotonic() < deadline:
+            if svc.pull.poll(200):
+                out.append(wire.decode(svc.pull.recv_multipart()))
+    # then every frame came out, each stream's in seq order, and each stream tracked
+    # its 3 people with 3 tracks (every frame was seen by its tracker, in order)
+    for stream in ("a", "b"):
+        mine = [m for m in out if m.stream == stream]
+        assert [m.seq for m in mine] == list(range(24))
+        assert len({f["track"] for m in mine for f in m.header["faces"]}) == 3
+    assert svc.value("agegender_classify_decisions_total", reason="new") == 6
+
+
 @pytest.mark.slow
 def test_detector_service_drops_older_live_frames_when_behind(clip):
     frame = _frames(clip(WALKING), 1)[0]
     big = cv2.resize(frame, (1920, 1080))           # slow enough to fall behind
     with DetectorThread(hwm=50) as svc:
-        # given 30 live frames pushed at once (far faster than it detects), once the
-        # detector is connected (a PUSH socket is writable only with a peer)
-        assert svc.push.poll(30_000, zmq.POLLOUT)
+        # given 30 live frames sent at once (far faster than it detects), once the
+        # detector said hello (its window, hwm + workers, takes them all)
+        wait_for(lambda: svc.push.ready("cam"), 30, "the detector's hello")
         for i in range(30):
             hdr = wire.frame_header("cam", i, time.time_ns(), 1920, 1080, live=True)
-            svc.push.send_multipart(wire.encode_frame(hdr, big))
+            assert svc.push.send(wire.encode_frame(hdr, big), "frame", "cam")
         # when the output settles
         seqs = []
         quiet_since = time.monotonic()

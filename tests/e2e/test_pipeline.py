@@ -70,12 +70,20 @@ def test_genders_left_to_right_are_female_male_female(walking_run, ground_truth)
     _, _, out = walking_run
     expected = [p["gender"] for p in
                 ground_truth["face-demographics-walking-and-pause.mp4"]["people_left_to_right"]]
+    # then the person events count the 3 people, one track each from the first frame to
+    # the last, with genders female, male, female left to right (by the best face's x)
+    people = read_events(out / "people.jsonl")
+    assert len(people) == 3
+    assert all(p["frames"] >= 40 and p["ended"] == "eos" for p in people)
+    by_x = sorted(people, key=lambda p: p["best_face"]["box"][0] + p["best_face"]["box"][2])
+    assert [p["gender"] for p in by_x] == expected, by_x
+    # and the live answer of the last frame (the person's fused answer) agrees
     events = read_events(out / "events.jsonl")
-    three = [e for e in events if len(e["faces"]) == 3]
-    right = sum([f["gender"] for f in sorted(e["faces"], key=lambda f: f["box"][0])] == expected
-                for e in three)
-    # then most frames (of all 41) show female, male, female from left to right
-    assert right > len(events) / 2, f"{right} of {len(events)} frames"
+    last = sorted(events[-1]["faces"], key=lambda f: f["box"][0])
+    assert [f["gender"] for f in last] == expected
+    # and each face shows its person's track, the same on every frame
+    tracks = {p["track"] for p in people}
+    assert {f["track"] for e in events for f in e["faces"]} == tracks
 
 
 def test_negative_clip_has_at_most_one_face(tmp_path, model_name):
@@ -85,6 +93,8 @@ def test_negative_clip_has_at_most_one_face(tmp_path, model_name):
     # then every frame has an event and at most one face is reported in the whole clip
     assert code == 0 and len(events) == 23
     assert sum(len(e["faces"]) for e in events) <= 1
+    # and no person is counted
+    assert read_events(tmp_path / "people.jsonl") == []
 
 
 def test_rtsp_run_matches_the_file_run(rtsp_server, walking_run, tmp_path, model_name):

@@ -24,12 +24,15 @@ def test_outputs_list_only_readable_videos_and_a_non_empty_events_file(tmp_path)
     w.release()
     (tmp_path / "annotated_b.mp4").write_bytes(good.read_bytes()[:200])
     (tmp_path / "events.jsonl").write_text("")
-    # then only the finished video is an output; the cut one is named as unreadable
+    (tmp_path / "people.jsonl").write_text('{"track": 1}\n')
+    # then only the finished video and the people file are outputs; the cut one is named
+    # as unreadable
     outputs, unreadable = written_outputs(tmp_path)
-    assert outputs == [str(good.resolve())]
+    assert outputs == [str(good.resolve()), str((tmp_path / "people.jsonl").resolve())]
     assert unreadable == [str((tmp_path / "annotated_b.mp4").resolve())]
     # and files an earlier run left (last written before this run began) are not
     os.utime(good, (1000.0, 1000.0))
+    os.utime(tmp_path / "people.jsonl", (1000.0, 1000.0))
     assert written_outputs(tmp_path, since=2000.0)[0] == []
 
 

@@ -45,7 +45,8 @@ def valid_faces(stream: str = "cam", seq: int = 0, width: int = 64, height: int 
     """A valid ``faces`` message with one 20x20 crop."""
     img = np.full((height, width, 3), 128, np.uint8)
     h = dict(wire.frame_header(stream, seq, time.time_ns(), width, height), kind="faces",
-             faces=[{"box": [10, 10, 30, 30], "confidence": 0.9}], crops=[[20, 20]])
+             faces=[{"box": [10, 10, 30, 30], "confidence": 0.9, "track": 1,
+                     "quality": 0.5, "classify": True}], crops=[[20, 20]])
     return wire.encode(h, [img, img[10:30, 10:30]])
 
 
@@ -53,7 +54,8 @@ def valid_result(stream: str = "cam", seq: int = 0, width: int = 64, height: int
     """A valid ``result`` message with one classified face."""
     img = np.full((height, width, 3), 128, np.uint8)
     h = dict(wire.frame_header(stream, seq, time.time_ns(), width, height), kind="result",
-             faces=[{"box": [10, 10, 30, 30], "confidence": 0.9, "age": 30.0,
+             faces=[{"box": [10, 10, 30, 30], "confidence": 0.9, "track": 1,
+                     "quality": 0.5, "classify": True, "age": 30.0,
                      "age_range": [25, 32], "gender": "female", "gender_confidence": 0.8}])
     return wire.encode(h, [img])
 
@@ -106,7 +108,8 @@ def hostile_cases(kind: str = "frame") -> list[tuple[str, list, str | None]]:
         ("int_keys", [_packed({**header, 7: 1})] + payloads, "bad_field"),
         ("int_keys_only", [_packed({0: 1, 1: kind})] + payloads, "bad_field"),
         ("nested_int_key", mutate(extra={1: 2}), "bad_field"),
-        ("schema_v2", mutate(v=2), "bad_version"),
+        ("schema_v1", mutate(v=1), "bad_version"),
+        ("schema_v3", mutate(v=3), "bad_version"),
         ("schema_v_string", mutate(v="1"), "bad_version"),
         ("schema_v_bool", mutate(v=True), "bad_version"),
         ("unknown_kind", mutate(kind="frames"), "bad_kind"),

@@ -53,7 +53,8 @@ def slow_consumer(args) -> int:
 
 
 def live_producer(args) -> int:
-    """Send synthetic live frames at a fixed rate, lossy (drop at the high-water mark)."""
+    """Send synthetic live frames at a fixed rate to detector workers, as capture does
+    (a StreamRouter: lossy, dropped when the stream's worker has no credit)."""
     from common import wire
     from common.service import ServiceRuntime
     from common.states import ServiceState
@@ -62,7 +63,7 @@ def live_producer(args) -> int:
     images = [rng.integers(0, 256, (args.height, args.width, 3), dtype=np.uint8)
               for _ in range(4)]
     with ServiceRuntime("capture", _cfg(args.http_port, args.hwm)) as rt:
-        tx = rt.sender(args.output)
+        tx = rt.stream_router(args.output)
         rt.health.enter(ServiceState.RUNNING)
         period = 1.0 / args.fps
         t_next = time.monotonic()
@@ -72,7 +73,8 @@ def live_producer(args) -> int:
             rt.health.beat()
             h = wire.frame_header(args.stream, seq, time.time_ns(), args.width, args.height,
                                   live=True)
-            tx.send(wire.encode_frame(h, images[seq % len(images)]), "frame", block=False)
+            tx.send(wire.encode_frame(h, images[seq % len(images)]), "frame", args.stream,
+                    block=False)
             seq += 1
             t_next += period
             rt.stop.wait(max(0.0, t_next - time.monotonic()))

@@ -17,6 +17,7 @@ import zmq
 
 from common import wire
 from tests.conftest import free_port
+from tests.frames import FrameSource
 from tests.reliability import helpers
 from tests.waits import HANG_S
 
@@ -89,7 +90,9 @@ def start(tmp_path):
             out_port = free_port()
             pull = _pull(ctx, out_port)
             args += ["--output", f"connect:tcp://127.0.0.1:{out_port}"]
-        push = _push(ctx, in_port)
+        # the detector takes frames by stream affinity: fed as capture feeds it
+        push = (FrameSource(ctx, f"connect:tcp://127.0.0.1:{in_port}")
+                if name == "detector" else _push(ctx, in_port))
         svc = helpers.Service(name, args, free_port(), log_path=tmp_path / f"{name}.log")
         started.append(Running(svc, push, pull))
         svc.start().wait_ready(timeout_s=120)
@@ -166,7 +169,8 @@ def test_classifier_drops_hostile_faces_and_keeps_serving(start):
     boxes = [[0, 0, 1, 1], [0, 0, 300, 1]] + [[i, i, i + 20, i + 20] for i in range(40)]
     crops = [img[y1:y2, x1:x2] for x1, y1, x2, y2 in boxes]
     h = dict(wire.frame_header("cam", 3000, time.time_ns(), 300, 300), kind="faces",
-             faces=[{"box": b, "confidence": 0.9} for b in boxes],
+             faces=[{"box": b, "confidence": 0.9, "track": i + 1, "quality": 0.5,
+                     "classify": True} for i, b in enumerate(boxes)],
              crops=[list(c.shape[:2]) for c in crops])
     push.send_multipart(wire.encode(h, [img, *crops]))
     out = _await_seq(pull, 3000)

@@ -24,6 +24,7 @@ import zmq
 
 from common import wire
 from tests.conftest import UTKFACE, free_port
+from tests.frames import FrameWorker
 from tests.reliability import helpers
 
 BAD = ("empty.jpg", "text.png", "truncated_header.png")
@@ -119,9 +120,7 @@ def test_image_folder_source_sends_only_bgr8_frames_then_eos(tmp_path):
     kinds = write_odd_images(tmp_path / "imgs")
     port = free_port()
     ctx = zmq.Context()
-    pull = ctx.socket(zmq.PULL)
-    pull.setsockopt(zmq.LINGER, 0)
-    pull.connect(f"tcp://127.0.0.1:{port}")
+    pull = FrameWorker(ctx, f"tcp://127.0.0.1:{port}")
     cap = helpers.Service("capture", ["--sources", f"imgs={tmp_path / 'imgs'}",
                                       "--realtime", "false", "--output",
                                       f"bind:tcp://127.0.0.1:{port}"],
@@ -188,9 +187,7 @@ def test_image_folder_source_skips_image_with_huge_header(bomb_folder, tmp_path)
     folder = bomb_folder
     port = free_port()
     ctx = zmq.Context()
-    pull = ctx.socket(zmq.PULL)
-    pull.setsockopt(zmq.LINGER, 0)
-    pull.connect(f"tcp://127.0.0.1:{port}")
+    pull = FrameWorker(ctx, f"tcp://127.0.0.1:{port}")
     cap = helpers.Service("capture", ["--sources", f"imgs={folder}", "--realtime", "false",
                                       "--output", f"bind:tcp://127.0.0.1:{port}"],
                           free_port(), log_path=tmp_path / "capture.log").start()

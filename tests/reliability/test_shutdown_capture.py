@@ -12,6 +12,7 @@ import pytest
 import zmq
 
 from tests.conftest import free_port
+from tests.frames import FrameWorker
 from tests.reliability import helpers
 from tests.rtsp_server import rtsp_server  # noqa: F401  (registers the fixture)
 from tests.waits import HANG_S, wait_for
@@ -59,9 +60,7 @@ def test_capture_frozen_rtsp_camera_exits_quickly(tmp_path, rtsp_server, clip):
     server = rtsp_server(clip("face-demographics-walking-and-pause.mp4"), loop=True)
     port = free_port()
     ctx = zmq.Context()
-    pull = ctx.socket(zmq.PULL)
-    pull.setsockopt(zmq.LINGER, 0)
-    pull.connect(f"tcp://127.0.0.1:{port}")
+    pull = FrameWorker(ctx, f"tcp://127.0.0.1:{port}")
     svc = _capture(tmp_path, f"cam={server.url}", port)
     try:
         assert pull.poll(20_000), svc.log_tail()

@@ -17,6 +17,7 @@ import zmq
 
 from common import wire
 from tests.conftest import free_port
+from tests.frames import FrameSource
 from tests.reliability import helpers
 from tests.waits import HANG_S
 
@@ -33,7 +34,9 @@ def _faces(seq, n=16):
     img = np.full((720, 1280, 3), 90, np.uint8)
     boxes = [[i * 70, 100, i * 70 + 120, 220] for i in range(n)]
     h = dict(wire.frame_header("cam", seq, time.time_ns(), 1280, 720), kind="faces",
-             faces=[{"box": b, "confidence": 0.9} for b in boxes], crops=[[120, 120]] * n)
+             faces=[{"box": b, "confidence": 0.9, "track": i + 1, "quality": 0.5,
+                     "classify": True} for i, b in enumerate(boxes)],
+             crops=[[120, 120]] * n)
     return wire.encode(h, [img] + [img[y1:y2, x1:x2] for x1, y1, x2, y2 in boxes])
 
 
@@ -48,9 +51,12 @@ class Feeder:
     """Pushes valid messages into a service's input at ~30/s until stopped."""
 
     def __init__(self, ctx, port, make):
-        self.sock = ctx.socket(zmq.PUSH)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.connect(f"tcp://127.0.0.1:{port}")
+        if make is _frame:  # the detector takes frames by stream affinity
+            self.sock = FrameSource(ctx, f"connect:tcp://127.0.0.1:{port}")
+        else:
+            self.sock = ctx.socket(zmq.PUSH)
+            self.sock.setsockopt(zmq.LINGER, 0)
+            self.sock.connect(f"tcp://127.0.0.1:{port}")
         self.make = make
         self.stop = threading.Event()
         self.sent = 0

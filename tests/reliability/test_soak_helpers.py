@@ -38,3 +38,22 @@ def test_slope_per_hour():
         == pytest.approx(60.0)
     assert soak.slope_per_hour([(t, 50.0) for t in range(0, 600, 60)]) == pytest.approx(0.0)
     assert soak.slope_per_hour([(0, 1.0)]) is None
+
+
+def test_fault_schedule_kills_and_stops_every_service_once_within_the_run():
+    schedule = soak.fault_schedule(60.0, 1800.0, enabled=True)
+    assert sorted(f for _, f in schedule) == sorted(
+        (s, how) for s in ("capture", "detector", "classifier", "sink")
+        for how in ("kill", "stop"))
+    times = [t for t, _ in schedule]
+    assert times == sorted(times) and times[0] == 60.0 and times[-1] == pytest.approx(1680.0)
+    assert soak.fault_schedule(60.0, 1800.0, enabled=False) == []
+
+
+def test_repeated_stream_seq_counts_replayed_frames(tmp_path):
+    from bench.faults import repeated_stream_seq
+    events = tmp_path / "events.jsonl"
+    assert repeated_stream_seq(events) == (0, 0)
+    events.write_text("".join(f'{{"stream": "{s}", "seq": {q}}}\n'
+                              for s, q in [("a", 0), ("a", 1), ("b", 0), ("a", 1)]))
+    assert repeated_stream_seq(events) == (4, 1)

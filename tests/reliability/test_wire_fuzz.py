@@ -64,10 +64,11 @@ def _valid(kind: str) -> tuple[dict, list]:
     if kind == "frame":
         return h, [img]
     if kind == "faces":
-        return dict(h, kind="faces", faces=[{"box": [1, 1, 3, 3], "confidence": 0.9}],
+        return dict(h, kind="faces", faces=[{"box": [1, 1, 3, 3], "confidence": 0.9,
+                                             "track": 4, "quality": 0.5, "classify": True}],
                     crops=[[2, 2]]), [img, np.zeros((2, 2, 3), np.uint8)]
     return dict(h, kind="result", faces=[{"box": [1, 1, 3, 3], "confidence": 0.9,
-                                          "age": 31.5, "age_range": [25, 32],
+                                          "track": 4, "quality": 0.5, "age": 31.5, "age_range": [25, 32],
                                           "gender": "female", "gender_confidence": 0.8}]), [img]
 
 
@@ -186,10 +187,14 @@ def test_encoder_round_trips_numpy_scalars_and_non_contiguous_crops():
     header = dict(wire.frame_header("cam", np.int64(7), np.uint64(123), np.int32(64),
                                     np.int16(48)),
                   kind="faces", live=np.bool_(True),
-                  faces=[{"box": np.array([1, 2, 3, 4], np.int32), "confidence": np.float32(0.5)},
+                  faces=[{"box": np.array([1, 2, 3, 4], np.int32), "confidence": np.float32(0.5),
+                          "track": np.int64(3), "quality": np.float32(0.5),
+                          "classify": np.bool_(True)},
                          {"box": (np.float64(0), np.int8(0), np.uint8(8), 8),
-                          "confidence": np.float16(0.25)},
-                         {"box": [0, 0, 5, 6], "confidence": np.float64(1.0)}],
+                          "confidence": np.float16(0.25), "track": np.uint16(4),
+                          "quality": np.float16(0.25), "classify": np.bool_(True)},
+                         {"box": [0, 0, 5, 6], "confidence": np.float64(1.0),
+                          "track": 5, "quality": 1.0, "classify": True}],
                   crops=[list(c.shape[:2]) for c in crops])
     # when encoded and decoded
     msg = wire.decode(wire.encode(header, [frame, *crops]))

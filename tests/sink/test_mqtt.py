@@ -379,6 +379,32 @@ def test_sink_publishes_frame_events_through_its_mqtt_output(mosquitto, subscrib
     wait_until(lambda: sink.metric("agegender_mqtt_published_total") == 2, what="2 acks")
 
 
+def test_sink_publishes_a_person_event_when_the_detector_ends_a_track(mosquitto,
+                                                                     subscribers,
+                                                                     start_sink):
+    # Given a broker, a subscriber, and a sink with its MQTT output on (defaults: person
+    # events only)
+    broker = mosquitto()
+    sub = subscribers(broker.port, "agegender/#")
+    sink = start_sink(mqtt=True, mqtt_url=broker.url)
+    wait_until(lambda: sink.metric("agegender_mqtt_connected") == 1, what="connected")
+    # When two people stand in 4 frames and the detector ends the second one's track
+    push = sink.push()
+    for seq in range(4):
+        push.send_multipart(result_message("door", seq, n_faces=2, classified=seq == 0))
+    push.send_multipart(result_message("door", 4, n_faces=1, classified=False,
+                                       ended_tracks=[2]))
+    # Then that person's event arrives on agegender/door/person: fused answer, frames
+    # seen, best face; no frame event and no image
+    (topic, event), = wait_until(lambda: sub.events("/person"), what="a person event")
+    assert topic == "agegender/door/person"
+    assert (event["stream"], event["track"], event["frames"], event["gender"]) == (
+        "door", 2, 4, "male")
+    assert event["ended"] == "track_ended" and event["best_face"]["seq"] == 0
+    assert "thumbnail" not in event and sub.events("/frame") == []
+    wait_until(lambda: sink.metric("agegender_mqtt_published_total") == 1, what="1 ack")
+
+
 def test_person_events_go_through_the_record_outputs_to_mqtt(mosquitto, subscribers):
     # Given the sink's record outputs with MQTT on (frame events off: the default)
     from services.sink.main import build_outputs

@@ -23,20 +23,33 @@ from tests.conftest import free_port, wait_http
 from tests.waits import HANG_S, wait_for
 
 
-def result_message(stream, seq, n_faces, width=160, height=120, age_range=True, fps=12.0):
+def result_message(stream, seq, n_faces, width=160, height=120, age_range=True, fps=12.0,
+                   classified=True, ended_tracks=(), answers=None, t_media_ns=None):
+    """A ``result`` frame of ``n_faces`` faces standing still: face ``i`` is track
+    ``i + 1``, quality 0.5; classified (``28.4``, ``[26, 31]``, female for even ``i``
+    else male, 0.75) unless ``classified`` is false; ``answers`` overrides face ``i``'s
+    prediction fields."""
     image = np.zeros((height, width, 3), np.uint8)
     image[:, :, 1] = 60 + seq
     faces = []
     for i in range(n_faces):
-        f = {"box": [10 + 40 * i, 20, 40 + 40 * i, 60], "confidence": 0.8, "age": 28.4,
-             "gender": "female" if i % 2 == 0 else "male", "gender_confidence": 0.75}
-        if age_range:
-            f["age_range"] = [26, 31]
+        f = {"box": [10 + 40 * i, 20, 40 + 40 * i, 60], "confidence": 0.8, "track": i + 1,
+             "quality": 0.5, "classify": bool(classified)}
+        if classified:
+            f.update(age=28.4, gender="female" if i % 2 == 0 else "male",
+                     gender_confidence=0.75)
+            if age_range:
+                f["age_range"] = [26, 31]
+            f.update((answers or {}).get(i, {}))
         faces.append(f)
     t = time.time_ns()
     header = wire.frame_header(stream, seq, t - 50_000_000, width, height, fps=fps,
                                t_detector_ns=t - 30_000_000, t_classifier_ns=t - 10_000_000)
     header.update(kind="result", faces=faces)
+    if ended_tracks:
+        header["ended_tracks"] = list(ended_tracks)
+    if t_media_ns is not None:
+        header["t_media_ns"] = t_media_ns
     return wire.encode_frame(header, image)
 
 
@@ -166,7 +179,7 @@ def test_two_streams_give_events_videos_and_exit_after_both_end(start_sink, tmp_
             assert tuple(face) == FACE_KEYS
             x1, y1, x2, y2 = face["box"]
             assert all(isinstance(v, int) for v in face["box"]) and x2 > x1 and y2 > y1
-            # (every frame says the same, so the track's medians are the sent values)
+            # (every frame says the same, so the person's fused answer is the sent one)
             assert face["gender"] in ("female", "male")
             assert face["gender_confidence"] == pytest.approx(0.75)
             assert face["age"] == pytest.approx(28.4)
@@ -202,8 +215,9 @@ def test_metrics_only_writes_no_files_but_measures_latency(start_sink, tmp_path)
     # then it exits, counted 3 latencies, and wrote nothing
     assert sink.ended()
     assert sink.metric("agegender_e2e_latency_seconds_count") == 3
-    # and the one face standing still in all 3 frames is one track
-    assert sink.metric("agegender_sink_face_tracks_total") == 1
+    # and the one face in all 3 frames is one person, counted at the end of the stream
+    assert sink.metric("agegender_people_total", stream="cam", gender="female",
+                       age_band="25-34") == 1
     assert not (tmp_path / "out").exists()
 
 

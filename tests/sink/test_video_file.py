@@ -66,7 +66,8 @@ def test_frames_without_media_time_and_a_restarted_source_keep_the_file_in_order
 def _result(seq: int, t_media_ns: int, w: int = 320, h: int = 240) -> list:
     header = dict(wire.frame_header("cam", seq, time.time_ns(), w, h), kind="result",
                   t_media_ns=t_media_ns, fps=12.0,
-                  faces=[{"box": [40, 40, 90, 100], "confidence": 0.9, "age": 30.0,
+                  faces=[{"box": [40, 40, 90, 100], "confidence": 0.9, "track": 1,
+                          "quality": 0.5, "classify": True, "age": 30.0,
                           "age_range": [25, 35], "gender": "female",
                           "gender_confidence": 0.8}])
     return wire.encode(header, [_image(seq, w, h)])
