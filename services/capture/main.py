@@ -1,6 +1,6 @@
 """Capture service: sources -> ``frame`` messages to the detector workers.
 
-The output is a :class:`common.sockets.StreamRouter`: each stream's frames go to one live
+The output is a :class:`common.stream_router.StreamRouter`: each stream's frames go to one live
 detector worker (stream affinity: the worker tracks faces, which needs all of a stream's
 frames in order), with per-worker credit as flow control ("room downstream" below is
 credit from the stream's worker).
@@ -9,7 +9,7 @@ credit from the stream's worker).
   (``realtime``, default) or sent as fast as downstream accepts, always with
   backpressure: a frame waits until downstream has room, so none is lost. At the end of a
   non-looping finite source an ``eos`` message is sent losslessly
-  (:meth:`common.sockets.StreamRouter.send_control`, which waits for a worker).
+  (:meth:`common.stream_router.StreamRouter.send_control`, which waits for a worker).
 * Live sources (RTSP, HTTP MJPEG, cameras) are lossy: the reader thread keeps only the
   newest frame, and a frame waiting for its turn is replaced by a newer one
   (``superseded``), so a slow pipeline sees fresh frames, never a growing backlog.

@@ -14,7 +14,7 @@ The payload follows the ``payload`` setting (:mod:`common.wire`): ``frame`` send
 ``(h, w, 3)`` crop per face to classify (cut by :func:`common.crops.face_crop`: upright
 by the keypoints, or the box widened to ``crop_aspect``), their shapes in ``crops``.
 
-Frames come from capture through :class:`common.sockets.StreamDealer`: each stream goes to
+Frames come from capture through :class:`common.stream_dealer.StreamDealer`: each stream goes to
 one detector process (stream affinity), so its tracker sees all its frames in order; the
 detector returns a credit for each frame it has finished.
 
@@ -297,7 +297,7 @@ def main(cfg, *, stop: threading.Event | None = None, registry=None) -> int:
 
     Frames are detected on ``cfg.workers`` threads (one detector each) and tracked and
     sent in the order they arrived (a stream's frames arrive in seq order: capture sends
-    each stream to one detector process, :class:`common.sockets.StreamRouter`).
+    each stream to one detector process, :class:`common.stream_router.StreamRouter`).
 
     Args:
         cfg: :class:`services.detector.config.DetectorConfig`.

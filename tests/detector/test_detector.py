@@ -26,7 +26,7 @@ from common.crops import DEFAULT_RULE, crop_region
 from services.detector.main import (SmallFaceWarning, cut_crops, detect_faces,
                                     main as detector_main, newest_live, process_frame)
 from common.metrics import StageMetrics
-from common.sockets import StreamRouter
+from common.stream_router import StreamRouter
 from tests.conftest import clip_path, free_port, wait_http
 from tests.waits import HANG_S, wait_for
 
