@@ -33,6 +33,7 @@ from typing import Callable
 import zmq
 
 from common import wire
+from common.wire_checks import DecodeError
 from common.metrics import StageMetrics
 from common.curve import Curve
 
@@ -295,7 +296,7 @@ def accept(frames: list, metrics: StageMetrics, max_bytes: int,
     """
     try:
         msg = wire.decode(frames, max_bytes)
-    except wire.DecodeError as exc:
+    except DecodeError as exc:
         metrics.malformed.labels(metrics.stage, exc.reason).inc()
         log.debug("dropped malformed message: %s", exc)
         return None
