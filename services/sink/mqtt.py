@@ -35,9 +35,11 @@ acknowledged by the broker; QoS 0: written to the connection),
 ``agegender_mqtt_dropped_total{reason}`` (reasons :data:`DROP_REASONS`, created at zero),
 ``agegender_mqtt_connected`` (1 while connected), ``agegender_mqtt_outbox_messages``.
 
-**Settings** (:class:`services.sink.mqtt_config.MqttConfig`, with the broker URL's
-parsing and topic levels). **Credentials** come from the URL (``mqtt://user:pass@host``, percent-encoded) or, better,
-from ``username`` / ``password`` (the sink's environment ``AGEGENDER_SINK_MQTT_USERNAME`` /
+**Settings**: :class:`services.sink.mqtt_config.MqttConfig` (with the broker URL's
+parsing and topic levels).
+
+**Credentials** come from the URL (``mqtt://user:pass@host``, percent-encoded) or,
+better, from ``username`` / ``password`` (the sink's environment ``AGEGENDER_SINK_MQTT_USERNAME`` /
 ``AGEGENDER_SINK_MQTT_PASSWORD``); every log line shows the URL through
 :func:`common.redact.redact`, and validation errors never echo the input.
 
