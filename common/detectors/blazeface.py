@@ -17,7 +17,7 @@ Smallest face found: about :data:`MIN_FACE_TENSOR_PX` pixels wide (cheek to chee
 network input, i.e. ``MIN_FACE_TENSOR_PX * T / 192`` frame pixels with tiles and
 ``MIN_FACE_TENSOR_PX * max(W, H) / 192`` in one pass (:func:`smallest_face_px`);
 measured by pasting a real face at decreasing sizes into a face-free frame
-(:func:`services.detector.compare.smallest_face`): 17.5 px at 480x270, 19.5 px at 640x480,
+(:func:`services.detector.smallest_face.smallest_face`): 17.5 px at 480x270, 19.5 px at 640x480,
 43.5 px at 1280x720, 60.5 px at 1920x1080, 16.5 px in a 4097x300 panorama, 60.5 px in a
 12000x9000 photo (one pass: 29 / 51.5 / 71 / 115.5 px, nothing in the last two);
 ``models/blazeface/MODEL_CARD.md`` has the table.

@@ -2,10 +2,11 @@
 
 Per frame: decode the image (raw ``bgr8`` or JPEG, :func:`common.images.frame_image`) and
 run the face detector (a backend of :mod:`common.detectors`, BlazeFace by default) on one
-of ``workers`` threads (:func:`services.detector.frames.detect_frame`); then, in the order the frames arrived,
-track the faces (:mod:`services.detector.tracking`: norfair per stream, the face's
-quality and the classification schedule) and send a ``faces`` message
-(:func:`services.detector.frames.faces_message`) whose header keeps every upstream field, adds ``faces``
+of ``workers`` threads (:func:`services.detector.frames.detect_frame`); then, in the
+order the frames arrived, track the faces (:mod:`services.detector.tracking`: norfair per
+stream, the face's quality and the classification schedule) and send a ``faces`` message
+(:func:`services.detector.frames.faces_message`) whose header keeps every upstream field,
+adds ``faces``
 (``[{box: [x1, y1, x2, y2] absolute pixels clipped to the frame, confidence: 0..1,
 keypoints: [[x, y] x 6] float pixels (BlazeFace only), track: int, quality: 0..1,
 classify: bool}]``), ``ended_tracks`` when tracks ended, and stamps ``t_detector_ns``.

@@ -14,7 +14,8 @@ from common.geometry import Detection
 from common.detectors.blazeface import BlazeFaceDetector, default_model, smallest_face_px
 from common.detectors.blazeface_net import INPUT_SIZE, anchors, covers, decode, weighted_nms
 from common.detectors.blazeface_tiles import merge_passes, plan_levels
-from services.detector.compare import paste_face, read_frames
+from services.detector.compare import read_frames
+from services.detector.smallest_face import paste_face
 
 WALKING = "face-demographics-walking-and-pause.mp4"
 EMPTY = "people-detection.mp4"
