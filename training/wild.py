@@ -7,10 +7,10 @@ detector box into such a detection, deterministically from a seed, so that a mod
 teacher) can be scored on "clean" and "wild" versions of the same faces.
 
 Pipeline of :func:`wild_version` (each step a small pure function of an ``(H, W, 3)``
-uint8 BGR image and explicit parameters, in :mod:`training.degrade`; :func:`sample_params` draws the parameters from
-one ``numpy.random.Generator`` seeded per image, every parameter drawn in a fixed order
-whether its step is applied or not, so each step's parameters do not depend on the
-others' probabilities):
+uint8 BGR image and explicit parameters, in :mod:`training.degrade`;
+:func:`sample_params` draws the parameters from one ``numpy.random.Generator`` seeded per
+image, every parameter drawn in a fixed order whether its step is applied or not, so each
+step's parameters do not depend on the others' probabilities):
 
 1. the image is placed in a larger *frame* (:func:`pad_frame`: replicated border of
    :data:`FRAME_PAD` of its longer side), so that a jittered box can reach past the chip;
