@@ -201,7 +201,7 @@ def decode(frames: Sequence[bytes], max_bytes: int = MAX_MESSAGE_BYTES) -> Messa
         A :class:`Message`; image and crops are zero-copy read-only views on the frames.
 
     Raises:
-        DecodeError: with ``reason`` in :data:`DROP_REASONS`.
+        DecodeError: with ``reason`` in :data:`common.wire_checks.DROP_REASONS`.
     """
     if not frames:
         raise DecodeError("bad_field", "empty multipart message")
