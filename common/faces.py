@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from typing import Mapping, TypedDict
 
-from common.wire import GENDERS, MAX_AGE_YEARS
+from common.wire_checks import GENDERS, MAX_AGE_YEARS
 
 #: Keys of a face's JSON object, in order (``track`` follows when asked for).
 FACE_KEYS = ("box", "confidence", "age", "age_range", "gender", "gender_confidence")

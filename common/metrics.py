@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from common.wire import DROP_REASONS, KINDS
+from common.wire import KINDS
+from common.wire_checks import DROP_REASONS
 
 #: Latency buckets (seconds): 1 ms .. 10 s, dense around the 0.5 s budget.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3,

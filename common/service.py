@@ -172,10 +172,10 @@ class ServiceRuntime:
         return tx
 
     def stream_dealer(self, endpoint: str, window: int):
-        """A :class:`common.sockets.StreamDealer` (a worker's input under stream
+        """A :class:`common.stream_dealer.StreamDealer` (a worker's input under stream
         affinity) on ``endpoint`` with the config's limits, ``window`` credits per router
         (and CURVE on ``tcp://`` when configured); only ``frame`` and ``eos`` messages."""
-        from common.sockets import StreamDealer
+        from common.stream_dealer import StreamDealer
         rx = self._guard(lambda: StreamDealer(
             self.ctx, endpoint, self.metrics, window=window,
             max_frame_age_s=self.cfg.max_frame_age_s, kinds=("frame", "eos"),
@@ -184,10 +184,10 @@ class ServiceRuntime:
         return rx
 
     def stream_router(self, endpoint: str):
-        """A :class:`common.sockets.StreamRouter` (frames by stream to live workers) on
+        """A :class:`common.stream_router.StreamRouter` (frames by stream to live workers) on
         ``endpoint`` (and CURVE on ``tcp://`` when configured); it ticks the heartbeat
         while a send waits."""
-        from common.sockets import StreamRouter
+        from common.stream_router import StreamRouter
         tx = self._guard(lambda: StreamRouter(self.ctx, endpoint, self.metrics, self.stop,
                                               curve=self.curve, on_wait=self.health.beat))
         self._sockets.append(tx)

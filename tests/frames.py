@@ -11,11 +11,11 @@ import msgpack
 import zmq
 
 from common.metrics import StageMetrics
-from common.sockets import BEAT, CREDIT, HELLO, RESET, StreamRouter
+from common.stream_router import BEAT, CREDIT, HELLO, RESET, StreamRouter
 
 
 class FrameSource:
-    """What capture is to a detector: a :class:`common.sockets.StreamRouter`. Every message
+    """What capture is to a detector: a :class:`common.stream_router.StreamRouter`. Every message
     goes to the worker of one stream (``stream``); an ``eos`` is sent as a control message
     (no credit), everything else with credit.
 

@@ -94,7 +94,7 @@ def test_predict_finds_one_face_per_utkface_chip_and_no_phantom(utkface_dir):
 
 @pytest.mark.slow
 def test_predict_reads_a_12000x9000_photo_on_the_tile_pyramid(tmp_path):
-    from services.detector.compare import paste_face
+    from services.detector.smallest_face import paste_face
     # given a 12000x9000 photo (more pixels than a frame may have) with a face 400 px wide
     # and one 160 px wide, far apart
     photo = np.full((9000, 12000, 3), 115, np.uint8)

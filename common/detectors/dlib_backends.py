@@ -94,17 +94,8 @@ class DlibHogDetector:
             ValueError: the frame is not a non-empty ``(H, W, 3)`` uint8 array.
         """
         check_bgr8(frame)
-        h, w = frame.shape[:2]
-        rgb = np.ascontiguousarray(frame[:, :, ::-1])
-        rects, scores, _ = self._detector.run(rgb, self.upsample, self.threshold)
-        dets = []
-        for r, s in zip(rects, scores):
-            box = clip_box(r.left(), r.top(), r.right() + 1, r.bottom() + 1, w, h,
-                           self.min_face_px)
-            if box is not None:
-                dets.append(Detection(box, _confidence(s)))
-        dets.sort(key=lambda d: -d.confidence)
-        return dets
+        rects, scores, _ = self._detector.run(_rgb(frame), self.upsample, self.threshold)
+        return _detections(zip(rects, scores), frame, self.min_face_px)
 
 
 class DlibMmodDetector:
@@ -142,14 +133,24 @@ class DlibMmodDetector:
             ValueError: the frame is not a non-empty ``(H, W, 3)`` uint8 array.
         """
         check_bgr8(frame)
-        h, w = frame.shape[:2]
-        rgb = np.ascontiguousarray(frame[:, :, ::-1])
-        dets = []
-        for m in self._detector(rgb, self.upsample):
-            r = m.rect
-            box = clip_box(r.left(), r.top(), r.right() + 1, r.bottom() + 1, w, h,
-                           self.min_face_px)
-            if box is not None:
-                dets.append(Detection(box, _confidence(m.confidence)))
-        dets.sort(key=lambda d: -d.confidence)
-        return dets
+        found = self._detector(_rgb(frame), self.upsample)
+        return _detections(((m.rect, m.confidence) for m in found), frame, self.min_face_px)
+
+
+def _rgb(frame: np.ndarray) -> np.ndarray:
+    """A contiguous RGB copy of a BGR frame (what dlib reads)."""
+    return np.ascontiguousarray(frame[:, :, ::-1])
+
+
+def _detections(found, frame: np.ndarray, min_face_px: int) -> list[Detection]:
+    """``(dlib rectangle, score)`` pairs as detections in frame pixels (dlib's right and
+    bottom are inclusive), clipped to the frame, at least ``min_face_px`` on each side,
+    highest score first."""
+    h, w = frame.shape[:2]
+    dets = []
+    for r, score in found:
+        box = clip_box(r.left(), r.top(), r.right() + 1, r.bottom() + 1, w, h, min_face_px)
+        if box is not None:
+            dets.append(Detection(box, _confidence(score)))
+    dets.sort(key=lambda d: -d.confidence)
+    return dets

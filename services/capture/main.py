@@ -1,6 +1,6 @@
 """Capture service: sources -> ``frame`` messages to the detector workers.
 
-The output is a :class:`common.sockets.StreamRouter`: each stream's frames go to one live
+The output is a :class:`common.stream_router.StreamRouter`: each stream's frames go to one live
 detector worker (stream affinity: the worker tracks faces, which needs all of a stream's
 frames in order), with per-worker credit as flow control ("room downstream" below is
 credit from the stream's worker).
@@ -9,7 +9,7 @@ credit from the stream's worker).
   (``realtime``, default) or sent as fast as downstream accepts, always with
   backpressure: a frame waits until downstream has room, so none is lost. At the end of a
   non-looping finite source an ``eos`` message is sent losslessly
-  (:meth:`common.sockets.StreamRouter.send_control`, which waits for a worker).
+  (:meth:`common.stream_router.StreamRouter.send_control`, which waits for a worker).
 * Live sources (RTSP, HTTP MJPEG, cameras) are lossy: the reader thread keeps only the
   newest frame, and a frame waiting for its turn is replaced by a newer one
   (``superseded``), so a slow pipeline sees fresh frames, never a growing backlog.
@@ -18,7 +18,7 @@ credit from the stream's worker).
 * With ``position_file`` each stream's next seq and file position are written before a
   frame is sent, and a capture started again resumes from them (no ``(stream, seq)`` is
   sent twice: :mod:`services.capture.position`); ``status_path`` gets the streams' states
-  and the image files skipped, with why (:func:`write_status`).
+  and the image files skipped, with why (:func:`services.capture.playback.write_status`).
 
 Every ``frame`` header carries ``stream``, ``seq`` (per stream, from 0; for live sources
 the reader's frame count, so gaps are dropped frames), ``t_capture_ns`` (wall clock when
@@ -33,26 +33,21 @@ source cannot be opened, and 0 on SIGINT/SIGTERM.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 import os
 import threading
 import time
 
-from common import wire
-from common.images import fit_within
 from common.process import MAX_FILE_PIXELS, image_decoding_limit
 from common.redact import redact
 from common.service import ServiceRuntime
 from common.states import ServiceState
-from common.streams import MAX_STREAM_NAME, parse_spec
-from services.capture.finite import FiniteSource
-from services.capture.live import LiveSource, prefer_rtsp_over_tcp
+from services.capture.live import prefer_rtsp_over_tcp
+from services.capture.messages import eos_message, frame_message
 from services.capture.metrics import CaptureMetrics
+from services.capture.playback import (Playback, close_sources, gap, open_sources, period,
+                                       resume, write_status)
 from services.capture.position import PositionFile, read_positions
-from services.capture.sources import open_source
-from services.capture.spec import SourceFrame, SourceOptions
 
 log = logging.getLogger("capture")
 
@@ -70,148 +65,6 @@ STATUS_EVERY_S = 0.5
 FLUSH_LINGER_S = 10.0
 
 
-@dataclasses.dataclass
-class _Playback:
-    """Per-stream state of the send loop."""
-
-    source: FiniteSource | LiveSource
-    period_s: float             # minimum seconds between two sent frames (0 = no pacing;
-                                # finite sources: the nominal rate, see _gap)
-    due: float = 0.0            # monotonic time the next frame may be taken
-    pending: SourceFrame | None = None  # frame waiting for its turn and room downstream
-    pending_at: tuple = (0, 0, None)  # (position, pass, media) of the source after it
-    sent: int = 0               # next seq (frames sent or lost before it)
-    seq_base: int = 0           # live sources: seq = seq_base + the reader's frame index
-    ended: bool = False
-
-    @property
-    def name(self) -> str:
-        """The stream name."""
-        return self.source.name
-
-
-def frame_message(stream: str, seq: int, frame, live: bool, fps: float = 0.0) -> list:
-    """Encode one captured frame (:class:`services.capture.spec.SourceFrame`) as a
-    ``frame`` message (``frame_header`` fields plus ``live``, ``t_media_ns`` (the frame's
-    media time) and, when known, ``fps``: the source's frame rate in frames/s).
-
-    A frame larger than the wire takes is downscaled to fit first (:func:`fit_frame`;
-    finite sources did so already, counted)."""
-    image = fit_frame(frame.image)
-    h, w = image.shape[:2]
-    extra = {"fps": round(float(fps), 3)} if 0 < fps <= 1000 else {}
-    header = wire.frame_header(stream, seq, frame.t_capture_ns, w, h, live=live,
-                               t_media_ns=max(int(frame.t_media_ns), 0), **extra)
-    return wire.encode_frame(header, image)
-
-
-def fit_frame(image):
-    """``image`` downscaled to fit the wire (:data:`common.wire.MAX_SIDE` a side,
-    :data:`common.wire.MAX_FRAME_PIXELS` in all), logged once per size; the same array
-    when it fits."""
-    small = fit_within(image, wire.MAX_SIDE, wire.MAX_FRAME_PIXELS)
-    size = image.shape[1], image.shape[0]
-    if small is not image and size not in _DOWNSCALED_SIZES:
-        _DOWNSCALED_SIZES.add(size)
-        log.warning("frames of %dx%d are larger than the wire allows: sent downscaled to "
-                    "%dx%d", *size, small.shape[1], small.shape[0])
-    return small
-
-
-_DOWNSCALED_SIZES: set = set()
-
-
-def eos_message(stream: str, frames_sent: int, reason: str = "end") -> list:
-    """Encode an ``eos`` message for ``stream`` after ``frames_sent`` frames."""
-    return wire.encode({"kind": "eos", "stream": stream, "seq": frames_sent,
-                        "t_capture_ns": time.time_ns(), "frames": frames_sent,
-                        "reason": reason, "live": False})
-
-
-def open_sources(cfg, metrics: CaptureMetrics, notify: threading.Event) -> list:
-    """Open every configured source (the demo when none is configured).
-
-    Stream names are made unique by appending ``_2``, ``_3``... to repeats.
-
-    Raises:
-        FileNotFoundError, ValueError: a finite source cannot be opened.
-    """
-    options = SourceOptions.from_config(cfg)
-    specs = list(cfg.sources) or ["demo"]
-    if not cfg.sources:
-        log.info("no --sources given: playing the built-in DEMO scene")
-    sources, names = [], set()
-    try:
-        for i, spec in enumerate(specs):
-            name, _ = parse_spec(spec, i)
-            base, n = name, 1
-            while name in names:
-                n += 1
-                name = f"{base[:MAX_STREAM_NAME - len(str(n)) - 1]}_{n}"
-            names.add(name)
-            sources.append(open_source(spec, options, metrics, index=i, notify=notify,
-                                       name=name))
-    except Exception:
-        close_sources(sources)
-        raise
-    return sources
-
-
-def close_sources(sources: list, wait_s: float = 1.0) -> None:
-    """Close all sources; live readers get ``wait_s`` seconds in total to finish."""
-    for s in sources:
-        if isinstance(s, LiveSource):
-            s.request_close()  # signal all first, then join with a shared deadline
-    deadline = time.monotonic() + wait_s
-    for s in sources:
-        if isinstance(s, LiveSource):
-            if not s.join(deadline - time.monotonic()):
-                log.warning("stream %s: reader still inside a read; left behind (daemon)",
-                            s.name)
-        else:
-            s.close()
-
-
-def _period(cfg, source) -> float:
-    cap = 1.0 / cfg.max_fps if cfg.max_fps else 0.0
-    if isinstance(source, LiveSource):
-        return cap
-    native = 1.0 / source.fps if cfg.realtime and source.fps else 0.0
-    return max(native, cap)
-
-
-def _gap(cfg, frame) -> float:
-    """Seconds from a finite source's frame to its next one: the frame's own media
-    duration in real-time mode (variable frame rates are kept), at least ``1 / max_fps``."""
-    cap = 1.0 / cfg.max_fps if cfg.max_fps else 0.0
-    media = frame.duration_ns / 1e9 if cfg.realtime else 0.0
-    return max(media, cap)
-
-
-def resume(playbacks: list[_Playback], records: dict[str, dict]) -> None:
-    """Continue each stream where an earlier capture left it (its position file's
-    records, :mod:`services.capture.position`): files at their next frame, every stream
-    numbered from its next seq. Streams that had ended stay ended (their end of stream
-    is sent again: the one before may have been lost with the process)."""
-    for p in playbacks:
-        rec = records.get(p.name)
-        if rec is None:
-            continue
-        p.sent = rec["seq"]
-        if p.source.live:
-            p.seq_base = rec["seq"]
-            log.info("stream %s: resuming live numbering at seq %d (position file)",
-                     p.name, p.sent)
-            continue
-        if rec["ended"]:
-            p.ended = True
-            log.info("stream %s: had ended after seq %d (position file)", p.name, p.sent - 1)
-            continue
-        p.source.seek(rec["position"], rec["pass"], rec.get("media"))
-        log.info("stream %s: resuming at position %d of pass %d, seq %d (position file)",
-                 p.name, rec["position"], rec["pass"] + 1, p.sent)
-
-
 class _Sender:
     """Sends the streams' frames in turn (round-robin) and keeps their records."""
 
@@ -221,7 +74,7 @@ class _Sender:
         self.positions = positions
         self.turn = 0  # index of the stream whose turn comes first
 
-    def send_frame(self, p: _Playback) -> bool:
+    def send_frame(self, p: Playback) -> bool:
         """Send ``p``'s pending frame (there is room downstream); record first."""
         frame, live = p.pending, p.source.live
         seq = p.seq_base + frame.index if live else p.sent
@@ -236,7 +89,7 @@ class _Sender:
         self.cm.captured.labels(p.name).inc()
         return True
 
-    def send_eos(self, p: _Playback, reason: str = "end", timeout_s: float = EOS_TIMEOUT_S
+    def send_eos(self, p: Playback, reason: str = "end", timeout_s: float = EOS_TIMEOUT_S
                  ) -> bool:
         """Send ``p``'s end of stream losslessly (recorded as ended first)."""
         if self.positions is not None and reason == "end":
@@ -249,7 +102,7 @@ class _Sender:
             log.error("stream %s: end of stream not delivered", p.name)
         return ok
 
-    def send_in_turn(self, playbacks: list[_Playback]) -> bool:
+    def send_in_turn(self, playbacks: list[Playback]) -> bool:
         """Give each stream with a pending frame its turn while its worker has room
         (credit), starting after the stream that sent last; ``True`` when something was
         sent."""
@@ -267,56 +120,7 @@ class _Sender:
         return sent
 
 
-def stream_status(p: _Playback) -> dict:
-    """One stream's entry of the status file (see :func:`write_status`)."""
-    src = p.source
-    entry = {"kind": src.kind, "live": src.live, "sent": p.sent}
-    if src.live:
-        entry.update(state=src.state.value, since=src.since, reconnects=src.reconnects,
-                     last_error=src.last_error, frames_read=src.frames_read)
-    else:
-        entry.update(state="ended" if p.ended else "playing",
-                     skipped=getattr(src, "skipped", 0))
-        if getattr(src, "ended_early", 0):  # a video file shorter than it states
-            entry.update(stated_frames=src.stated_frames, short=src.ended_early,
-                         damaged=src.decoder.decode_errors)
-    return entry
-
-
-def write_status(path, playbacks: list[_Playback], done: bool = False) -> None:
-    """Write capture's status file (atomic replace; a failure is logged)::
-
-        {"streams": {"<stream>": {"kind": str, "live": bool, "sent": int,
-                                  "state": "playing" | "ended" (files) or the live
-                                      source's state ("connecting", "up", "down",
-                                      "reconnecting", "closed"),
-                                  "since": float (Unix s, live), "reconnects": int (live),
-                                  "last_error": str | null (live, URI redacted),
-                                  "frames_read": int (live), "skipped": int (files),
-                                  "stated_frames": int, "short": int, "damaged": int
-                                      (a video file that ended short of the frame
-                                      count it states: by how many, and how many
-                                      damaged frames were skipped)}},
-         "skipped": [{"stream": str, "file": str, "reason": str}] (files of image folders
-             that could not be read, the first 1000 per folder),
-         "done": bool, "time": float (Unix s)}
-
-    ``agegender run`` reads it for the console (each live source's state) and the
-    summary (sources down, files skipped and why).
-    """
-    skipped = [{"stream": p.name, "file": f, "reason": r} for p in playbacks
-               for f, r in getattr(p.source, "skipped_files", [])]
-    data = {"streams": {p.name: stream_status(p) for p in playbacks}, "skipped": skipped,
-            "done": done, "time": time.time()}
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, path)
-    except OSError as exc:
-        log.error("cannot write the status file %s: %s", path, exc)
-
-
-def run_loop(rt: ServiceRuntime, tx, playbacks: list[_Playback], cm: CaptureMetrics,
+def run_loop(rt: ServiceRuntime, tx, playbacks: list[Playback], cm: CaptureMetrics,
              notify: threading.Event, positions: PositionFile | None = None,
              on_tick=None) -> int:
     """The send loop (see the module docstring). Returns the exit code.
@@ -373,7 +177,7 @@ def run_loop(rt: ServiceRuntime, tx, playbacks: list[_Playback], cm: CaptureMetr
                 cm.up.labels(p.name).set(0)
                 continue
             p.pending, p.pending_at = frame, (src.position, src.loops, src.resume_point)
-            p.due = max(p.due + _gap(rt.cfg, frame), now)
+            p.due = max(p.due + gap(rt.cfg, frame), now)
         sent = sender.send_in_turn(playbacks)
         if all(p.ended for p in playbacks):
             log.info("all sources ended: %s", ", ".join(
@@ -423,7 +227,7 @@ def main(cfg, *, stop: threading.Event | None = None, registry=None) -> int:
             return rt.refuse(f"cannot open source: {redact(exc)}")
         try:
             tx = rt.stream_router(cfg.output)
-            playbacks = [_Playback(s, _period(cfg, s)) for s in sources]
+            playbacks = [Playback(s, period(cfg, s)) for s in sources]
             for p in playbacks:
                 log.info("stream %s: %s source, %s", p.source.name, p.source.kind,
                          "unpaced" if not p.period_s else

@@ -141,7 +141,7 @@ class Stack:
 
     def capture_status(self) -> dict:
         """Capture's newest status (each stream's state, skipped files; see
-        :func:`services.capture.main.write_status`); ``{}`` before any."""
+        :func:`services.capture.playback.write_status`); ``{}`` before any."""
         return _read_json(self.run_dir / "capture_status.json")
 
     def scrape_all(self) -> None:

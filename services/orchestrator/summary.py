@@ -103,7 +103,7 @@ def build_summary(status: dict, metrics: dict[str, str], restarts: dict[str, int
         outputs: files the sink wrote.
         stalls: ``{"service", "reason", "t"}`` of each stall the watchdog found.
         unreadable: videos a killed sink left unreadable.
-        capture: capture's last status (:func:`services.capture.main.write_status`):
+        capture: capture's last status (:func:`services.capture.playback.write_status`):
             live sources' states go to ``sources``, files skipped and why to ``skipped``,
             video files that ended short of the frames they state to ``short_files``.
 

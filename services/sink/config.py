@@ -1,6 +1,6 @@
 """Sink service configuration (environment prefix ``AGEGENDER_SINK_``).
 
-The MQTT output's settings are :class:`services.sink.mqtt.MqttConfig`'s fields with the
+The MQTT output's settings are :class:`services.sink.mqtt_config.MqttConfig`'s fields with the
 prefix ``mqtt_`` (``mqtt_url``, ``mqtt_topic_prefix``, ...; environment
 ``AGEGENDER_SINK_MQTT_URL``, ...), made from that class so they cannot drift from it, plus
 ``mqtt`` to switch the output on.
@@ -14,7 +14,7 @@ from pathlib import Path
 from pydantic import Field, ValidationError, create_model, model_validator
 
 from common.config import ServiceConfig
-from services.sink.mqtt import MqttConfig
+from services.sink.mqtt_config import MqttConfig
 
 #: Prefix of the MQTT settings in the sink's config.
 MQTT_PREFIX = "mqtt_"

@@ -15,7 +15,8 @@ No image is ever published.
 from __future__ import annotations
 
 from services.sink.events import event_record
-from services.sink.mqtt import MqttConfig, MqttMetrics, MqttPublisher
+from services.sink.mqtt import MqttMetrics, MqttPublisher
+from services.sink.mqtt_config import MqttConfig
 from services.sink.outputs import Output, SinkResult
 
 #: Longest wait at close for queued events to reach the broker (seconds); the sink must

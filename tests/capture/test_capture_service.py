@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 from common import wire
 from services.capture.config import CaptureConfig
 from services.capture.main import main as capture_main
-from services.detector.main import newest_live
+from services.detector.frames import newest_live
 from tests.conftest import free_port, wait_http
 from tests.frames import FrameWorker
 from tests.waits import HANG_S, wait_for

@@ -1,5 +1,6 @@
-"""Stream affinity over real ZeroMQ sockets (common.sockets.StreamRouter and StreamDealer):
-each stream to one live worker, credits as backpressure, streams move when a worker goes."""
+"""Stream affinity over real ZeroMQ sockets (common.stream_router.StreamRouter and
+common.stream_dealer.StreamDealer): each stream to one live worker, credits as
+backpressure, streams move when a worker goes."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import zmq
 from common import wire
 from common.curve import Curve
 from common.metrics import StageMetrics
-from common.sockets import StreamDealer, StreamRouter, choose_worker
+from common.stream_dealer import StreamDealer
+from common.stream_router import StreamRouter, choose_worker
 from tests.conftest import free_port
 from tests.waits import wait_for
 

@@ -11,10 +11,11 @@ import pytest
 from skimage import data
 
 from common.geometry import Detection
-from common.detectors.blazeface import (INPUT_SIZE, default_model, BlazeFaceDetector,
-                                         _merge, anchors, covers, decode,
-                                         plan_levels, smallest_face_px, weighted_nms)
-from services.detector.compare import paste_face, read_frames
+from common.detectors.blazeface import BlazeFaceDetector, default_model, smallest_face_px
+from common.detectors.blazeface_net import INPUT_SIZE, anchors, covers, decode, weighted_nms
+from common.detectors.blazeface_tiles import merge_passes, plan_levels
+from services.detector.compare import read_frames
+from services.detector.smallest_face import paste_face
 
 WALKING = "face-demographics-walking-and-pause.mp4"
 EMPTY = "people-detection.mp4"
@@ -253,14 +254,14 @@ def test_merge_rules():
     tile_b = _pass([[85, 10, 110, 35]], [0.7], [False], 0)
     whole = _pass([[280, 280, 340, 340], [500, 500, 520, 520]], [0.95, 0.8], [False, False], 1)
     # when merged
-    boxes, kps, conf = _merge([tile_a, tile_b, whole])
+    boxes, kps, conf = merge_passes([tile_a, tile_b, whole])
     got = sorted(tuple(np.round(b).astype(int)) for b in boxes)
     # then the cut box gives way to the uncut one, the loose coarse box to the fine one
     assert got == [(85, 10, 110, 35), (300, 300, 320, 320), (500, 500, 520, 520)]
     # and cut boxes that nothing covers are kept and merged with each other
     a = _pass([[90, 10, 100, 30]], [0.9], [True], 0)
     b = _pass([[92, 10, 104, 30]], [0.8], [True], 0)
-    boxes, _, conf = _merge([a, b, _pass([], [], [], 1)])
+    boxes, _, conf = merge_passes([a, b, _pass([], [], [], 1)])
     assert len(boxes) == 1 and 90 < boxes[0][0] < 92 and conf[0] == pytest.approx(0.9)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 
-from common import wire
+from common import wire, wire_checks
 from common.faces import FACE_KEYS, classified, face_json
 
 
@@ -22,7 +22,7 @@ def test_classified_keeps_the_face_and_bounds_the_prediction():
     assert out["age"] == 0.0 and out["gender_confidence"] == 1.0
     assert out["age_range"] == [30, 40] and out["gender"] == "male"
     assert classified(face, dict(pred, gender="female"))["gender"] == "female"
-    assert classified(face, dict(pred, age=200.0))["age"] == wire.MAX_AGE_YEARS
+    assert classified(face, dict(pred, age=200.0))["age"] == wire_checks.MAX_AGE_YEARS
     # and no range is added when the model gives none
     assert "age_range" not in classified(face, dict(pred, age_range=None))
     assert face == {"box": [1, 2, 30, 40], "confidence": 0.91, "track": 3}  # not changed

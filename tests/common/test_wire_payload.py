@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from common import wire
+from common import wire, wire_checks
 from common.images import encode_jpeg
 
 FACES = [{"box": [2, 2, 12, 14], "confidence": 0.9, "track": 5, "quality": 0.6,
@@ -66,7 +66,7 @@ def test_crops_form_carries_a_jpeg_frame_and_one_crop_per_face(frame):
 ])
 def test_both_forms_are_decoded_strictly(frame, header, payloads, reason):
     parts = {"frame": frame, "crop": frame[2:14, 2:12], "jpeg": encode_jpeg(frame)}
-    with pytest.raises(wire.DecodeError) as err:
+    with pytest.raises(wire_checks.DecodeError) as err:
         wire.decode(wire.encode(header, [parts[p] for p in payloads]))
     assert err.value.reason == reason
 
@@ -100,7 +100,7 @@ def test_keypoints_travel_in_faces_and_results(frame):
 ])
 def test_malformed_keypoints_are_bad_fields(frame, keypoints):
     faces = [dict(FACES[0], keypoints=keypoints)]
-    with pytest.raises(wire.DecodeError) as err:
+    with pytest.raises(wire_checks.DecodeError) as err:
         wire.decode(wire.encode(dict(_header(), faces=faces), [frame]))
     assert err.value.reason == "bad_field"
 
@@ -115,7 +115,7 @@ def test_only_the_faces_to_classify_carry_crops(frame):
     assert len(msg.crops) == 1
     np.testing.assert_array_equal(msg.crops[0], crop)
     # and a crop for every face is a size mismatch (one face is not classified)
-    with pytest.raises(wire.DecodeError) as err:
+    with pytest.raises(wire_checks.DecodeError) as err:
         wire.decode(wire.encode(_header(faces=faces, encoding="jpeg",
                                         crops=[[12, 10], [12, 10]]),
                                 [encode_jpeg(frame), crop, crop]))
@@ -156,7 +156,7 @@ def _face(**changes):
     ("faces", FACES, {"ended_tracks": [3, 3]}),
     ("faces", FACES, {"ended_tracks": [0]}),
     ("faces", FACES, {"ended_tracks": [True]}),
-    ("faces", FACES, {"ended_tracks": list(range(1, wire.MAX_ENDED_TRACKS + 2))}),
+    ("faces", FACES, {"ended_tracks": list(range(1, wire_checks.MAX_ENDED_TRACKS + 2))}),
     ("result", _face(age=30.0), {}),                               # age without gender
     ("result", _face(**dict(PREDICTION, gender_confidence=None)), {}),
     ("result", _face(age_range=[20, 30]), {}),                     # a range, no answer
@@ -168,7 +168,7 @@ def _face(**changes):
 def test_tracking_fields_are_decoded_strictly(frame, kind, faces, extra):
     # given a faces or result message with one bad tracking field / when decoded
     header = dict(_header(), kind=kind, faces=faces, **extra)
-    with pytest.raises(wire.DecodeError) as err:
+    with pytest.raises(wire_checks.DecodeError) as err:
         wire.decode(wire.encode(header, [frame]))
     # then it is a bad field, never a crash
     assert err.value.reason == "bad_field"

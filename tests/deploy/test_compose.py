@@ -243,7 +243,7 @@ def test_mqtt_profile_points_the_sink_at_its_broker():
     # Given the base file, when the sink's MQTT output is switched on (as the comment says),
     # then its broker URL names the profile's Mosquitto 2 service, on the port its
     # configuration listens on, and the output stays off by default
-    from services.sink.mqtt import broker_address
+    from services.sink.mqtt_config import broker_address
     model = h.load_compose(h.COMPOSE)
     env = model["services"]["sink"]["environment"]
     assert h.build_config("sink", env).mqtt is False

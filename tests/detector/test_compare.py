@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from services.detector.compare import (FACE_BOX_IN_PATCH, Row, compare, compare_command,
-                                       face_sizes, found_face, make_backend, markdown,
-                                       paste_face, smallest_face)
+from services.detector.compare import Row, compare, compare_command, make_backend, markdown
+from services.detector.smallest_face import (FACE_BOX_IN_PATCH, face_sizes, found_face,
+                                             paste_face, smallest_face)
 
 WALKING = "face-demographics-walking-and-pause.mp4"
 EMPTY = "people-detection.mp4"

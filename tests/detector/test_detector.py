@@ -23,10 +23,11 @@ from common.detectors.ssd import SSDDetector
 from common.images import BadFrame
 from services.detector.config import DetectorConfig
 from common.crops import DEFAULT_RULE, crop_region
-from services.detector.main import (SmallFaceWarning, cut_crops, detect_faces,
-                                    main as detector_main, newest_live, process_frame)
+from services.detector.frames import (SmallFaceWarning, cut_crops, detect_faces, newest_live,
+                                      process_frame)
+from services.detector.main import main as detector_main
 from common.metrics import StageMetrics
-from common.sockets import StreamRouter
+from common.stream_router import StreamRouter
 from tests.conftest import clip_path, free_port, wait_http
 from tests.waits import HANG_S, wait_for
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from common.detectors import make_detector
-from services.detector.main import detect_faces
+from services.detector.frames import detect_faces
 from services.detector.tracking import Schedule, Tracking
 from tests.conftest import clip_path
 

@@ -190,7 +190,7 @@ def test_a_4097x300_panorama_gives_its_faces(tmp_path, model_name):
         in format_summary(summary)
     # and without tiles the detector says that such faces are below what it finds
     from common.detectors import make_detector
-    from services.detector.main import SmallFaceWarning
+    from services.detector.frames import SmallFaceWarning
     warn = SmallFaceWarning(make_detector("blazeface", threads=1, tiles=False), 24.0,
                             tiles=False)
     assert "4097x300" in (warn.check("pano", 4097, 300) or "")

@@ -12,7 +12,7 @@ import time
 import psutil
 import zmq
 
-from common import wire
+from common import wire, wire_checks
 from common.metrics import StageMetrics
 from common.sockets import Receiver
 from tests.reliability import helpers
@@ -35,7 +35,7 @@ def _push(ctx: zmq.Context, port: int) -> zmq.Socket:
 
 def _malformed(metrics: StageMetrics) -> dict[str, float]:
     return {r: helpers.counted(metrics, "agegender_messages_malformed_total", stage="detector",
-                               reason=r) for r in wire.DROP_REASONS}
+                               reason=r) for r in wire_checks.DROP_REASONS}
 
 
 def _recv_valid(rx: Receiver, timeout_s: float = 5.0) -> wire.Message | None:

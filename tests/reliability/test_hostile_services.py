@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import zmq
 
-from common import wire
+from common import wire, wire_checks
 from tests.conftest import free_port
 from tests.frames import FrameSource
 from tests.reliability import helpers
@@ -133,7 +133,7 @@ def _flood_and_check(svc, stage, kind, push, valid, after_valid, n_warm=5):
     for _, _, reason in cases:
         if reason is not None:
             expected[reason] = expected.get(reason, 0) + ROUNDS
-    total = sum(grew(r) for r in wire.DROP_REASONS)
+    total = sum(grew(r) for r in wire_checks.DROP_REASONS)
     assert total == ROUNDS * len(cases), svc.log_tail()
     for reason, n in expected.items():
         assert grew(reason) >= n, (reason, grew(reason), n)

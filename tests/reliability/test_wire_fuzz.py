@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from common import wire
+from common import wire, wire_checks
 
 FUZZ = settings(max_examples=400, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow])
@@ -36,8 +36,8 @@ keys = st.sampled_from(["v", "kind", "stream", "seq", "t_capture_ns", "width", "
 def _decode_only_decode_error(frames) -> None:
     try:
         wire.decode(frames)
-    except wire.DecodeError as exc:
-        assert exc.reason in wire.DROP_REASONS
+    except wire_checks.DecodeError as exc:
+        assert exc.reason in wire_checks.DROP_REASONS
 
 
 @FUZZ
@@ -110,7 +110,7 @@ def test_a_non_string_key_anywhere_is_a_bad_field(kind, key, value, where):
     frames = [msgpack.packb(header, use_bin_type=True)]
     frames += [bytes(np.ascontiguousarray(p)) for p in payloads]
     # when decoded / then the reason is always bad_field (one taxonomy: wrong field names)
-    with pytest.raises(wire.DecodeError) as err:
+    with pytest.raises(wire_checks.DecodeError) as err:
         wire.decode(frames)
     assert err.value.reason == "bad_field", err.value
 
@@ -127,7 +127,7 @@ def test_decoded_face_fields_are_usable_by_consumers(kind, field, value):
     # when it decodes at all
     try:
         msg = wire.decode(frames)
-    except wire.DecodeError:
+    except wire_checks.DecodeError:
         return
     # then every field a consumer formats or compares is of the documented type and finite
     for f in msg.header["faces"]:
@@ -150,7 +150,7 @@ def test_header_announcing_4gb_binary_is_rejected_without_allocating():
     # given a hand-made msgpack map {"v": 1, "x": bin32 of length 0xFFFFFFFF} with 3 bytes
     raw = b"\x82\xa1v\x01\xa1x\xc6\xff\xff\xff\xff" + b"abc"
     # when decoded / then not_msgpack (no 4 GB allocation, no MemoryError)
-    with pytest.raises(wire.DecodeError) as err:
+    with pytest.raises(wire_checks.DecodeError) as err:
         wire.decode([raw])
     assert err.value.reason == "not_msgpack"
 
@@ -158,7 +158,7 @@ def test_header_announcing_4gb_binary_is_rejected_without_allocating():
 def test_header_announcing_huge_array_and_map_is_rejected():
     # given array32 / map32 headers announcing 2**32-1 entries
     for raw in (b"\xdd\xff\xff\xff\xff", b"\xdf\xff\xff\xff\xff"):
-        with pytest.raises(wire.DecodeError) as err:
+        with pytest.raises(wire_checks.DecodeError) as err:
             wire.decode([raw, b"x" * 10])
         assert err.value.reason == "not_msgpack"
 
@@ -170,7 +170,7 @@ def test_bool_and_nan_fields_are_bad_fields():
              dict(header, faces=[{"box": [1, 1, 3, 3], "confidence": float("nan")}]),
              dict(header, faces=[{"box": [1, 1, 3, 3], "confidence": True}])]
     for h in cases:
-        with pytest.raises(wire.DecodeError) as err:
+        with pytest.raises(wire_checks.DecodeError) as err:
             wire.decode(wire.encode(h, payloads))
         assert err.value.reason == "bad_field", h
 

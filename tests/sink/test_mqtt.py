@@ -23,8 +23,8 @@ from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
 from services.sink.config import SinkConfig
-from services.sink.mqtt import (DROP_REASONS, MqttConfig, MqttMetrics, MqttPublisher,
-                                broker_address, topic_level)
+from services.sink.mqtt import DROP_REASONS, MqttMetrics, MqttPublisher
+from services.sink.mqtt_config import MqttConfig, broker_address, topic_level
 from tests.conftest import ROOT, free_port
 from tests.mosquitto import mosquitto  # noqa: F401  (registers the fixture)
 from tests.sink.test_sink import result_message, start_sink  # noqa: F401  (fixture)
@@ -189,7 +189,8 @@ def test_frame_events_and_prefix_and_bad_events(mosquitto, subscribers, publishe
 
 PUBLISHER_SCRIPT = """
 import sys, time
-from services.sink.mqtt import MqttConfig, MqttPublisher
+from services.sink.mqtt import MqttPublisher
+from services.sink.mqtt_config import MqttConfig
 pub = MqttPublisher(MqttConfig(url=sys.argv[1], topic_prefix=sys.argv[2])).start()
 while not pub.connected:
     time.sleep(0.02)

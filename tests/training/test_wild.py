@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from training import wild
+from training import degrade, wild
 
 
 @pytest.fixture(scope="module")
@@ -69,12 +69,12 @@ def test_small_face_is_blockier_than_the_native_one(face):
 def test_each_transform_keeps_shape_and_changes_pixels(face):
     image, _ = face
     outs = {
-        "occlude": wild.occlude(image, (10, 10, 60, 60), (0, 255, 0)),
-        "cast": wild.colour_cast(image, (0.8, 1.0, 1.2), 1.3),
-        "gray": wild.grayscale(image),
-        "motion": wild.motion_blur(image, 9.0, 30.0),
-        "defocus": wild.defocus_blur(image, 2.0),
-        "jpeg": wild.jpeg(image, 20),
+        "occlude": degrade.occlude(image, (10, 10, 60, 60), (0, 255, 0)),
+        "cast": degrade.colour_cast(image, (0.8, 1.0, 1.2), 1.3),
+        "gray": degrade.grayscale(image),
+        "motion": degrade.motion_blur(image, 9.0, 30.0),
+        "defocus": degrade.defocus_blur(image, 2.0),
+        "jpeg": degrade.jpeg(image, 20),
     }
     for name, out in outs.items():
         assert out.shape == image.shape and out.dtype == np.uint8, name
@@ -83,15 +83,15 @@ def test_each_transform_keeps_shape_and_changes_pixels(face):
     g = outs["gray"]
     assert np.array_equal(g[:, :, 0], g[:, :, 1]) and np.array_equal(g[:, :, 1], g[:, :, 2])
     # identity parameters leave the image alone
-    np.testing.assert_array_equal(wild.colour_cast(image, (1, 1, 1), 1.0), image)
-    np.testing.assert_array_equal(wild.motion_blur(image, 0.5, 0.0), image)
-    assert wild.downscale(image, 0.1).shape == (20, 20, 3)
+    np.testing.assert_array_equal(degrade.colour_cast(image, (1, 1, 1), 1.0), image)
+    np.testing.assert_array_equal(degrade.motion_blur(image, 0.5, 0.0), image)
+    assert degrade.downscale(image, 0.1).shape == (20, 20, 3)
 
 
 def test_jitter_box_scales_and_shifts_about_the_centre():
-    box = wild.jitter_box((0, 0, 100, 200), scale=1.5, shift=(0.1, -0.1), aspect=1.0)
+    box = degrade.jitter_box((0, 0, 100, 200), scale=1.5, shift=(0.1, -0.1), aspect=1.0)
     assert box == pytest.approx((-15, -70, 135, 230))
-    assert wild.round_box((-5.5, 3.2, 50.1, 400), 100, 300) == (0, 3, 51, 300)
+    assert degrade.round_box((-5.5, 3.2, 50.1, 400), 100, 300) == (0, 3, 51, 300)
 
 
 def test_crop_rule_is_pluggable_and_gets_keypoints_in_frame_pixels(face):
@@ -243,7 +243,7 @@ def test_blazeface_rule_cuts_an_upright_crop_from_rolled_keypoints(face):
 def test_haze_lowers_contrast_and_is_off_in_the_evaluation_recipe(face):
     image, box = face
     # when the face is blended halfway towards gray 200
-    out = wild.haze(image, 0.5, 200)
+    out = degrade.haze(image, 0.5, 200)
     # then its contrast halves and its values move towards 200
     assert out.dtype == np.uint8 and out.shape == image.shape
     assert out.std() == pytest.approx(image.std() / 2, rel=0.05)
