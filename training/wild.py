@@ -622,6 +622,28 @@ def student_predictor(model) -> Predictor:
     return predict
 
 
+def opinion_predictor(predictor: Predictor, opinion) -> Predictor:
+    """``predictor`` with its gender merged with a second opinion, as the classifier
+    merges them (:func:`common.models.dlib_descriptor.combine_gender`: mean of the two
+    logits; faces the opinion has no answer for keep the model's, counted in
+    ``"failed"``). The opinion reads the same crops, so the model must be served with the
+    opinion's crop rule (``compact``: ``SSD_VIDEO_RULE``)."""
+    from common.models.dlib_descriptor import OPINION_WEIGHT
+
+    def predict(crops):
+        """The model's answer, its P(female) merged with the opinion's."""
+        out = dict(predictor(crops))
+        logits, _ = opinion(crops)
+        p = np.clip(out["p_female"].astype(np.float64), 1e-4, 1 - 1e-4)
+        z = (1 - OPINION_WEIGHT) * np.log(p / (1 - p)) + OPINION_WEIGHT * logits
+        pf = np.where(np.isfinite(logits), 1 / (1 + np.exp(-np.nan_to_num(z))), p)
+        out.update(p_female=pf, gender=(pf > 0.5).astype(np.int64),
+                   failed=~np.isfinite(logits))
+        return out
+
+    return predict
+
+
 def evaluate_wild(predictor: Predictor, faces: Faces, crop_rule: CropRule | None = None,
                   params: WildParams = DEFAULT_PARAMS, batch: int = 64,
                   steps: tuple[str, ...] = ()) -> dict:
@@ -741,7 +763,8 @@ def markdown(results: dict[str, dict]) -> str:
 
 
 def main(argv=None) -> None:
-    """``python -m training.wild --model compact [--model seed] --out DIR``."""
+    """``python -m training.wild --model compact [--model seed] [--second-opinion dlib]
+    --out DIR``."""
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -757,10 +780,16 @@ def main(argv=None) -> None:
                         help="boxes and crop rule: blazeface (the default detector; each "
                              "model's meta.json crop_rule) or ssd (boxes widened to "
                              "crop_aspect)")
+    parser.add_argument("--second-opinion", default="none", choices=("none", "dlib"),
+                        help="merge the classifier's gender second opinion (the model must "
+                             "be served with SSD_VIDEO_RULE crops, as compact is)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     from common.models import load_model
+    from common.models.dlib_descriptor import load_opinion
+
+    opinion = load_opinion(args.second_opinion)
 
     faces = load_faces(args.dataset, args.split, args.limit, detector=args.detector)
     steps = tuple(s for s in args.steps.split(",") if s)
@@ -769,7 +798,13 @@ def main(argv=None) -> None:
     results = {}
     for name in args.model or ["compact"]:
         model = load_model(name, threads=args.threads)
-        results[model.name] = evaluate_wild(student_predictor(model), faces,
+        predictor = student_predictor(model)
+        if opinion is not None:
+            if args.detector != "blazeface" or model.crop_rule != opinion.rule:
+                raise SystemExit(f"--second-opinion reads {opinion.rule} crops of BlazeFace "
+                                 f"boxes; {model.name} is served with {model.crop_rule}")
+            predictor = opinion_predictor(predictor, opinion)
+        results[model.name] = evaluate_wild(predictor, faces,
                                             model_crop_rule(model, args.detector), steps=steps)
         log.info("%s: clean %s wild %s", model.name, results[model.name]["clean"]["overall"],
                  results[model.name]["wild"]["overall"])

@@ -24,6 +24,7 @@ from common import wire
 from common.crops import DEFAULT_RULE, CropRule, face_crop
 from common.faces import classified
 from common.geometry import clip_box
+from common.models.dlib_descriptor import combine_gender
 
 
 class Model(Protocol):
@@ -186,9 +187,102 @@ def fusion_numbers(meta: dict | None) -> dict:
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
 
 
+class Opinion(Protocol):
+    """A gender second opinion (:class:`common.models.dlib_descriptor.DlibGenderOpinion`)."""
+
+    name: str
+    rule: CropRule
+    crop_aspect: float | None
+
+    def __call__(self, crops: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """BGR crops -> ``(log-odds of female (N,), NaN: no opinion; plausible (N,))``."""
+
+
+#: Depth of the second opinion's CPU budget (CPU seconds): 1-2 faces of dlib back to back
+#: (60-80 ms each here), the most one batch's results wait for it.
+BURST_S = 0.1
+
+
+class OpinionBudget:
+    """A CPU budget for the second opinion: at most ``share`` of one core on average.
+
+    A token bucket in CPU seconds: it refills at ``share`` seconds per second of wall time
+    up to ``burst_s`` (so a few new tracks at once get the opinion at once, and one batch
+    waits at most about ``burst_s`` for it); a face is given to the opinion while the
+    balance is positive, and the opinion's CPU time (:func:`time.process_time`) is taken
+    from it afterwards.
+
+    Args:
+        share: largest average share of one core (0 < share).
+        burst_s: bucket size (CPU seconds; default :data:`BURST_S`).
+        clock: monotonic wall clock (seconds); injectable for tests.
+    """
+
+    def __init__(self, share: float, burst_s: float | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self.share, self.clock = float(share), clock
+        self.burst_s = BURST_S if burst_s is None else float(burst_s)
+        self.balance = self.burst_s
+        self._last = clock()
+
+    def allow(self) -> bool:
+        """Whether the next face may be given to the opinion (refills first)."""
+        now = self.clock()
+        self.balance = min(self.burst_s, self.balance + self.share * (now - self._last))
+        self._last = now
+        return self.balance > 0
+
+    def spend(self, cpu_s: float) -> None:
+        """Take ``cpu_s`` CPU seconds of the opinion's work from the balance."""
+        self.balance -= max(0.0, cpu_s)
+
+
+def second_opinion(msgs: list[wire.Message], preds: list[dict], opinion: Opinion,
+                   on_opinion: Callable[[int, int, int, float], None] | None = None,
+                   budget: OpinionBudget | None = None) -> list[dict]:
+    """The predictions ``preds`` (one per face to classify of ``msgs``, in order) with the
+    gender of each merged with ``opinion``'s (:func:`common.models.dlib_descriptor.
+    combine_gender`: mean of the two logits). A face keeps the model's answer when the
+    opinion has none (implausible landmarks, a crop under 8 px) or when ``budget`` is
+    spent (faces are given to the opinion in arrival order, one at a time).
+
+    The opinion reads its own crops, cut from the frame by its rule
+    (:func:`face_crops` with ``opinion.rule`` and ``opinion.crop_aspect``), or the
+    detector's crops in the crops form.
+
+    Args:
+        on_opinion: called once per call as ``on_opinion(used, no_answer, over_budget,
+            seconds)`` (faces, and the opinion's wall time).
+        budget: CPU budget (``None``: every face).
+    """
+    if not preds:
+        return preds
+    crops = [c for m in msgs for c in face_crops(m, opinion.crop_aspect, opinion.rule)]
+    logits = np.full(len(preds), np.nan)
+    asked = np.zeros(len(preds), bool)
+    t0 = time.perf_counter()
+    for i, crop in enumerate(crops[:len(preds)]):
+        if budget is not None and not budget.allow():
+            continue
+        c0 = time.process_time()
+        logits[i] = opinion([crop])[0][0]
+        asked[i] = True
+        if budget is not None:
+            budget.spend(time.process_time() - c0)
+    dt = time.perf_counter() - t0
+    out = [combine_gender(p, float(z)) for p, z in zip(preds, logits)]
+    if on_opinion is not None:
+        used = int(np.isfinite(logits).sum())
+        on_opinion(used, int(asked.sum()) - used, len(preds) - int(asked.sum()), dt)
+    return out
+
+
 def process_batch(msgs: list[wire.Message], model: Model, max_batch: int,
                   now_ns: Callable[[], int] = time.time_ns,
-                  on_batch: Callable[[int, float], None] | None = None) -> list[tuple[Any, list]]:
+                  on_batch: Callable[[int, float], None] | None = None,
+                  opinion: Opinion | None = None,
+                  on_opinion: Callable[[int, int, int, float], None] | None = None,
+                  budget: OpinionBudget | None = None) -> list[tuple[Any, list]]:
     """Classify every face of ``msgs`` together and build one ``result`` per message.
 
     Args:
@@ -197,6 +291,10 @@ def process_batch(msgs: list[wire.Message], model: Model, max_batch: int,
         max_batch: largest number of crops per model call.
         now_ns: wall clock (ns) used for ``t_classifier_ns``.
         on_batch: metrics callback, see :func:`classify`.
+        opinion: a gender second opinion merged into each prediction
+            (:func:`second_opinion`), or ``None``.
+        on_opinion: metrics callback, see :func:`second_opinion`.
+        budget: the opinion's CPU budget (:class:`OpinionBudget`; ``None``: no limit).
 
     The numbers of the model's ``meta["fusion"]`` (when it has one: ``rho``, ...; its
     descriptive entries stay in meta.json) go into every result header.
@@ -209,6 +307,8 @@ def process_batch(msgs: list[wire.Message], model: Model, max_batch: int,
     rule = getattr(model, "crop_rule", DEFAULT_RULE)
     crops = [c for m in msgs for c in face_crops(m, aspect, rule)]
     preds = classify(crops, model, max_batch, on_batch) if crops else []
+    if opinion is not None:
+        preds = second_opinion(msgs, preds, opinion, on_opinion, budget)
     fusion = fusion_numbers(getattr(model, "meta", None))
     t = now_ns()
     out = []

@@ -27,5 +27,14 @@ class ClassifierConfig(ServiceConfig, service="classifier", http_port=9103):
         "has an ONNX export.")
     max_batch: int = Field(32, ge=1, le=1024, description="Largest batch of crops per "
                            "inference call.")
+    second_opinion: Literal["none", "dlib"] = Field(
+        "dlib", description="Gender second opinion on the faces the classifier classifies: "
+        "'dlib' (dlib's face descriptor + the logistic head in models/dlib-gender, mean of "
+        "its and the model's gender logits; 60-150 ms a face on one core, within "
+        "second_opinion_cpu_share), 'none': the model alone.")
+    second_opinion_cpu_share: float = Field(
+        0.25, gt=0.0, le=64.0, description="Largest average share of one CPU core the "
+        "second opinion may use (a token bucket of CPU seconds, 0.1 s deep); faces beyond "
+        "it keep the model's answer (counted). 64: no limit.")
     max_wait_ms: float = Field(10.0, ge=0.0, le=1000.0, description="Longest wait for more "
                                "crops once one is queued (ms).")

@@ -8,8 +8,15 @@ frames). End of stream is forwarded losslessly after the frames before it.
 
 Metrics (besides the shared per-stage ones): ``agegender_classifier_batch_size``
 (histogram, crops per model call), ``agegender_inference_seconds{stage, model}``
-(histogram, seconds per model call), ``agegender_faces_classified_total{model}``. Frames
-still queued when the service stops are counted as dropped (``shutdown``).
+(histogram, seconds per model call), ``agegender_faces_classified_total{model}``; with a
+gender second opinion (``second_opinion``; label ``model``: ``dlib``),
+``agegender_second_opinions_total{model}`` (faces it was merged into),
+``agegender_second_opinion_fallbacks_total{model, reason}`` (faces that kept the
+model's answer alone: ``no_answer``, e.g. implausible landmarks, or ``budget``, its CPU
+budget ``second_opinion_cpu_share`` spent) and
+``agegender_second_opinion_seconds{model}`` (histogram, seconds per call on a batch's
+faces). Frames still queued when the service stops are counted as dropped
+(``shutdown``).
 """
 
 from __future__ import annotations
@@ -23,10 +30,12 @@ from prometheus_client import Counter, Histogram
 
 from common import wire
 from common.eos import forward_eos
-from common.metrics import inference_seconds
+from common.metrics import LATENCY_BUCKETS, inference_seconds
+from common.models.dlib_descriptor import HEAD_FOLDER, DlibUnavailable
 from common.service import ServiceRuntime
 from common.states import ServiceState
-from services.classifier.batching import PendingFrames, process_batch, to_classify
+from services.classifier.batching import (OpinionBudget, PendingFrames, process_batch,
+                                         to_classify)
 from services.classifier.config import ClassifierConfig
 
 log = logging.getLogger("classifier")
@@ -55,14 +64,52 @@ class ClassifierMetrics:
         self.faces.labels(self.model).inc(size)
 
 
+class OpinionMetrics:
+    """Second-opinion metrics in the service's registry (label ``model``: the opinion's
+    name, created at zero)."""
+
+    def __init__(self, registry, opinion: str):
+        self.model = opinion
+        self.used = Counter("agegender_second_opinions_total",
+                            "Faces whose gender the second opinion was merged into.",
+                            ["model"], registry=registry)
+        self.fallback = Counter("agegender_second_opinion_fallbacks_total",
+                                "Faces that kept the model's answer alone, by reason: "
+                                "no_answer (implausible landmarks, tiny crop), budget "
+                                "(the opinion's CPU budget was spent).",
+                                ["model", "reason"], registry=registry)
+        self.seconds = Histogram("agegender_second_opinion_seconds",
+                                 "Second-opinion time per call on one batch's faces "
+                                 "(seconds).", ["model"], buckets=LATENCY_BUCKETS,
+                                 registry=registry)
+        self.used.labels(opinion)
+        for reason in self.REASONS:
+            self.fallback.labels(opinion, reason)
+        self.seconds.labels(opinion)
+
+    #: Why a face kept the model's answer alone.
+    REASONS = ("no_answer", "budget")
+
+    def on_opinion(self, used: int, no_answer: int, over_budget: int, seconds: float) -> None:
+        """Record one call: faces ``used``, without an answer, over the budget; its
+        wall time in ``seconds``."""
+        self.used.labels(self.model).inc(used)
+        self.fallback.labels(self.model, "no_answer").inc(no_answer)
+        self.fallback.labels(self.model, "budget").inc(over_budget)
+        self.seconds.labels(self.model).observe(seconds)
+
+
 def _load_model(cfg: ClassifierConfig, stop: threading.Event):
-    """Load and warm up the model in a helper thread so SIGTERM is honoured meanwhile.
+    """Load and warm up the model (and the second opinion) in a helper thread so SIGTERM
+    is honoured meanwhile.
 
     Returns:
-        The model, or ``None`` when stop was requested before loading finished.
+        ``(model, opinion or None)``, or ``None`` when stop was requested before loading
+        finished.
 
     Raises:
-        Exception: whatever ``load_model`` or ``warmup`` raised.
+        Exception: whatever ``load_model``, ``warmup`` or ``load_opinion`` raised
+            (:class:`common.models.dlib_descriptor.DlibUnavailable` without dlib).
     """
     box: dict = {}
 
@@ -73,7 +120,8 @@ def _load_model(cfg: ClassifierConfig, stop: threading.Event):
             model = load_model(cfg.model, threads=cfg.threads, runtime=cfg.runtime,
                                models=cfg.models_dir)
             model.warmup(cfg.max_batch)
-            box["model"] = model
+            from common.models.dlib_descriptor import load_opinion
+            box["model"] = (model, load_opinion(cfg.second_opinion))
         except BaseException as exc:  # handed to the main thread and re-raised there
             box["error"] = exc
 
@@ -87,7 +135,7 @@ def _load_model(cfg: ClassifierConfig, stop: threading.Event):
 
 
 def main(cfg: ClassifierConfig, *, stop: threading.Event | None = None,
-         model=None, registry=None) -> int:
+         model=None, registry=None, opinion=None) -> int:
     """Run the classifier until stopped (SIGINT/SIGTERM or ``stop``).
 
     Args:
@@ -96,24 +144,34 @@ def main(cfg: ClassifierConfig, *, stop: threading.Event | None = None,
         model: an already loaded model with the ``AgeGenderModel`` interface (embedding
             and tests); ``None`` loads ``cfg.model`` with ``load_model``.
         registry: Prometheus registry (tests); a new one if None.
+        opinion: an already loaded second opinion for a given ``model`` (tests); with
+            ``model`` ``None`` it is loaded from ``cfg.second_opinion``.
 
     Returns:
-        0 on a clean stop, 2 when the model cannot be loaded.
+        0 on a clean stop, 2 when the model or the second opinion cannot be loaded.
     """
     with ServiceRuntime("classifier", cfg, stop=stop, registry=registry) as rt:
         rt.health.enter(ServiceState.LOADING)
         if model is None:
             try:
-                model = _load_model(cfg, rt.stop)
+                loaded = _load_model(cfg, rt.stop)
             except Exception as exc:  # noqa: BLE001 (any loading failure is a refusal)
-                return rt.refuse(f"cannot load model {cfg.model!r}: "
-                                 f"{type(exc).__name__}: {exc}")
-        if model is None:
-            log.info("stopped while loading the model")
-            return 0
-        log.info("model %s loaded (max_batch %d, max_wait %.1f ms, %d threads)",
-                 model.name, cfg.max_batch, cfg.max_wait_ms, cfg.threads)
+                opinion_failed = isinstance(exc, DlibUnavailable) or HEAD_FOLDER in str(exc)
+                hint = " (or set second_opinion none)" if opinion_failed else ""
+                return rt.refuse(f"cannot load model {cfg.model!r} (second opinion "
+                                 f"{cfg.second_opinion!r}): {type(exc).__name__}: {exc}{hint}")
+            if loaded is None:
+                log.info("stopped while loading the model")
+                return 0
+            model, opinion = loaded
+        log.info("model %s loaded (max_batch %d, max_wait %.1f ms, %d threads, second "
+                 "opinion %s)", model.name, cfg.max_batch, cfg.max_wait_ms, cfg.threads,
+                 opinion.name if opinion is not None else "none")
         cm = ClassifierMetrics(rt.metrics.registry, model.name)
+        om = OpinionMetrics(rt.metrics.registry, opinion.name) if opinion is not None \
+            else None
+        budget = OpinionBudget(cfg.second_opinion_cpu_share) \
+            if opinion is not None and cfg.second_opinion_cpu_share < 64 else None
         rx = rt.receiver(cfg.input, kinds=("faces", "eos"))
         tx = rt.sender(cfg.output)
         pending = PendingFrames(cfg.max_batch, cfg.max_wait_ms / 1000.0)
@@ -135,7 +193,9 @@ def main(cfg: ClassifierConfig, *, stop: threading.Event | None = None,
             if not msgs:
                 return
             for msg, frames in process_batch(msgs, model, cfg.max_batch,
-                                             on_batch=cm.on_batch):
+                                             on_batch=cm.on_batch, opinion=opinion,
+                                             on_opinion=om and om.on_opinion,
+                                             budget=budget):
                 send(msg, frames)
 
         while not rt.stop.is_set():

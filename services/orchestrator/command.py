@@ -58,6 +58,9 @@ def _check_sources(ctx, param, sources):
 @click.option("--loop", is_flag=True, help="Repeat files (run until Ctrl-C).")
 @click.option("--model", default="compact", show_default=True,
               help="Age/gender model under models/ or a model directory.")
+@click.option("--second-opinion", type=click.Choice(["none", "dlib"]), default=None,
+              help="Gender second opinion in the classifier (its second_opinion setting; "
+                   "default: the classifier's, AGEGENDER_CLASSIFIER_SECOND_OPINION).")
 @click.option("--detector-backend", type=click.Choice(list(BACKENDS)),
               default=DEFAULT_BACKEND, show_default=True,
               help="Face detector (docs/detectors.md).")
@@ -88,7 +91,8 @@ def _check_sources(ctx, param, sources):
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]),
               default="INFO", show_default=True, help="Services' log level (logs go to "
               "files; their folder is printed when something fails).")
-def command(sources, out_dir, realtime, no_realtime, loop, model, detector_backend, display,
+def command(sources, out_dir, realtime, no_realtime, loop, model, second_opinion,
+            detector_backend, display,
             threads, http_base_port, hwm, max_restarts, stall_timeout_s, service_args,
             summary_json, progress, log_level):
     """Run the whole stack (capture -> detector -> classifier -> sink, four processes over
@@ -105,6 +109,7 @@ def command(sources, out_dir, realtime, no_realtime, loop, model, detector_backe
                        "one (the live view is in the browser, see the sink's port).", err=True)
     opts = StackOptions(sources=sources, out_dir=out_dir,
                         realtime=realtime and not no_realtime, loop=loop, model=model,
+                        second_opinion=second_opinion,
                         detector_backend=detector_backend, display=display,
                         threads=threads, http_base_port=http_base_port,
                         max_restarts=max_restarts, hwm=hwm, stall_timeout_s=stall_timeout_s,

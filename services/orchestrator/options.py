@@ -30,6 +30,8 @@ class StackOptions:
         realtime: pace files at their native frame rate.
         loop: repeat files.
         model: classifier model name or path.
+        second_opinion: the classifier's gender second opinion (``"none"``, ``"dlib"``);
+            ``None``: the classifier's own setting (environment or default).
         detector_backend: a name of :data:`common.detectors.BACKENDS` (default
             ``blazeface``).
         display: sink opens a desktop window.
@@ -57,6 +59,7 @@ class StackOptions:
     realtime: bool = True
     loop: bool = False
     model: str = "compact"
+    second_opinion: str | None = None
     detector_backend: str = DEFAULT_BACKEND
     display: bool = False
     threads: dict[str, int] = dataclasses.field(

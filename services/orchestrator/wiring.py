@@ -121,6 +121,8 @@ def service_arguments(opts: StackOptions, run_dir: Path, ports: dict[str, int],
                  "--display", str(opts.display).lower(),
                  "--metrics-only", str(opts.metrics_only).lower()],
     }
+    if opts.second_opinion is not None:
+        args["classifier"] += ["--second-opinion", opts.second_opinion]
     if opts.out_dir is not None:  # the run holds the folder's lock itself
         args["sink"] += ["--out-dir", str(Path(opts.out_dir).resolve()),
                          "--lock-out-dir", "false"]

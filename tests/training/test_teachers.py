@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
+from common.models import dlib_descriptor
 from training import teachers
 
 needs_models = pytest.mark.skipif(
@@ -43,11 +44,11 @@ def test_refined_landmarks_fit_a_loose_crop_like_the_hog_box():
     import dlib
 
     hog_box = dlib.get_frontal_face_detector()(loose, 1)[0]
-    shape = teachers.Landmarker().predictor(loose, hog_box)
+    shape = dlib_descriptor.Landmarker().predictor(loose, hog_box)
     on_hog = np.array([[shape.part(i).x, shape.part(i).y] for i in range(5)], float)
     # when the landmarks are found on the whole crop, once and with refinement
-    once = teachers.Landmarker(refine=0)(loose)[1]
-    refined = teachers.Landmarker()(loose)[1]
+    once = dlib_descriptor.Landmarker(refine=0)(loose)[1]
+    refined = dlib_descriptor.Landmarker()(loose)[1]
     # then the refined points are close to those found on dlib's own detector box
     assert np.abs(once - on_hog).max() > 20
     assert np.abs(refined - on_hog).max() <= 10
@@ -55,11 +56,11 @@ def test_refined_landmarks_fit_a_loose_crop_like_the_hog_box():
 
 def test_plausible_landmarks_accepts_a_face_and_rejects_a_collapsed_one():
     face = np.array([[130, 80], [110, 80], [50, 80], [70, 80], [90, 120]], float)
-    assert teachers.plausible_landmarks(face, 180, 200)
+    assert dlib_descriptor.plausible_landmarks(face, 180, 200)
     collapsed = np.array([[90, 90]] * 5, float)
-    assert not teachers.plausible_landmarks(collapsed, 180, 200)
+    assert not dlib_descriptor.plausible_landmarks(collapsed, 180, 200)
     outside = face + [400, 0]
-    assert not teachers.plausible_landmarks(outside, 180, 200)
+    assert not dlib_descriptor.plausible_landmarks(outside, 180, 200)
 
 
 @needs_models
@@ -89,7 +90,7 @@ def test_cydral_chips_are_aligned_rgb_of_the_documented_sizes(astronaut_crop):
 @needs_models
 def test_dlib_descriptor_is_stable_and_identity_bearing(astronaut_crop):
     # given the embedder and the astronaut, her mirror image and a slightly smaller crop
-    emb = teachers.DlibEmbedder()
+    emb = dlib_descriptor.DlibEmbedder()
     small = cv2.resize(astronaut_crop, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
     e, ok = emb([astronaut_crop, astronaut_crop, small])
     # then the same crop gives the same descriptor and the smaller one the same person

@@ -1,0 +1,290 @@
+"""The dlib gender second opinion in the classifier: real dlib model files, the shipped
+head, the real compact model and BlazeFace on scikit-image's astronaut (the built-in
+demo's face)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from prometheus_client import CollectorRegistry
+
+from common import wire
+from common.crops import cut_crop
+from common.models import dlib_descriptor as dd
+from services.classifier.batching import process_batch
+from services.classifier.config import ClassifierConfig
+from services.classifier.main import OpinionMetrics
+from tests.classifier.helpers import tracked
+from tests.conftest import ROOT
+
+needs_dlib = pytest.mark.skipif(
+    importlib.util.find_spec("dlib") is None
+    or importlib.util.find_spec("face_recognition_models") is None,
+    reason="dlib-bin / face-recognition-models not installed (pip install '.[test]')")
+
+
+@pytest.fixture(scope="module")
+def astronaut() -> np.ndarray:
+    """scikit-image's astronaut photo (Eileen Collins, public domain) as BGR."""
+    import skimage.data
+
+    return np.ascontiguousarray(skimage.data.astronaut()[:, :, ::-1])
+
+
+@pytest.fixture(scope="module")
+def opinion():
+    """The shipped dlib second opinion."""
+    if importlib.util.find_spec("dlib") is None \
+            or importlib.util.find_spec("face_recognition_models") is None:
+        pytest.skip("dlib-bin / face-recognition-models not installed (pip install '.[test]')")
+    return dd.DlibGenderOpinion()
+
+
+@pytest.fixture(scope="module")
+def compact():
+    """The shipped default model."""
+    from common.models import load_model
+
+    return load_model("compact", threads=1)
+
+
+def faces_msg(image: np.ndarray, faces: list[dict]) -> wire.Message:
+    """A decoded ``faces`` message (frame form) with these face maps."""
+    h, w = image.shape[:2]
+    header = wire.frame_header("cam", 1, 1, w, h, t_detector_ns=2)
+    header.update(kind="faces", faces=faces)
+    return wire.decode(wire.encode(header, [image]))
+
+
+def test_shipped_head_is_128_weights_and_a_bias_with_its_provenance():
+    # given the shipped head file
+    path = ROOT / "models" / dd.HEAD_FOLDER / dd.HEAD_FILE
+    data = json.loads(path.read_text())
+    # when it is loaded
+    head = dd.GenderHead.load()
+    # then it is the file's 128 finite weights and bias, and says what it was fitted on,
+    # by which command, and how accurate it is on the test split, clean and wild
+    assert head.weights.shape == (128,) and np.all(np.isfinite(head.weights))
+    assert head.bias == data["bias"] and head.weights.tolist() == data["weights"]
+    assert "UTKFace train" in data["fitted_on"]["dataset"]
+    assert data["fitted_on"]["faces"] > 1000
+    assert data["command"].startswith("python -m training.dlib_head")
+    for kind in ("clean", "wild"):
+        assert 0.8 < data["test_split"][kind]["gender"] <= 1.0
+
+
+def test_head_refuses_malformed_weights(tmp_path):
+    with pytest.raises(ValueError, match="128 finite weights"):
+        dd.GenderHead([0.1] * 127, 0.0)
+    with pytest.raises(ValueError, match="128 finite weights"):
+        dd.GenderHead([float("nan")] * 128, 0.0)
+    bad = tmp_path / "head.json"
+    bad.write_text(json.dumps({"bias": 0.0}))
+    with pytest.raises(ValueError, match="weights"):
+        dd.GenderHead.load(bad)
+
+
+def test_folded_head_gives_the_fitted_heads_probabilities():
+    # given a logistic head fitted on standardised descriptors (random, separable data)
+    from training.dlib_head import fold
+    from training.teachers import EmbeddingHeads
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(0.1, 0.05, (400, 128))
+    g = (x[:, :5].sum(axis=1) > 0.5).astype(int)
+    heads = EmbeddingHeads().fit(x, rng.uniform(20, 60, 400), g)
+    # when its standardisation is folded into 128 weights and a bias
+    head = dd.GenderHead(*fold(heads))
+    # then the raw-descriptor logits give the fitted head's P(female)
+    p = 1 / (1 + np.exp(-head.logits(x[:50])))
+    np.testing.assert_allclose(p, heads.predict(x[:50])["p_female"], rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("gender,conf,z,expect,expect_conf", [
+    ("male", 0.8, math.log(0.9 / 0.1), "female", 0.6),      # logits -1.386 and 2.197
+    ("female", 0.7, 0.0, "female", 0.6046),                # half the model's log-odds
+    ("male", 0.9, -math.log(0.9 / 0.1), "male", 0.9),      # agreeing opinions
+])
+def test_combined_gender_is_the_mean_of_the_two_logits(gender, conf, z, expect, expect_conf):
+    out = dd.combine_gender({"age": 30.0, "gender": gender, "gender_confidence": conf}, z)
+    assert out["gender"] == expect and out["age"] == 30.0
+    assert out["gender_confidence"] == pytest.approx(expect_conf, abs=1e-3)
+
+
+def test_no_opinion_keeps_the_models_answer():
+    pred = {"age": 30.0, "gender": "male", "gender_confidence": 0.8}
+    assert dd.combine_gender(pred, float("nan")) == pred
+
+
+def test_missing_package_is_a_clear_error_naming_what_to_install():
+    with pytest.raises(dd.DlibUnavailable, match="pip install no-such-package"):
+        dd.package_file("no_such_package", "x.dat")
+    with pytest.raises(ValueError, match="none, dlib"):
+        dd.load_opinion("cydral")
+    assert dd.load_opinion("none") is None
+
+
+@needs_dlib
+def test_classifier_with_the_second_opinion_reads_the_astronaut_female(astronaut, opinion,
+                                                                       compact):
+    # given the astronaut as BlazeFace finds her (box and keypoints), marked to classify
+    from common.detectors import make_detector
+
+    (det,) = make_detector("blazeface", threads=1).detect(astronaut)
+    face = tracked([int(v) for v in det.box], keypoints=np.asarray(det.keypoints).tolist())
+    msg = faces_msg(astronaut, [face])
+    calls = []
+    # when the classifier classifies her with and without the dlib opinion
+    alone = wire.decode(process_batch([msg], compact, 8)[0][1]).header["faces"][0]
+    both = wire.decode(process_batch([msg], compact, 8, opinion=opinion,
+                                     on_opinion=lambda *a: calls.append(a))[0][1])
+    face = both.header["faces"][0]
+    # then the combined answer is female, the opinion was used once, and the combined
+    # confidence differs from the model's (the head's opinion was merged); age unchanged
+    assert face["gender"] == "female" and face["gender_confidence"] > 0.5
+    assert face["gender_confidence"] != alone["gender_confidence"]
+    assert face["age"] == alone["age"]
+    assert [c[:2] for c in calls] == [(1, 0)]
+    # and the opinion alone reads her female
+    logits, ok = opinion([cut_crop(astronaut, det.box, det.keypoints, opinion.rule)])
+    assert ok[0] and logits[0] > 0
+
+
+@needs_dlib
+def test_face_with_implausible_landmarks_falls_back_to_the_model_and_is_counted(
+        astronaut, opinion, compact):
+    # given two faces to classify without keypoints (SSD-style boxes): the astronaut's
+    # face, and a false detection on the flag in the photo's top-left corner, where
+    # dlib's 5-point landmarks cannot be a face
+    real = tracked([180, 40, 300, 190], track=1)
+    flag = tracked([0, 0, 80, 80], track=2)
+    msg = faces_msg(astronaut, [real, flag])
+    reg = CollectorRegistry()
+    metrics = OpinionMetrics(reg, opinion.name)
+    # when they are classified with the second opinion
+    with_op = wire.decode(process_batch([msg], compact, 8, opinion=opinion,
+                                        on_opinion=metrics.on_opinion)[0][1]).header["faces"]
+    alone = wire.decode(process_batch([msg], compact, 8)[0][1]).header["faces"]
+    # then the flag keeps the model's answer exactly, the real face gets the combined one
+    assert {k: with_op[1][k] for k in ("gender", "gender_confidence", "age")} == \
+        {k: alone[1][k] for k in ("gender", "gender_confidence", "age")}
+    assert with_op[0]["gender_confidence"] != alone[0]["gender_confidence"]
+    # and the fallback is counted beside the use
+    value = reg.get_sample_value
+    assert value("agegender_second_opinions_total", {"model": "dlib"}) == 1
+    assert value("agegender_second_opinion_fallbacks_total",
+                 {"model": "dlib", "reason": "no_answer"}) == 1
+    assert value("agegender_second_opinion_fallbacks_total",
+                 {"model": "dlib", "reason": "budget"}) == 0
+    assert value("agegender_second_opinion_seconds_count", {"model": "dlib"}) == 1
+
+
+@needs_dlib
+def test_faces_over_the_cpu_budget_keep_the_models_answer_and_are_counted(
+        astronaut, opinion, compact):
+    # given two frames with the astronaut's face to classify and a budget of a thousandth
+    # of a core that refills far slower than one opinion costs
+    from services.classifier.batching import OpinionBudget
+
+    msgs = [faces_msg(astronaut, [tracked([180, 40, 300, 190], track=t)]) for t in (1, 2)]
+    budget = OpinionBudget(0.001, burst_s=0.001)
+    reg = CollectorRegistry()
+    metrics = OpinionMetrics(reg, opinion.name)
+    # when both are classified in one batch with the opinion
+    out = [wire.decode(f).header["faces"][0] for _, f in process_batch(
+        msgs, compact, 8, opinion=opinion, on_opinion=metrics.on_opinion, budget=budget)]
+    alone = [wire.decode(f).header["faces"][0] for _, f in process_batch(msgs, compact, 8)]
+    # then the first face got the opinion, the second the model's answer alone
+    assert out[0]["gender_confidence"] != alone[0]["gender_confidence"]
+    assert out[1]["gender_confidence"] == alone[1]["gender_confidence"]
+    value = reg.get_sample_value
+    assert value("agegender_second_opinions_total", {"model": "dlib"}) == 1
+    assert value("agegender_second_opinion_fallbacks_total",
+                 {"model": "dlib", "reason": "budget"}) == 1
+
+
+def test_budget_refills_at_its_share_of_wall_time_up_to_its_depth():
+    from services.classifier.batching import OpinionBudget
+
+    now = [0.0]
+    budget = OpinionBudget(0.5, burst_s=1.0, clock=lambda: now[0])
+    assert budget.allow()
+    budget.spend(1.2)                     # one expensive opinion: 0.2 s in debt
+    assert not budget.allow()
+    now[0] = 0.3                          # 0.15 s refilled: still in debt
+    assert not budget.allow()
+    now[0] = 0.5                          # 0.25 s refilled: 0.05 s to spend
+    assert budget.allow() and budget.balance == pytest.approx(0.05)
+    now[0] = 100.0                        # never more than the bucket's depth
+    assert budget.allow() and budget.balance == pytest.approx(1.0)
+
+
+@needs_dlib
+def test_tiny_crop_gets_no_opinion_and_no_error(opinion):
+    logits, ok = opinion([np.zeros((4, 4, 3), np.uint8), np.zeros((0, 5, 3), np.uint8)])
+    assert not ok.any() and np.isnan(logits).all()
+
+
+def test_config_env_and_cli_select_the_second_opinion(monkeypatch, tmp_path):
+    # the setting: default, keyword, environment, and a bad value refused
+    # (the default: dlib, within a quarter of a core)
+    assert ClassifierConfig().second_opinion == "dlib"
+    assert ClassifierConfig().second_opinion_cpu_share == 0.25
+    assert ClassifierConfig(second_opinion="dlib").second_opinion == "dlib"
+    assert ClassifierConfig(second_opinion_cpu_share=2).second_opinion_cpu_share == 2
+    with pytest.raises(Exception, match="second_opinion_cpu_share"):
+        ClassifierConfig(second_opinion_cpu_share=0)
+    monkeypatch.setenv("AGEGENDER_CLASSIFIER_SECOND_OPINION", "none")
+    assert ClassifierConfig().second_opinion == "none"
+    monkeypatch.setenv("AGEGENDER_CLASSIFIER_SECOND_OPINION", "cydral")
+    with pytest.raises(Exception, match="second_opinion"):
+        ClassifierConfig()
+    monkeypatch.delenv("AGEGENDER_CLASSIFIER_SECOND_OPINION")
+    # the classifier's and the run's command lines
+    from services.cli import main
+
+    assert "--second-opinion" in CliRunner().invoke(main, ["classifier", "--help"]).output
+    assert "--second-opinion" in CliRunner().invoke(main, ["run", "--help"]).output
+    bad = CliRunner().invoke(main, ["run", "--second-opinion", "cydral"])
+    assert bad.exit_code == 2 and "cydral" in bad.output
+    # and `agegender run --second-opinion dlib` hands it to the classifier only
+    from services.orchestrator.options import StackOptions
+    from services.orchestrator.wiring import service_arguments
+
+    ports = {s: 0 for s in ("capture", "detector", "classifier", "sink")}
+    args = service_arguments(StackOptions(second_opinion="dlib"), tmp_path, ports, 1, 0)
+    assert "--second-opinion dlib" in " ".join(args["classifier"])
+    assert not any("second-opinion" in " ".join(args[s])
+                   for s in ("capture", "detector", "sink"))
+    default = service_arguments(StackOptions(), tmp_path, ports, 1, 0)
+    assert "--second-opinion" not in " ".join(default["classifier"])
+
+
+@needs_dlib
+@pytest.mark.slow
+def test_classifier_process_refuses_when_the_head_is_missing(tmp_path):
+    # given a models folder with the compact model but no dlib-gender head
+    import shutil
+
+    models = tmp_path / "models"
+    shutil.copytree(ROOT / "models" / "compact", models / "compact")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "AGEGENDER_MODELS_DIR": str(models)}
+    # when the classifier starts with the dlib opinion
+    proc = subprocess.run([sys.executable, "-m", "services.cli", "classifier",
+                           "--second-opinion", "dlib", "--http-port", "0",
+                           "--input", f"bind:ipc://{tmp_path}/f",
+                           "--output", f"connect:ipc://{tmp_path}/r"],
+                          capture_output=True, text=True, timeout=300, env=env)
+    # then it refuses with exit code 2, naming the missing file and the way out
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "head.json" in proc.stderr and "second_opinion none" in proc.stderr
+    assert "Traceback" not in proc.stderr
