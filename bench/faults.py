@@ -95,6 +95,8 @@ def _r(x):
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point: inject the faults, print one JSON line each and a summary;
+    returns 0 (numbers only, 1 when the stack did not start)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--source", default=DEFAULT_SOURCE, help="clip (looped)")
     p.add_argument("--model", default="compact")

@@ -181,6 +181,8 @@ def people_report(out: Path, sources: list[str]) -> dict:
             width = frames[0]["width"]
 
             def place(box):
+                """Index of the ground-truth person (left to right) whose share of the
+                frame width holds the box's centre."""
                 return min(len(want) - 1, int((box[0] + box[2]) / 2 / width * len(want)))
             right = sum(p["gender"] == want[place(p["best_face"]["box"])] for p in mine)
             entry["person_gender_accuracy"] = round(right / len(mine), 3)

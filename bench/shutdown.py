@@ -99,12 +99,15 @@ def cases(clip: Path, out_dir: Path) -> dict:
     sink = ["--input", "bind:tcp://127.0.0.1:{input}", "--out-dir", str(out_dir)]
 
     def frame(seq):
+        """A valid 1280x720 ``frame`` message with sequence number ``seq``."""
         return h.valid_frame(seq=seq, width=1280, height=720)
 
     def faces(seq):
+        """A valid 640x480 ``faces`` message with sequence number ``seq``."""
         return h.valid_faces(seq=seq, width=640, height=480)
 
     def result(seq):
+        """A valid 1280x720 ``result`` message with sequence number ``seq``."""
         return h.valid_result(seq=seq, width=1280, height=720)
 
     return {

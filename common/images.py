@@ -256,6 +256,7 @@ def read_image(path: str | Path) -> np.ndarray:
     path = Path(path)
 
     def bad(reason: str) -> BadImage:
+        """The refusal for this file: a :class:`BadImage` naming the path and ``reason``."""
         return BadImage(f"{path}: {reason}", reason)
 
     try:

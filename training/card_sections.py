@@ -114,10 +114,12 @@ def rule_text(meta: dict) -> str:
 
 
 def pct(v) -> str:
+    """A fraction as a percentage with one decimal, or ``–`` when missing."""
     return "–" if v is None else f"{100 * v:.1f} %"
 
 
 def num(v) -> str:
+    """A number with two decimals, or ``–`` when missing."""
     return "–" if v is None else f"{v:.2f}"
 
 
@@ -128,6 +130,8 @@ def wild_tables(w: dict) -> list[str]:
             "| 80 % interval coverage (width) clean / wild |", "|---|---:|---:|---:|---:|---:|"]
 
     def row(name, c, x):
+        """One table row: ``name``, face count, then clean / wild age MAE, gender and band
+        accuracy."""
         return (f"| {name} | {c['n']} | {num(c['age_mae'])} / {num(x['age_mae'])} | "
                 f"{pct(c['gender_accuracy'])} / {pct(x['gender_accuracy'])} | "
                 f"{pct(c['within_one_band'])} / {pct(x['within_one_band'])} | "
@@ -156,6 +160,7 @@ def before_after(now: dict, before: dict, video_now: dict | None, video_before: 
     """A before/after markdown table of the headline numbers (wild reports, clip checks,
     demo share)."""
     def get(r, part, group, key):
+        """The metric ``key`` of ``group`` in ``part`` of report ``r``."""
         return r[part][group][key]
 
     rows = [("age MAE, clean", "clean", "overall", "age_mae", num),

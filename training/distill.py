@@ -692,6 +692,7 @@ def calibrate_scale(probs: np.ndarray, age: np.ndarray, coverage: float = 0.8) -
     from common.models import age_interval
 
     def cov(s):
+        """Coverage (fraction of true ages inside) of the interval at scale ``s``."""
         lo, hi = age_interval(probs, AGE_BINS, coverage, s)
         return float(np.mean((age >= lo) & (age <= hi)))
 
@@ -720,6 +721,7 @@ def calibrate_interval(net, x_clean: np.ndarray, x_wild: np.ndarray, age: np.nda
     scale, cov = calibrate_scale(probs, np.concatenate([age, age]), coverage)
 
     def part(p):
+        """Coverage and mean width (years) of the interval on the probabilities ``p``."""
         lo, hi = age_interval(p.astype(np.float64), AGE_BINS, coverage, scale)
         return {"coverage": round(float(np.mean((age >= lo) & (age <= hi))), 4),
                 "width": round(float(np.mean(hi - lo)), 2)}

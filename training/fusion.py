@@ -138,6 +138,8 @@ def fit_rho(pred: dict, true_age: np.ndarray, coverage: float = 0.8,
     ns = range(2, views + 1)
 
     def loss(r):
+        """Squared miss of the fused interval's coverage from the target, summed over track
+        lengths, for correlation ``r``."""
         cov = fusion_coverage(pred, true_age, float(r), ns)
         return sum((c["coverage"] - coverage) ** 2 for c in cov.values())
 

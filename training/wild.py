@@ -660,6 +660,8 @@ def evaluate_wild(predictor: Predictor, faces: Faces, crop_rule: CropRule | None
         "failed": {"clean": n, "wild": n}}``.
     """
     def run(wild, p):
+        """Predictions and timing of ``predictor`` on the faces cut clean or wild
+        (``wild``) with degradation probability ``p``."""
         crops, face_px = make_crops(faces, wild, crop_rule, p)
         t0 = time.perf_counter()
         parts = [predictor(crops[i:i + batch]) for i in range(0, len(crops), batch)]
@@ -700,6 +702,8 @@ def markdown(results: dict[str, dict]) -> str:
     lines = []
 
     def table(title, rows):
+        """Append a markdown table titled ``title`` with one row per group of ``rows`` to
+        the report."""
         lines.extend([f"### {title}", ""])
         head = "| group | n | " + " | ".join(
             f"{m} MAE clean / wild | {m} gender clean / wild | {m} ±1 band clean / wild | "

@@ -311,6 +311,7 @@ class ImageFolderSource(FiniteSource):
 
     @position.setter
     def position(self, value: int) -> None:
+        """Set the index of the next frame to read (a resumed file starts here)."""
         self._pos = value
 
     def _seek(self, position):

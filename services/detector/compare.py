@@ -237,6 +237,7 @@ def markdown(rows: list[Row]) -> str:
     lines = [head, "|" + "---|" * 10]
     for r in rows:
         def opt(v, fmt="{}"):
+            """``v`` formatted with ``fmt``, or ``-`` when not measured."""
             return "-" if v is None else fmt.format(v)
         lines.append(
             f"| {r.clip} ({r.size}) | {r.backend} | {r.faces_per_frame:.2f} "

@@ -62,6 +62,7 @@ def written_outputs(out_dir: Path | None, since: float = 0.0
     out = Path(out_dir).resolve()
 
     def fresh(p: Path) -> bool:
+        """Whether ``p`` is a file written by this run (modified at or after ``since``)."""
         return p.is_file() and p.stat().st_mtime >= since
 
     videos = [p for p in sorted(out.glob("annotated*.mp4")) if fresh(p)]

@@ -150,6 +150,9 @@ class _StreamFile:
 
     def write(self, image: np.ndarray, t_media_ns: int | None,
               t_capture_ns: int | None = None) -> None:
+        """Encode one BGR frame (HxWx3 uint8, resized to the writer's size if needed) at
+        its media time (ns; ``None``: one nominal frame period after the last frame; see
+        :meth:`timestamp`)."""
         import av
         if (image.shape[1], image.shape[0]) != self.size:
             image = cv2.resize(image, self.size)
@@ -169,6 +172,8 @@ class _StreamFile:
         self.frames += 1
 
     def close(self) -> None:
+        """Flush the encoder and close the file (its last fragment written); the file is
+        closed even when flushing raises (the error then propagates)."""
         try:
             for packet in self.stream.encode(None):
                 self.container.mux(packet)
