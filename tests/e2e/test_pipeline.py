@@ -28,7 +28,14 @@ def run_clip(name: str, out, model: str, **kw) -> tuple[int, dict]:
 def walking_run(tmp_path_factory, model_name):
     """One run of face-demographics-walking-and-pause.mp4 (41 frames, 3 faces each)."""
     out = tmp_path_factory.mktemp("walking")
-    code, summary = run_clip("face-demographics-walking-and-pause.mp4", out, model_name)
+    # Every classified face gets the gender second opinion (no CPU cap). Under the
+    # default cap, which faces get it depends on timing: on a shared machine running as
+    # fast as it can, the right-hand woman's early faces can miss the budget, and one
+    # of them is read male by dlib. The cap is tested in tests/classifier; the
+    # timing-dependent share is measured in docs/accuracy-in-the-wild.md (phase 3).
+    code, summary = run_clip("face-demographics-walking-and-pause.mp4", out, model_name,
+                             service_args={"classifier": ["--second-opinion-cpu-share",
+                                                          "64"]})
     return code, summary, out
 
 
