@@ -92,10 +92,23 @@ def main():
     """Real-time face detection with age and gender estimation."""
 
 
+class _ServiceCommand(click.Command):
+    """A service's command: click's own usage errors (an option that is not a number, an
+    unknown option) are also its exit reason, so ``agegender run`` names them."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            from common.process import write_exit_reason
+            write_exit_reason(exc.format_message(), refused=True)
+            raise
+
+
 def _service_command(name: str, config_ref: str, entry_ref: str):
     config_cls = load(config_ref)
 
-    @main.command(name=name, help=f"Run the {name} service (one process). "
+    @main.command(name=name, cls=_ServiceCommand, help=f"Run the {name} service (one process). "
                                   f"{config_cls.__doc__ or ''}")
     @config_options(config_cls)
     def command(**options):

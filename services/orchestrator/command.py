@@ -49,8 +49,9 @@ def _check_sources(ctx, param, sources):
               help="Video file, image folder, rtsp://..., http(s)://... MJPEG, camera index "
                    "(0) or /dev/videoN; repeat for several streams. None: the built-in demo.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Write DIR/annotated.mp4, DIR/events.jsonl and DIR/summary.json; the "
-                   "run owns DIR while it runs (a second run on it is refused).")
+              help="Write DIR/annotated.mp4, DIR/events.jsonl, DIR/people.jsonl and "
+                   "DIR/summary.json; the run owns DIR while it runs (a second run on it is "
+                   "refused).")
 @click.option("--realtime", type=click.BOOL, default=True, is_flag=False, flag_value="true",
               show_default=True, help="Pace files at their native frame rate; "
               "'--realtime false' (or --no-realtime) runs as fast as the stack allows.")

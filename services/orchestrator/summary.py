@@ -117,6 +117,9 @@ def build_summary(status: dict, metrics: dict[str, str], restarts: dict[str, int
     Every string in it (stream names, the refusal, paths, source errors) is passed
     through :func:`common.redact.redact`: the summary is printed and written to
     ``--summary-json`` and ``OUT/summary.json``.
+
+    ``drops`` also has the sink's MQTT events not delivered (``mqtt/<reason>``, e.g.
+    ``mqtt/closed``: still waiting for an absent broker when the sink stopped).
     """
     drops: dict[str, float] = {}
     malformed: dict[str, float] = {}
@@ -126,6 +129,9 @@ def build_summary(status: dict, metrics: dict[str, str], restarts: dict[str, int
                 drops[key] = drops.get(key, 0) + value
             elif value and name == "agegender_messages_malformed_total":
                 malformed[key] = malformed.get(key, 0) + value
+            elif value and name == "agegender_mqtt_dropped_total":  # events, not frames
+                key = "mqtt/" + key.split("/", 1)[1]
+                drops[key] = drops.get(key, 0) + value
     small_faces = sorted({stream for text in metrics.values()
                           for stream in small_face_streams(text)})
     frames = status.get("frames", 0)

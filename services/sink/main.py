@@ -227,6 +227,11 @@ def _serve(cfg: SinkConfig, rt: ServiceRuntime, sm: SinkMetrics, hub,
     ends.results = dict(stats.streams)
     people = People(cfg.person_min_frames, cfg.person_timeout_s,
                     cfg.person_thumbnails_dir, cfg.fusion_rho)
+    if cfg.append and cfg.people and cfg.out_dir is not None and not cfg.metrics_only:
+        # an earlier sink's person events: the live counts continue them
+        for rec in read_tail(cfg.out_dir / "people.jsonl", 0)[0]:
+            if isinstance(rec.get("stream"), str):
+                people.counted[rec["stream"]] = people.counted.get(rec["stream"], 0) + 1
 
     def persons(events: list[dict]) -> None:
         """Write and count person events; update the people counts shown."""

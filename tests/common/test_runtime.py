@@ -122,3 +122,21 @@ def test_cli_usage_error_is_written_as_the_exit_reason(tmp_path, monkeypatch):
     # then click refuses it (exit 2) and the reason names the option
     assert result.exit_code == 2
     assert "input_size" in read_exit_reason(path)["reason"]
+
+
+def test_cli_option_that_click_cannot_parse_is_written_as_the_exit_reason(tmp_path,
+                                                                          monkeypatch):
+    from click.testing import CliRunner
+
+    from services.cli import main
+    # given the exit-reason file set as `agegender run` sets it
+    path = tmp_path / "classifier.exit.json"
+    monkeypatch.setenv(EXIT_REASON_ENV, str(path))
+    # when a service gets a number option that is not a number, or an unknown option
+    for args, named in ((["--second-opinion-cpu-share", "abc"], "'abc' is not a valid float"),
+                        (["--no-such-option"], "--no-such-option")):
+        path.unlink(missing_ok=True)
+        result = CliRunner().invoke(main, ["classifier", *args])
+        # then click refuses it (exit 2) and its message is the reason
+        assert result.exit_code == 2
+        assert named in read_exit_reason(path)["reason"]

@@ -8,10 +8,14 @@ import os
 
 import cv2
 import numpy as np
+from prometheus_client import CollectorRegistry, generate_latest
 
 from services.orchestrator.options import StackOptions
 from services.orchestrator.stack import Stack
 from services.orchestrator.summary import build_summary, format_summary, written_outputs
+from services.sink.mqtt import MqttPublisher
+from services.sink.mqtt_config import MqttConfig
+from tests.conftest import free_port
 
 
 def test_outputs_list_only_readable_videos_and_a_non_empty_events_file(tmp_path):
@@ -51,6 +55,21 @@ def test_summary_fps_is_over_the_frames_span_and_names_streams_gaps_and_breaks()
     # a live stream's seq gaps are its drops, not frames lost: only "a" is LOST
     assert "LOST         a 3 " in out and "b 9" not in out.split("LOST")[1]
     assert "continued after 1 frame (next seq a 1)" in out  # one frame, not "1 frames"
+
+
+def test_summary_counts_person_events_an_absent_broker_never_got():
+    # given the sink's MQTT publisher pointed at a port where no broker listens, and two
+    # person events queued when the sink stops
+    registry = CollectorRegistry()
+    pub = MqttPublisher(MqttConfig(url=f"mqtt://127.0.0.1:{free_port()}"), registry).start()
+    pub.publish_person({"stream": "door", "track": 1, "gender": "female"})
+    pub.publish_person({"stream": "door", "track": 2, "gender": "male"})
+    assert pub.close(timeout_s=0.5) == 2
+    # when the run's summary is built from the sink's final metrics
+    s = build_summary({"frames": 41}, {"sink": generate_latest(registry).decode()}, {}, 5.0)
+    # then the two undelivered events are in the drops, not silently lost
+    assert s["drops"] == {"mqtt/closed": 2.0}
+    assert "drops        mqtt/closed 2" in format_summary(s)
 
 
 def test_orchestrator_metrics_port_answers_only_metrics(tmp_path):

@@ -159,3 +159,28 @@ def test_sink_writes_person_events_counts_people_and_shows_them_live(start_sink,
     assert sink.metric("agegender_person_dwell_seconds_count", stream="cam") == 2
     assert sink.metric("agegender_people_in_view", stream="cam") == 0
     assert wire.SCHEMA_VERSION == 2
+
+
+def test_a_restarted_sink_continues_the_live_people_counts(start_sink, tmp_path):
+    # given a sink that counted two people of "cam" before it was stopped
+    out = tmp_path / "out"
+    first = start_sink(out_dir=out, video=False)
+    push = first.push()
+    for seq in range(4):
+        push.send_multipart(result_message("cam", seq, 2, classified=seq == 0))
+    push.send_multipart(result_message("cam", 4, 0, classified=False, ended_tracks=[1, 2]))
+    wait_for(lambda: len((out / "people.jsonl").read_text().splitlines()) == 2, 10,
+             "two person events")
+    first.stop.set()
+    assert first.ended()
+    # when a restarted sink (append) continues the folder and one more person ends
+    again = start_sink(out_dir=out, video=False, append=True)
+    push = again.push()
+    for seq in range(5, 9):
+        push.send_multipart(result_message("cam", seq, 1, classified=seq == 5))
+    push.send_multipart(result_message("cam", 9, 0, classified=False, ended_tracks=[1]))
+    # then the live page counts all three people, as people.jsonl does
+    wait_for(lambda: json.loads(urllib.request.urlopen(
+        f"http://127.0.0.1:{again.cfg.http_port}/people.json", timeout=3).read())
+        == {"cam": {"in_view": 0, "counted": 3}}, 10, "the continued live counts")
+    assert len((out / "people.jsonl").read_text().splitlines()) == 3
