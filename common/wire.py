@@ -8,7 +8,8 @@ A message is a ZeroMQ multipart message ``[header, payload...]``:
   (int, per stream, starting at 0) and ``t_capture_ns`` (int, wall clock at capture in ns
   since the Unix epoch). Per-stage timestamps are ints in ns named ``t_<stage>_ns``.
   Optional ``live`` (bool): the frame comes from a live source and may be dropped when
-  stale. Optional ``fps`` (source frame rate, frames/s, finite, 0 < fps <= 1000).
+  stale. Optional ``still`` (bool): the frame is a still photo (an image-folder file), a
+  scene of its own: no face is tracked from one still to the next. Optional ``fps`` (source frame rate, frames/s, finite, 0 < fps <= 1000).
   Optional ``t_media_ns`` (int >= 0): the frame's media time in ns since the stream's
   first frame (files: the container's presentation time, so variable frame rates keep
   their timing; live sources: the time since their first frame; image folders and the

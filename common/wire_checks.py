@@ -200,7 +200,7 @@ def check_box(box: Any, width: int, height: int) -> None:
 
 def check_header(h: dict) -> None:
     """The fields every message has (``v`` and ``kind`` checked before): ``stream``,
-    ``seq``, ``t_capture_ns``, optional ``live``, ``fps``, ``t_media_ns`` and every
+    ``seq``, ``t_capture_ns``, optional ``live``, ``still``, ``fps``, ``t_media_ns`` and every
     ``t_<stage>_ns``.
 
     Raises:
@@ -210,8 +210,9 @@ def check_header(h: dict) -> None:
     if not stream or len(stream) > 128 or _BAD_STREAM.search(stream) or stream in (".", ".."):
         raise DecodeError("bad_field", "stream name must have 1-128 characters, no path "
                           "separators or control characters")
-    if not isinstance(h.get("live", False), bool):
-        raise DecodeError("bad_field", "'live' must be a bool")
+    for flag in ("live", "still"):
+        if not isinstance(h.get(flag, False), bool):
+            raise DecodeError("bad_field", f"{flag!r} must be a bool")
     fps = h.get("fps")
     if fps is not None and not (is_number(fps) and 0 < fps <= MAX_FPS):
         raise DecodeError("bad_field", f"fps {fps!r} is not a number in (0, {MAX_FPS}]")

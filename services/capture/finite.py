@@ -46,6 +46,7 @@ class FiniteSource:
 
     live = False
     kind = "file"
+    still = False
 
     def __init__(self, name: str, uri: str, options: SourceOptions,
                  metrics: CaptureMetrics | None = None):
@@ -287,6 +288,8 @@ class ImageFolderSource(FiniteSource):
     """
 
     kind = "folder"
+    #: Each image is a scene of its own (``still`` frames: no tracking across them).
+    still = True
 
     def __init__(self, name, uri, options, metrics=None):
         super().__init__(name, uri, options, metrics)

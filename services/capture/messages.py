@@ -13,16 +13,20 @@ from common.images import fit_within
 log = logging.getLogger("capture")
 
 
-def frame_message(stream: str, seq: int, frame, live: bool, fps: float = 0.0) -> list:
+def frame_message(stream: str, seq: int, frame, live: bool, fps: float = 0.0,
+                  still: bool = False) -> list:
     """Encode one captured frame (:class:`services.capture.spec.SourceFrame`) as a
     ``frame`` message (``frame_header`` fields plus ``live``, ``t_media_ns`` (the frame's
-    media time) and, when known, ``fps``: the source's frame rate in frames/s).
+    media time), when known ``fps`` (the source's frame rate in frames/s), and
+    ``still: true`` for a still photo, a scene of its own).
 
     A frame larger than the wire takes is downscaled to fit first (:func:`fit_frame`;
     finite sources did so already, counted)."""
     image = fit_frame(frame.image)
     h, w = image.shape[:2]
     extra = {"fps": round(float(fps), 3)} if 0 < fps <= 1000 else {}
+    if still:
+        extra["still"] = True
     header = wire.frame_header(stream, seq, frame.t_capture_ns, w, h, live=live,
                                t_media_ns=max(int(frame.t_media_ns), 0), **extra)
     return wire.encode_frame(header, image)

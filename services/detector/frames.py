@@ -166,7 +166,8 @@ def process_frame(msg: wire.Message, detector, now_ns=time.time_ns, info: dict |
     image, faces = detect_frame(msg, detector, info)
     tracking = tracking or Tracking()
     ended, info["reasons"] = tracking.update(msg.stream, msg.seq, faces, image,
-                                             msg.header.get("fps"))
+                                             msg.header.get("fps"),
+                                             bool(msg.header.get("still", False)))
     return faces_message(msg, image, faces, ended, now_ns, payload, crop_aspect, jpeg_quality)
 
 

@@ -192,7 +192,8 @@ def main(cfg, *, stop: threading.Event | None = None, registry=None) -> int:
                                  int(msg.header["height"])):
                 small_warnings.labels(msg.stream).inc()
             ended, reasons = tracking.update(msg.stream, msg.seq, faces, image,
-                                             msg.header.get("fps"))
+                                             msg.header.get("fps"),
+                                             bool(msg.header.get("still", False)))
             out = faces_message(msg, image, faces, ended, payload=cfg.payload,
                                 crop_aspect=cfg.crop_aspect, jpeg_quality=cfg.jpeg_quality,
                                 worker=worker)

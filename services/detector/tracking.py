@@ -117,11 +117,20 @@ class StreamTracker:
         self.frame = 0
         self.active: set[int] = set()
         self.touched = time.monotonic()
+        #: Ids given to faces of still frames (outside norfair): base + stills_given.
+        self.stills_given = 0
 
     def update(self, seq: int, faces: list[dict], image: np.ndarray | None,
-               quality_ref_px: float) -> tuple[list[int], list[str | None]]:
+               quality_ref_px: float, still: bool = False
+               ) -> tuple[list[int], list[str | None]]:
         """Track one frame's faces (in place: each gets ``track``, ``quality``,
         ``classify``).
+
+        A still frame (a photo of an image folder, ``still``) is a scene of its own: the
+        tracks open before it end, each of its faces gets a new track, is classified
+        (``"new"``) and ends at this frame; the tracker is not involved (two photos that
+        show faces at the same place are two people, not one). A stream's frames are all
+        stills or none (one source per stream).
 
         Args:
             seq: the frame's seq (a gap counts as missed frames; a seq not above the
@@ -138,6 +147,8 @@ class StreamTracker:
         self.last_seq = seq
         self.frame += 1
         self.touched = time.monotonic()
+        if still:
+            return self._still(seq, faces, image, quality_ref_px)
         dets = [norfair.Detection(np.array([[f["box"][0], f["box"][1]],
                                             [f["box"][2], f["box"][3]]], np.float64),
                                   data=(self.frame, i)) for i, f in enumerate(faces)]
@@ -162,6 +173,29 @@ class StreamTracker:
             face.update(track=int(track), quality=round(q, 4), classify=reason is not None)
             reasons.append(reason)
         return ended, reasons
+
+    def _still(self, seq: int, faces: list[dict], image: np.ndarray | None,
+               quality_ref_px: float) -> tuple[list[int], list[str | None]]:
+        """One still frame (see :meth:`update`)."""
+        ended = sorted(self.active)
+        self.active = set()
+        self.states.clear()
+        reasons = []
+        for face in faces:
+            self.stills_given += 1
+            track = self.base + self.stills_given
+            q = face_quality(image, face["box"], face["confidence"], face.get("keypoints"),
+                             ref_px=quality_ref_px).value
+            reason = self.schedule.decide(_TrackState(), q, seq, self.every)
+            face.update(track=int(track), quality=round(q, 4), classify=True)
+            reasons.append(reason)
+            ended.append(track)
+        return ended, reasons
+
+    @property
+    def ids_given(self) -> int:
+        """How many track ids above ``base`` this tracker has handed out."""
+        return self.tracker.total_object_count + self.stills_given
 
 
 class Tracking:
@@ -192,14 +226,15 @@ class Tracking:
         return max(self.clock_ms(), self._floor.get(stream, 0))
 
     def update(self, stream: str, seq: int, faces: list[dict], image: np.ndarray | None,
-               fps: float | None = None) -> tuple[list[int], list[str | None]]:
+               fps: float | None = None, still: bool = False
+               ) -> tuple[list[int], list[str | None]]:
         """Track one frame of ``stream`` (see :meth:`StreamTracker.update`)."""
         st = self.streams.get(stream)
         if st is None:
             self._forget_idle()
             st = self.streams[stream] = StreamTracker(fps, self._base(stream), self.schedule,
                                                       self.memory_s, self.max_distance)
-        return st.update(seq, faces, image, self.quality_ref_px)
+        return st.update(seq, faces, image, self.quality_ref_px, still)
 
     def end(self, stream: str) -> list[int]:
         """The stream ended: forget its tracker; returns its tracks still open."""
@@ -210,7 +245,7 @@ class Tracking:
         return sorted(st.active)
 
     def _drop(self, stream: str, st: StreamTracker) -> None:
-        self._floor[stream] = st.base + st.tracker.total_object_count
+        self._floor[stream] = st.base + st.ids_given
 
     def _forget_idle(self) -> None:
         """Forget trackers of streams without frames for :data:`IDLE_FORGET_S` (streams

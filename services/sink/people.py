@@ -13,7 +13,8 @@ flicker), and when the person ends a **person event** is made (:meth:`People.eve
 * the sink stops: ``"shutdown"``.
 
 Tracks with fewer than ``min_frames`` frames end without an event (a detector flicker,
-not a person). A face of a person that already ended (a frame that came late through
+not a person), except the faces of still photos (``still`` frames: each face is a track
+of one frame that ends with its photo, so each gives one event). A face of a person that already ended (a frame that came late through
 another classifier worker) shows the person's final answer and does not open it again.
 
 Person event (JSON-ready; people.jsonl, MQTT ``<prefix>/<stream>/person``)::
@@ -103,6 +104,8 @@ class Person:
     best_seq: int = 0
     thumbnail: np.ndarray | None = None
     fused: Fused | None = None
+    #: Seen on a still photo (one frame by nature: ``min_frames`` does not apply).
+    still: bool = False
 
 
 class People:
@@ -169,7 +172,8 @@ class People:
             else:
                 person = persons.get(track)
                 if person is None:
-                    person = persons[track] = Person(stream, track, seen, seen)
+                    person = persons[track] = Person(stream, track, seen, seen,
+                                                     still=bool(header.get("still")))
                 fused = self._add(person, face, seen, rho, image_of)
             if fused is not None:
                 shown.update(fused.face_fields())
@@ -207,7 +211,7 @@ class People:
         ended[track] = person.fused
         while len(ended) > KEEP_ENDED:
             ended.popitem(last=False)
-        if person.frames < self.min_frames:
+        if person.frames < self.min_frames and not person.still:
             log.debug("stream %s track %d ended after %d frame(s): no person event",
                       stream, track, person.frames)
             return []

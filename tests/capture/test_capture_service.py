@@ -168,6 +168,11 @@ def test_two_files_interleave_and_each_gets_its_eos(clip, tmp_path):
         by.setdefault(m.stream, []).append(m.kind)
     assert by["people-detection"] == ["frame"] * 23 + ["eos"]
     assert by["stills"] == ["frame"] * 3 + ["eos"]
+    # and the folder's images are still frames (scenes of their own), the video's are not
+    assert all(m.header.get("still") is True for m in msgs
+               if m.kind == "frame" and m.stream == "stills")
+    assert not any(m.header.get("still") for m in msgs
+                   if m.kind == "frame" and m.stream == "people-detection")
     assert svc.rc == 0
 
 

@@ -175,3 +175,24 @@ def test_720p_loop_ids_are_stable_within_each_loop_and_classifier_work_drops():
           f"({faces / classified:.1f}x fewer), {len({f['track'] for fs, _ in out for f in fs})}"
           " tracks")
     assert faces >= 3 * classified
+
+
+def test_still_photos_are_scenes_of_their_own():
+    # given an image folder's photos (still frames) with a face at the same place in each
+    tracking = Tracking(clock_ms=lambda: 7_000)
+    seen = []
+    for seq in range(3):
+        faces = [{"box": [100, 50, 160, 110], "confidence": 0.9},
+                 {"box": [300, 50, 360, 110], "confidence": 0.9}][:1 + (seq == 1)]
+        ended, reasons = tracking.update("photos", seq, faces, None, fps=1.0, still=True)
+        seen.append(([f["track"] for f in faces], ended, [f["classify"] for f in faces],
+                     reasons))
+    # then every face is a new person, classified at once, whose track ends with its photo
+    assert [s[0] for s in seen] == [[7_001], [7_002, 7_003], [7_004]]
+    assert [s[1] for s in seen] == [[7_001], [7_002, 7_003], [7_004]]
+    assert all(all(s[2]) and set(s[3]) == {"new"} for s in seen)
+    # and the stream's ids stay unique after it ends and comes back
+    assert tracking.end("photos") == []
+    faces = [{"box": [100, 50, 160, 110], "confidence": 0.9}]
+    tracking.update("photos", 0, faces, None, fps=1.0, still=True)
+    assert faces[0]["track"] == 7_005

@@ -126,6 +126,7 @@ def hostile_cases(kind: str = "frame") -> list[tuple[str, list, str | None]]:
         ("stream_path", mutate(stream="../../etc/passwd"), "bad_field"),
         ("stream_empty", mutate(stream=""), "bad_field"),
         ("live_string", mutate(live="yes"), "bad_field"),
+        ("still_int", mutate(still=1), "bad_field"),
         ("fps_string", mutate(fps="25"), "bad_field"),
         ("fps_nan", mutate(fps=float("nan")), "bad_field"),
         ("fps_huge", mutate(fps=1e308), "bad_field"),

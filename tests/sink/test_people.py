@@ -101,6 +101,29 @@ def test_people_follow_tracks_and_end_on_ended_tracks_eos_and_timeout():
     assert people.end_stream("door") == [] and people.counted["door"] == 2
 
 
+def test_each_face_of_a_still_photo_is_one_person_event():
+    # given an image folder's photo (a still frame) with two faces, each its own track
+    # that the detector ends with the photo
+    people = People(min_frames=3)
+    female = dict(age=30.0, age_range=[25, 35], gender="female", gender_confidence=0.8)
+    male = dict(age=40.0, age_range=[35, 45], gender="male", gender_confidence=0.9)
+    faces = [{"box": [10, 10, 50, 50], "confidence": 0.9, "track": 1, "quality": 0.5,
+              **female},
+             {"box": [90, 10, 130, 50], "confidence": 0.9, "track": 2, "quality": 0.5,
+              **male}]
+    header = {"stream": "photos", "seq": 0, "t_capture_ns": 10**18, "still": True,
+              "faces": faces, "ended_tracks": [1, 2]}
+    # when the sink takes it
+    _, events = people.observe(header)
+    # then both people are counted although seen on one frame (min_frames is for video)
+    assert [(e["track"], e["gender"], e["frames"]) for e in events] == \
+        [(1, "female", 1), (2, "male", 1)]
+    # and a one-frame track of video still makes no event (a detector flicker)
+    video = dict(header, seq=1, still=False, faces=[dict(faces[0], track=3)],
+                 ended_tracks=[3])
+    assert people.observe(video)[1] == []
+
+
 @pytest.mark.parametrize("age, band", [(None, "unknown"), (5, "0-17"), (17.9, "0-17"),
                                        (18, "18-24"), (34.99, "25-34"), (64, "55-64"),
                                        (90, "65+")])
