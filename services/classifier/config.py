@@ -30,7 +30,7 @@ class ClassifierConfig(ServiceConfig, service="classifier", http_port=9103):
     second_opinion: Literal["none", "dlib"] = Field(
         "dlib", description="Gender second opinion on the faces the classifier classifies: "
         "'dlib' (dlib's face descriptor + the logistic head in models/dlib-gender, mean of "
-        "its and the model's gender logits; 60-150 ms a face on one core, within "
+        "its and the model's gender logits; 60-80 ms a face on one core, within "
         "second_opinion_cpu_share), 'none': the model alone.")
     second_opinion_cpu_share: float = Field(
         0.25, gt=0.0, le=64.0, description="Largest average share of one CPU core the "

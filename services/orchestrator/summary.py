@@ -260,7 +260,7 @@ def format_summary(s: dict) -> str:
     if s["frames"] == 0 and not s.get("refused"):
         down = [k for k, v in (s.get("sources") or {}).items() if not v.get("frames_read")]
         why = (f": source {', '.join(sorted(down))} never delivered one (see SOURCE above)"
-               if down else " (see drops above)")
+               if down else " (see drops above)" if s.get("drops") else "")
         lines.append(f"  WARNING      no frame reached the sink{why}")
     if s.get("refused"):
         lines.append(f"  FAILED       {s['refused']['service']}: {s['refused']['error']}")
