@@ -28,7 +28,7 @@ from pathlib import Path
 
 import click
 
-from common.detectors import BACKENDS, DEFAULT_BACKEND  # names only: no runtime imported
+from common.detectors import BACKENDS, DEFAULT_BACKEND, PHOTO_PAD  # names only: no runtime imported
 from common.process import MAX_FILE_PIXELS
 
 #: Largest image decoded (pixels): :data:`common.process.MAX_FILE_PIXELS` (2**27, e.g. a
@@ -164,7 +164,7 @@ class Predictor:
               "has an ONNX export, else Keras).")
 @click.option("--batch", type=click.IntRange(1, 1024), default=32, show_default=True,
               help="Face crops per model call.")
-@click.option("--pad", type=click.FloatRange(0.0, 2.0), default=0.5, show_default=True,
+@click.option("--pad", type=click.FloatRange(0.0, 2.0), default=PHOTO_PAD, show_default=True,
               help="Black border around each image for close-ups (a face filling the "
                    "photo), as a fraction of its longer side: BlazeFace reads the image once "
                    "more inside it (small faces are still found); the SSD reads the image "

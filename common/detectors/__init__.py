@@ -37,6 +37,10 @@ DEFAULT_BACKEND = next(iter(BACKENDS))
 #: Settings every backend may be given; a backend whose constructor lacks one ignores it.
 SHARED_SETTINGS = ("confidence", "input_size", "min_face_px", "threads", "pad", "tiles",
                    "max_tile_side", "refine_roll_degrees")
+#: ``pad`` for photos (``agegender predict``'s default, an image folder's still frames in
+#: the detector service): photos are often close-ups, a face filling the image, which
+#: detectors trained on scenes only find inside a border (fraction of the longer side).
+PHOTO_PAD = 0.5
 
 
 def backend_class(name: str) -> type:

@@ -44,7 +44,7 @@ import zmq
 from prometheus_client import Counter
 
 from common import wire
-from common.detectors import make_detector
+from common.detectors import PHOTO_PAD, make_detector
 from common.eos import forward_eos
 from common.images import BadFrame
 from common.metrics import inference_seconds
@@ -64,17 +64,32 @@ DECISIONS = ("new", "better", "periodic", "skip")
 
 class _Detectors:
     """One detector per worker thread (backends are not all thread-safe), lent out for
-    one frame at a time."""
+    one frame at a time; still frames (photos of an image folder) go to one more
+    detector, made at the first of them, that also reads the image inside a border of
+    :data:`common.detectors.PHOTO_PAD` (close-ups, as ``agegender predict`` does).
+
+    Args:
+        make: ``(**settings) -> detector``; called with ``pad`` for the still one.
+        n: worker threads.
+    """
 
     def __init__(self, make, n: int):
+        self.make = make
         self.free: queue.SimpleQueue = queue.SimpleQueue()
         self.first = make()
         self.free.put(self.first)
         for _ in range(n - 1):
             self.free.put(make())
+        self.still = None
+        self.still_lock = threading.Lock()
 
     def detect(self, msg: wire.Message, info: dict):
-        """:func:`detect_frame` with a free detector."""
+        """:func:`detect_frame` with a free detector (the photo one for still frames)."""
+        if msg.header.get("still"):
+            with self.still_lock:
+                if self.still is None:
+                    self.still = self.make(pad=PHOTO_PAD)
+                return detect_frame(msg, self.still, info)
         det = self.free.get()
         try:
             return detect_frame(msg, det, info)
@@ -143,11 +158,11 @@ def main(cfg, *, stop: threading.Event | None = None, registry=None) -> int:
         dm = DetectorMetrics(rt.metrics.registry)
         threads = max(1, cfg.threads // cfg.workers)
         try:
-            detectors = _Detectors(lambda: make_detector(
+            detectors = _Detectors(lambda **extra: make_detector(
                 cfg.backend, confidence=cfg.confidence, input_size=cfg.input_size,
                 min_face_px=cfg.min_face_px, threads=threads, tiles=cfg.tiles,
                 max_tile_side=cfg.max_tile_side,
-                refine_roll_degrees=cfg.refine_roll_degrees), cfg.workers)
+                refine_roll_degrees=cfg.refine_roll_degrees, **extra), cfg.workers)
         except (FileNotFoundError, ValueError, ImportError, cv2.error) as exc:
             return rt.refuse(f"cannot load the {cfg.backend} face detector: {exc}")
         detector = detectors.first

@@ -137,3 +137,28 @@ def test_rtsp_run_matches_the_file_run(rtsp_server, walking_run, tmp_path, model
     # is the benchmark's figure: bench/pipeline.py prints it)
     print(f"RTSP run latency: {summary['latency_s']}")
     assert summary["latency_s"]["p50"] < 3.0, summary["latency_s"]
+
+
+def test_a_folder_of_portraits_gives_one_person_per_photo(tmp_path, model_name, utkface_dir):
+    # given a folder of 6 close-up portraits of different people, each face filling its
+    # photo at the same place (UTKFace chips, copied to a temporary folder only)
+    import shutil
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    chips = sorted(utkface_dir.glob("3[0-5]_*_*_*.jpg.chip.jpg"))[:6]
+    for chip in chips:
+        shutil.copy(chip, photos / chip.name)
+    # when the stack runs the folder
+    opts = StackOptions(sources=[str(photos)], out_dir=tmp_path / "out", realtime=False,
+                        model=model_name, http_base_port=0)
+    code, summary = run_stack(opts, progress=False)
+    assert code == 0
+    # then every portrait's face is found (the close-ups too: photos are read inside a
+    # border, as agegender predict reads them) and is a person of its own: one event per
+    # photo with one frame, no track shared between two photos
+    people = read_events(tmp_path / "out" / "people.jsonl")
+    assert sorted(p["first_seen"]["seq"] for p in people) == list(range(6)), people
+    assert all(p["frames"] == 1 for p in people)
+    assert len({p["track"] for p in people}) == 6
+    events = read_events(tmp_path / "out" / "events.jsonl")
+    assert [len(e["faces"]) for e in events] == [1] * 6
