@@ -224,4 +224,6 @@ class Stack:
             {s: c.total_restarts for s, c in self.children.items()}, elapsed_s,
             gave_up=self.watchdog.gave_up, refused=self.watchdog.refused,
             outputs=outputs, stalls=self.watchdog.stall_events, unreadable=unreadable,
-            capture=self.capture_status())
+            capture=self.capture_status(),
+            people=summaries.people_counts(next(
+                (Path(p) for p in outputs if Path(p).name == "people.jsonl"), None)))

@@ -73,6 +73,25 @@ def written_outputs(out_dir: Path | None, since: float = 0.0
             [str(p) for p in videos if p not in readable])
 
 
+def people_counts(path: Path | None) -> dict | None:
+    """``{"total": n, "by_gender": {gender: n}}`` of a people.jsonl (one person event a
+    line; a torn or unreadable line is skipped), or ``None`` when there is no such file."""
+    if path is None or not path.is_file():
+        return None
+    by_gender: dict[str, int] = {}
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        try:
+            gender = json.loads(line).get("gender") or "unknown"
+        except (ValueError, AttributeError):
+            continue
+        by_gender[gender] = by_gender.get(gender, 0) + 1
+    return {"total": sum(by_gender.values()), "by_gender": by_gender}
+
+
 def small_face_streams(text: str):
     """Yield the streams the detector warned about (``agegender_detector_small_face_
     warnings_total{stream}`` above 0 in a Prometheus text exposition): faces narrower
@@ -90,7 +109,8 @@ def small_face_streams(text: str):
 def build_summary(status: dict, metrics: dict[str, str], restarts: dict[str, int],
                   elapsed_s: float, gave_up: str | None = None, refused: dict | None = None,
                   outputs: list[str] | None = None, stalls: list[dict] | None = None,
-                  unreadable: list[str] | None = None, capture: dict | None = None) -> dict:
+                  unreadable: list[str] | None = None, capture: dict | None = None,
+                  people: dict | None = None) -> dict:
     """Frames, faces, fps, e2e latency percentiles (s), drops and malformed messages
     by stage and reason, restarts by service.
 
@@ -104,6 +124,7 @@ def build_summary(status: dict, metrics: dict[str, str], restarts: dict[str, int
         outputs: files the sink wrote.
         stalls: ``{"service", "reason", "t"}`` of each stall the watchdog found.
         unreadable: videos a killed sink left unreadable.
+        people: :func:`people_counts` of the run's people.jsonl (``None``: none written).
         capture: capture's last status (:func:`services.capture.playback.write_status`):
             live sources' states go to ``sources``, files skipped and why to ``skipped``,
             video files that ended short of the frames they state to ``short_files``.
@@ -158,7 +179,7 @@ def build_summary(status: dict, metrics: dict[str, str], restarts: dict[str, int
         "small_faces": small_faces,
         "drops": drops, "malformed": malformed, "restarts": dict(restarts),
         "gave_up": gave_up, "refused": refused, "outputs": list(outputs or []),
-        "stalls": list(stalls or []),
+        "stalls": list(stalls or []), "people": people,
     })
 
 
@@ -208,6 +229,11 @@ def format_summary(s: dict) -> str:
         "agegender run summary",
         f"  frames       {s['frames']}  ({counts(s.get('streams', {}))})",
         f"  faces        {s['faces']}  ({s['faces_per_frame']:.2f} per frame)",
+    ]
+    if s.get("people") is not None:
+        lines.append(f"  people       {s['people']['total']}  "
+                     f"({counts(s['people']['by_gender'])}; people.jsonl)")
+    lines += [
         f"  fps          {s['fps']:.1f}  (frames at the sink over {s.get('span_s', 0):.1f} "
         f"s from the first to the last; run {s['elapsed_s']:.1f} s in all)",
         f"  e2e latency  p50 {ms('p50')}  p95 {ms('p95')}  p99 {ms('p99')}",

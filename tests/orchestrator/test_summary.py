@@ -12,7 +12,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from services.orchestrator.options import StackOptions
 from services.orchestrator.stack import Stack
-from services.orchestrator.summary import build_summary, format_summary, written_outputs
+from services.orchestrator.summary import (build_summary, format_summary, people_counts,
+                                           written_outputs)
 from services.sink.mqtt import MqttPublisher
 from services.sink.mqtt_config import MqttConfig
 from tests.conftest import free_port
@@ -70,6 +71,22 @@ def test_summary_counts_person_events_an_absent_broker_never_got():
     # then the two undelivered events are in the drops, not silently lost
     assert s["drops"] == {"mqtt/closed": 2.0}
     assert "drops        mqtt/closed 2" in format_summary(s)
+
+
+def test_summary_counts_the_people_of_people_jsonl_by_gender(tmp_path):
+    # given a run's people.jsonl with three person events and a torn last line (a sink
+    # killed mid-write)
+    people = tmp_path / "people.jsonl"
+    people.write_text('{"track": 1, "gender": "female"}\n{"track": 2, "gender": "male"}\n'
+                      '{"track": 3, "gender": "female"}\n{"track": 4, "gen')
+    # when the summary is built
+    s = build_summary({"frames": 41}, {}, {}, 5.0, people=people_counts(people))
+    # then it counts the people by gender, the torn line left out
+    assert s["people"] == {"total": 3, "by_gender": {"female": 2, "male": 1}}
+    assert "people       3  (female 2, male 1; people.jsonl)" in format_summary(s)
+    # and a run without people.jsonl (no --out) has no people line
+    assert people_counts(None) is None and people_counts(tmp_path / "none.jsonl") is None
+    assert "people " not in format_summary(build_summary({"frames": 1}, {}, {}, 1.0))
 
 
 def test_orchestrator_metrics_port_answers_only_metrics(tmp_path):
