@@ -97,6 +97,11 @@ class _ServiceCommand(click.Command):
     unknown option) are also its exit reason, so ``agegender run`` names them."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """click's parsing; a usage error is written as the exit reason, then raised.
+
+        Raises:
+            click.UsageError: as click raises it (exit code 2).
+        """
         try:
             return super().parse_args(ctx, args)
         except click.UsageError as exc:
