@@ -84,6 +84,7 @@ class LiveSource:
     """
 
     live = True
+    still = False
 
     def __init__(self, name: str, uri: str, options: SourceOptions,
                  metrics: CaptureMetrics | None = None, notify: threading.Event | None = None):

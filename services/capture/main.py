@@ -83,7 +83,7 @@ class _Sender:
             self.positions.record(p.name, seq + 1, position, pass_, media=media)
         p.pending = None
         msg = frame_message(p.name, seq, frame, live=live, fps=p.source.fps,
-                            still=getattr(p.source, "still", False))
+                            still=p.source.still)
         if not self.tx.send(msg, "frame", p.name, block=not live):
             return False
         p.sent = seq + 1

@@ -147,8 +147,30 @@ class StreamTracker:
         self.last_seq = seq
         self.frame += 1
         self.touched = time.monotonic()
-        if still:
-            return self._still(seq, faces, image, quality_ref_px)
+        if still:  # a scene of its own: open tracks end, every face is a new track
+            ended = sorted(self.active)
+            self.active = set()
+            self.states.clear()
+            first = self.base + self.stills_given + 1
+            self.stills_given += len(faces)
+            ids = list(range(first, first + len(faces)))
+        else:
+            ids, ended = self._track(faces, period)
+        reasons = []
+        for face, track in zip(faces, ids):
+            q = face_quality(image, face["box"], face["confidence"], face.get("keypoints"),
+                             ref_px=quality_ref_px).value
+            state = self.states.setdefault(track, _TrackState())
+            reason = self.schedule.decide(state, q, seq, self.every)
+            face.update(track=int(track), quality=round(q, 4), classify=reason is not None)
+            reasons.append(reason)
+        if still:  # ...that ends with its photo
+            ended += ids
+            self.states.clear()
+        return ended, reasons
+
+    def _track(self, faces: list[dict], period: int) -> tuple[list[int], list[int]]:
+        """``(ids, ended)``: norfair's track id of each face, and the tracks that ended."""
         dets = [norfair.Detection(np.array([[f["box"][0], f["box"][1]],
                                             [f["box"][2], f["box"][3]]], np.float64),
                                   data=(self.frame, i)) for i, f in enumerate(faces)]
@@ -164,33 +186,7 @@ class StreamTracker:
         self.active = now
         for t in ended:
             self.states.pop(t, None)
-        reasons = []
-        for face, track in zip(faces, ids):
-            q = face_quality(image, face["box"], face["confidence"], face.get("keypoints"),
-                             ref_px=quality_ref_px).value
-            state = self.states.setdefault(track, _TrackState())
-            reason = self.schedule.decide(state, q, seq, self.every)
-            face.update(track=int(track), quality=round(q, 4), classify=reason is not None)
-            reasons.append(reason)
-        return ended, reasons
-
-    def _still(self, seq: int, faces: list[dict], image: np.ndarray | None,
-               quality_ref_px: float) -> tuple[list[int], list[str | None]]:
-        """One still frame (see :meth:`update`)."""
-        ended = sorted(self.active)
-        self.active = set()
-        self.states.clear()
-        reasons = []
-        for face in faces:
-            self.stills_given += 1
-            track = self.base + self.stills_given
-            q = face_quality(image, face["box"], face["confidence"], face.get("keypoints"),
-                             ref_px=quality_ref_px).value
-            reason = self.schedule.decide(_TrackState(), q, seq, self.every)
-            face.update(track=int(track), quality=round(q, 4), classify=True)
-            reasons.append(reason)
-            ended.append(track)
-        return ended, reasons
+        return ids, ended
 
     @property
     def ids_given(self) -> int:
