@@ -29,6 +29,8 @@ import threading
 import time
 from pathlib import Path
 
+from common.models.registry import DEFAULT_MODEL
+
 DEFAULT_SOURCE = str(Path(__file__).resolve().parents[2] / "shared" / "videos"
                      / "face-demographics-walking-and-pause.mp4")
 SERVICES = ("capture", "detector", "classifier", "sink")
@@ -99,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     returns 0 (numbers only, 1 when the stack did not start)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--source", default=DEFAULT_SOURCE, help="clip (looped)")
-    p.add_argument("--model", default="compact")
+    p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--stall-timeout-s", type=float, default=8.0)
     p.add_argument("--recover-frames", type=int, default=10,
                    help="frames at the sink after a fault that count as recovered")

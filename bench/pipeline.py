@@ -1,7 +1,7 @@
 """Pipeline benchmark: the four-process stack vs the seed's serial loop, as JSON.
 
     python -m bench.pipeline --source ../shared/videos/walking-and-pause-720p-loop.mp4 \\
-        [--baseline serial] [--realtime] [--model compact] [--threads classifier=2]
+        [--baseline serial] [--realtime] [--model compact-wild] [--threads classifier=2]
     python -m bench.pipeline --source CLIP --streams 4 --realtime    # 4 cameras
     python -m bench.pipeline --source a=CLIP1 --source b=CLIP2 --realtime
 
@@ -51,6 +51,8 @@ from pathlib import Path
 import click
 import numpy as np
 import psutil
+
+from common.models.registry import DEFAULT_MODEL
 
 
 def pct(values) -> dict:
@@ -360,7 +362,7 @@ def stream_sources(sources: list[str], streams: int | None) -> list[str]:
               show_default=True, help="Also run the seed's serial loop and report the ratio.")
 @click.option("--realtime", is_flag=True, help="Pace the file at its native frame rate "
               "(latency at source rate) instead of as fast as possible.")
-@click.option("--model", default="compact", show_default=True, help="Age/gender model.")
+@click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Age/gender model.")
 @click.option("--threads", "threads", multiple=True, metavar="N|SERVICE=N",
               help="Thread budget per service (default 1 each).")
 @click.option("--serial-threads", type=click.IntRange(1, 64), default=os.cpu_count() or 1,

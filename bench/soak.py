@@ -42,6 +42,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.faults import SERVICES, inject, repeated_stream_seq
 from common.detectors import BACKENDS, DEFAULT_BACKEND
+from common.models.registry import DEFAULT_MODEL
 
 DEFAULT_SOURCE = str(Path(__file__).resolve().parents[2] / "shared" / "videos"
                      / "walking-and-pause-720p-loop.mp4")
@@ -301,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="seconds between JSON lines (default 30)")
     p.add_argument("--warmup", type=parse_duration, default=60.0,
                    help="seconds before RSS 'start' is taken (model loading, pools)")
-    p.add_argument("--model", default="compact")
+    p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--detector-backend", default=DEFAULT_BACKEND, choices=sorted(BACKENDS))
     p.add_argument("--threads", type=int, default=1, help="thread budget per service")
     p.add_argument("--realtime", default="true", choices=["true", "false"])

@@ -29,6 +29,7 @@ from pathlib import Path
 import click
 
 from common.detectors import BACKENDS, DEFAULT_BACKEND, PHOTO_PAD  # names only: no runtime imported
+from common.models.registry import DEFAULT_MODEL
 from common.process import MAX_FILE_PIXELS
 
 #: Largest image decoded (pixels): :data:`common.process.MAX_FILE_PIXELS` (2**27, e.g. a
@@ -136,18 +137,19 @@ class Predictor:
             preds = m.predict([face_crop(image, d.box, d.keypoints, m.crop_aspect, m.crop_rule)
                                for _, d, image in chunk])
             if self.opinion is not None:
-                from common.models.dlib_descriptor import combine_gender
+                from common.models.dlib_descriptor import combine_gender, opinion_weight
                 op = self.opinion
                 logits, _ = op([face_crop(image, d.box, d.keypoints, op.crop_aspect, op.rule)
                                 for _, d, image in chunk])
-                preds = [combine_gender(p, float(z)) for p, z in zip(preds, logits)]
+                weight = opinion_weight(m.meta, op.name)
+                preds = [combine_gender(p, float(z), weight) for p, z in zip(preds, logits)]
             for (path, det, _), pred in zip(chunk, preds):
                 self.emit(face_record(path, det, pred))
 
 
 @click.command(name="predict", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--model", default="compact", show_default=True,
+@click.option("--model", default=DEFAULT_MODEL, show_default=True,
               help="Model name in the models folder or a model folder.")
 @click.option("--models-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder of the named models [default: $AGEGENDER_MODELS_DIR, else the "

@@ -9,6 +9,7 @@ import sys
 
 import click
 
+from common.models.registry import DEFAULT_MODEL
 from training.defaults import DEFAULT_DATASET
 from training.recipes import RECIPES
 
@@ -75,7 +76,7 @@ def train_command(model, dataset, out, name, run_dir, epochs, batch_size, lr, pa
 
 
 @click.command("evaluate")
-@click.option("--model", "model", default="compact", show_default=True,
+@click.option("--model", "model", default=DEFAULT_MODEL, show_default=True,
               help="Model name in the models folder or a model folder.")
 @click.option("--dataset", default=DEFAULT_DATASET, show_default=True,
               help="utkface=FOLDER of UTKFace-named images (any folder).")
@@ -91,6 +92,9 @@ def train_command(model, dataset, out, name, run_dir, epochs, batch_size, lr, pa
 @click.option("--detector", type=click.Choice(["blazeface", "ssd"]), default="blazeface",
               show_default=True, help="With --wild: the boxes (and crop rule) the faces "
               "are cut by.")
+@click.option("--second-opinion", type=click.Choice(["none", "dlib"]), default="none",
+              show_default=True, help="With --wild: merge the classifier's gender second "
+              "opinion as served (its own crops, the model's weight; 60-80 ms a face).")
 @click.option("--latency/--no-latency", default=True, show_default=True,
               help="Measure latency per crop at batch 1 and 32.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
@@ -99,8 +103,8 @@ def train_command(model, dataset, out, name, run_dir, epochs, batch_size, lr, pa
 @_device
 @_threads
 @click.option("-v", "--verbose", is_flag=True)
-def evaluate_command(model, dataset, split, limit, wild, detector, latency, as_json, runtime,
-                     device, threads, verbose):
+def evaluate_command(model, dataset, split, limit, wild, detector, second_opinion, latency,
+                     as_json, runtime, device, threads, verbose):
     """Age MAE, gender accuracy, per age band / gender, interval coverage, latency
     (--wild: clean vs wild-proxy, per group)."""
     _logging(verbose)
@@ -115,11 +119,16 @@ def evaluate_command(model, dataset, split, limit, wild, detector, latency, as_j
             kind, _, folder = dataset.partition("=")
             if kind != "utkface" or not folder:
                 raise ValueError(f"--wild needs utkface=FOLDER, got {dataset!r}")
+            from common.models.dlib_descriptor import DlibUnavailable, load_opinion
+
+            try:
+                opinion = load_opinion(second_opinion)
+            except DlibUnavailable as exc:
+                raise ValueError(str(exc)) from None
             faces = wild_proxy.load_faces(folder, split, limit, detector=detector)
-            report = wild_proxy.evaluate_wild(wild_proxy.student_predictor(m), faces,
-                                              wild_proxy.model_crop_rule(m, detector))
+            report = wild_proxy.evaluate_served(m, faces, detector, opinion)
             report.update({"model": m.name, "dataset": dataset, "split": split,
-                           "detector": detector})
+                           "detector": detector, "second_opinion": second_opinion})
             click.echo(json.dumps(report, indent=2) if as_json else
                        f"model {m.name} on {dataset} (split {split}, {detector} boxes): "
                        f"{report['n']} faces, {report['no_face']} without a detected face\n\n"
@@ -165,7 +174,7 @@ def prepare_command(datasets, models, limit, verbose):
 
 
 @click.command("export")
-@click.option("--model", "model", default="compact", show_default=True,
+@click.option("--model", "model", default=DEFAULT_MODEL, show_default=True,
               help="Model name under models/ or a model folder.")
 @click.option("--format", "fmt", type=click.Choice(["onnx", "saved_model"]), default="onnx",
               show_default=True, help="onnx: <head>.onnx in the model folder, listed in "

@@ -622,20 +622,27 @@ def student_predictor(model) -> Predictor:
     return predict
 
 
-def opinion_predictor(predictor: Predictor, opinion) -> Predictor:
+def opinion_predictor(predictor: Predictor, opinion, weight: float | None = None
+                      ) -> Predictor:
     """``predictor`` with its gender merged with a second opinion, as the classifier
-    merges them (:func:`common.models.dlib_descriptor.combine_gender`: mean of the two
-    logits; faces the opinion has no answer for keep the model's, counted in
-    ``"failed"``). The opinion reads the same crops, so the model must be served with the
-    opinion's crop rule (``compact``: ``SSD_VIDEO_RULE``)."""
+    merges them (:func:`common.models.dlib_descriptor.combine_gender`: the weighted mean
+    of the two logits, ``weight`` the opinion's; default
+    :data:`common.models.dlib_descriptor.OPINION_WEIGHT`); faces the opinion has no answer
+    for keep the model's, counted in ``"failed"``.
+
+    The returned predictor takes ``(crops, opinion_crops=None)``: the opinion reads
+    ``opinion_crops`` (cut by its own rule, as the classifier cuts them) or, without
+    them, the model's crops."""
     from common.models.dlib_descriptor import OPINION_WEIGHT
 
-    def predict(crops):
+    w = OPINION_WEIGHT if weight is None else float(weight)
+
+    def predict(crops, opinion_crops=None):
         """The model's answer, its P(female) merged with the opinion's."""
         out = dict(predictor(crops))
-        logits, _ = opinion(crops)
+        logits, _ = opinion(crops if opinion_crops is None else opinion_crops)
         p = np.clip(out["p_female"].astype(np.float64), 1e-4, 1 - 1e-4)
-        z = (1 - OPINION_WEIGHT) * np.log(p / (1 - p)) + OPINION_WEIGHT * logits
+        z = (1 - w) * np.log(p / (1 - p)) + w * logits
         pf = np.where(np.isfinite(logits), 1 / (1 + np.exp(-np.nan_to_num(z))), p)
         out.update(p_female=pf, gender=(pf > 0.5).astype(np.int64),
                    failed=~np.isfinite(logits))
@@ -646,7 +653,7 @@ def opinion_predictor(predictor: Predictor, opinion) -> Predictor:
 
 def evaluate_wild(predictor: Predictor, faces: Faces, crop_rule: CropRule | None = None,
                   params: WildParams = DEFAULT_PARAMS, batch: int = 64,
-                  steps: tuple[str, ...] = ()) -> dict:
+                  steps: tuple[str, ...] = (), opinion_rule: CropRule | None = None) -> dict:
     """Clean vs wild-proxy report of one predictor on ``faces``.
 
     Args:
@@ -654,6 +661,9 @@ def evaluate_wild(predictor: Predictor, faces: Faces, crop_rule: CropRule | None
             ``"failed"`` (N,) bool for faces it could not read (they still count, with
             its fallback answer).
         steps: also evaluate each listed step alone (:meth:`WildParams.only`).
+        opinion_rule: a second crop rule; when given, each face is also cut by it (the
+            same wild version) and the predictor is called as ``predictor(crops,
+            opinion_crops)`` (:func:`opinion_predictor`).
 
     Returns:
         ``{"clean": report, "wild": report, "only": {step: report}, "seconds": {...},
@@ -663,8 +673,11 @@ def evaluate_wild(predictor: Predictor, faces: Faces, crop_rule: CropRule | None
         """Predictions and timing of ``predictor`` on the faces cut clean or wild
         (``wild``) with degradation probability ``p``."""
         crops, face_px = make_crops(faces, wild, crop_rule, p)
+        extra = make_crops(faces, wild, opinion_rule, p)[0] if opinion_rule else None
         t0 = time.perf_counter()
-        parts = [predictor(crops[i:i + batch]) for i in range(0, len(crops), batch)]
+        parts = [predictor(crops[i:i + batch]) if extra is None else
+                 predictor(crops[i:i + batch], extra[i:i + batch])
+                 for i in range(0, len(crops), batch)]
         dt = time.perf_counter() - t0
         pred = {k: np.concatenate([q[k] for q in parts]) for k in parts[0]}
         return pred, face_px, dt
@@ -684,6 +697,33 @@ def evaluate_wild(predictor: Predictor, faces: Faces, crop_rule: CropRule | None
         out["ms_per_face"] = out.get("ms_per_face") or round(1000 * dt / max(1, len(faces)), 2)
         out["failed"][label] = int(np.sum(pred["failed"])) if "failed" in pred else 0
     return out
+
+
+def evaluate_served(model, faces: Faces, detector: str = "blazeface", opinion=None,
+                    steps: tuple[str, ...] = ()) -> dict:
+    """:func:`evaluate_wild` of ``model`` as the classifier serves it: faces cut by the
+    model's crop rule for ``detector`` (:func:`model_crop_rule`) and, with ``opinion``
+    (:func:`common.models.dlib_descriptor.load_opinion`), its gender merged with the
+    opinion's at the model's weight (:func:`common.models.dlib_descriptor.opinion_weight`),
+    the opinion reading its own crop rule's cut of the same (clean or wild) face.
+
+    Raises:
+        ValueError: an opinion with ``detector`` other than ``"blazeface"`` (the opinion's
+            crops are cut from BlazeFace boxes and keypoints, as served).
+    """
+    predictor, opinion_rule = student_predictor(model), None
+    if opinion is not None:
+        from common.models.dlib_descriptor import opinion_weight
+
+        if detector != "blazeface":
+            raise ValueError("the second opinion reads crops of BlazeFace boxes, as the "
+                             "classifier does: use the blazeface detector")
+        predictor = opinion_predictor(predictor, opinion,
+                                      opinion_weight(model.meta, opinion.name))
+        if model.crop_rule != opinion.rule:
+            opinion_rule = blazeface_crop_rule(opinion.rule)
+    return evaluate_wild(predictor, faces, model_crop_rule(model, detector), steps=steps,
+                         opinion_rule=opinion_rule)
 
 
 # ------------------------------------------------------------------------ markdown
@@ -767,13 +807,13 @@ def markdown(results: dict[str, dict]) -> str:
 
 
 def main(argv=None) -> None:
-    """``python -m training.wild --model compact [--model seed] [--second-opinion dlib]
+    """``python -m training.wild --model compact-wild [--model seed] [--second-opinion dlib]
     --out DIR``."""
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", action="append", default=None,
-                        help="model name or folder (repeatable; default compact)")
+                        help="model name or folder (repeatable; default: the default model)")
     parser.add_argument("--dataset", default=UTKFACE_FOLDER)
     parser.add_argument("--split", default="test")
     parser.add_argument("--limit", type=int, default=None)
@@ -785,12 +825,12 @@ def main(argv=None) -> None:
                              "model's meta.json crop_rule) or ssd (boxes widened to "
                              "crop_aspect)")
     parser.add_argument("--second-opinion", default="none", choices=("none", "dlib"),
-                        help="merge the classifier's gender second opinion (the model must "
-                             "be served with SSD_VIDEO_RULE crops, as compact is)")
+                        help="merge the classifier's gender second opinion, on its own crops "
+                             "and with the model's weight, as served (BlazeFace only)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    from common.models import load_model
+    from common.models import DEFAULT_MODEL, load_model
     from common.models.dlib_descriptor import load_opinion
 
     opinion = load_opinion(args.second_opinion)
@@ -800,16 +840,12 @@ def main(argv=None) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = {}
-    for name in args.model or ["compact"]:
+    for name in args.model or [DEFAULT_MODEL]:
         model = load_model(name, threads=args.threads)
-        predictor = student_predictor(model)
-        if opinion is not None:
-            if args.detector != "blazeface" or model.crop_rule != opinion.rule:
-                raise SystemExit(f"--second-opinion reads {opinion.rule} crops of BlazeFace "
-                                 f"boxes; {model.name} is served with {model.crop_rule}")
-            predictor = opinion_predictor(predictor, opinion)
-        results[model.name] = evaluate_wild(predictor, faces,
-                                            model_crop_rule(model, args.detector), steps=steps)
+        try:
+            results[model.name] = evaluate_served(model, faces, args.detector, opinion, steps)
+        except ValueError as exc:
+            raise SystemExit(str(exc)) from None
         log.info("%s: clean %s wild %s", model.name, results[model.name]["clean"]["overall"],
                  results[model.name]["wild"]["overall"])
         results[model.name]["detector"] = args.detector

@@ -36,7 +36,7 @@ import numpy as np
 
 from common.crops import CropRule
 from common.models.preprocess import InputSpec, resize_crop
-from common.models.registry import read_meta, resolve_model_dir
+from common.models.registry import DEFAULT_MODEL, read_meta, resolve_model_dir
 from common.models.runtimes import load_networks, run_session
 
 log = logging.getLogger(__name__)
@@ -259,10 +259,11 @@ class AgeGenderModel:
                  self.trace_count)
 
 
-def load_model(name_or_path: str = "compact", threads: int | None = None,
+def load_model(name_or_path: str = DEFAULT_MODEL, threads: int | None = None,
                device: str = "auto", runtime: str = "auto",
                models: str | os.PathLike | None = None) -> AgeGenderModel:
-    """Load a shipped model by name (``"compact"``, ``"seed"``) or a model folder path.
+    """Load a shipped model by name (``"compact-wild"``, the default; ``"compact"``,
+    ``"seed"``) or a model folder path.
 
     Args:
         name_or_path: a model name in the models folder or a folder with ``meta.json``.

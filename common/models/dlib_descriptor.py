@@ -328,11 +328,31 @@ def load_opinion(name: str):
     raise ValueError(f"unknown second opinion {name!r} (none, dlib)")
 
 
-#: Weight of the second opinion's logit in :func:`combine_gender` (the mean of the two
-#: logits, as measured on the wild proxy: docs/accuracy-in-the-wild.md).
+#: Weight of the second opinion's logit in :func:`combine_gender` for a model whose
+#: ``meta.json`` names none (the mean of the two logits, as measured for ``compact`` on
+#: the wild proxy: docs/accuracy-in-the-wild.md).
 OPINION_WEIGHT = 0.5
 #: P(female) of a model is clipped to [EPS, 1 - EPS] before its log-odds are taken.
 EPS = 1e-4
+
+
+def opinion_weight(meta: dict | None, name: str = "dlib") -> float:
+    """The weight of second opinion ``name`` for a model with ``meta.json`` ``meta``:
+    ``meta["second_opinion"][name]["weight"]`` (chosen per model, since a model's logits
+    have their own scale; ``compact-wild``'s is measured in docs/accuracy-in-the-wild.md),
+    else :data:`OPINION_WEIGHT`.
+
+    Raises:
+        ValueError: the weight is there but not a number in [0, 1].
+    """
+    entry = ((meta or {}).get("second_opinion") or {}).get(name)
+    if not isinstance(entry, dict) or "weight" not in entry:
+        return OPINION_WEIGHT
+    w = entry["weight"]
+    if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0.0 <= w <= 1.0:
+        raise ValueError(f"meta.json second_opinion.{name}.weight must be a number in "
+                         f"[0, 1], got {w!r}")
+    return float(w)
 
 
 def combine_gender(prediction: dict, opinion_logit: float,

@@ -1,7 +1,7 @@
 """Where model folders are found: the model registry.
 
 A model is a folder with ``meta.json`` (and its network files) named after the model
-(``compact``, ``seed``). The folder of shipped models is, first match wins:
+(``compact-wild``, ``compact``, ``seed``). The folder of shipped models is, first match wins:
 
 1. the ``models_dir`` argument (the services' ``models_dir`` setting, ``agegender predict
    --models-dir``);
@@ -19,6 +19,10 @@ import json
 import os
 from pathlib import Path
 
+#: The model the services and ``predict`` load when none is named: ``compact``'s network
+#: fine-tuned on BlazeFace crops with in-the-wild augmentation, served with the dlib
+#: gender second opinion (docs/models.md; docs/accuracy-in-the-wild.md, phase 4).
+DEFAULT_MODEL = "compact-wild"
 #: Environment variable naming the models folder.
 MODELS_ENV = "AGEGENDER_MODELS_DIR"
 #: Installed package that holds the shipped models (the checkout's ``models/``).

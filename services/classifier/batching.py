@@ -13,6 +13,7 @@ order. A ``faces`` message carries either the raw frame or the crops
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections import deque
@@ -24,7 +25,10 @@ from common import wire
 from common.crops import DEFAULT_RULE, CropRule, face_crop
 from common.faces import classified
 from common.geometry import clip_box
-from common.models.dlib_descriptor import combine_gender
+from common.images import BadFrame, frame_image
+from common.models.dlib_descriptor import OPINION_WEIGHT, combine_gender, opinion_weight
+
+log = logging.getLogger("classifier")
 
 
 class Model(Protocol):
@@ -158,12 +162,23 @@ def face_crops(msg: wire.Message, aspect: float | None, rule: CropRule = DEFAULT
     upright by the eye line by ``rule`` when the face has ``keypoints``, else widened to
     ``aspect`` (``None``: as detected). Without a raw frame (a JPEG frame in the crops
     form) the detector's crops, cut by the same function with the default rule and its
-    ``crop_aspect`` setting, are used as they are; so is a box that rounds to nothing when
+    ``crop_aspect`` setting, are used as they are, unless a face has keypoints and
+    ``rule`` is not the default rule: then the faces are cut by ``rule`` from the decoded
+    JPEG frame (a model with its own ``crop_rule``, e.g. ``compact-wild``, reads the crops
+    it was trained on in both forms; a JPEG that cannot be decoded leaves the detector's
+    crops, with a warning). A box that rounds to nothing keeps the detector's crop when
     the message has crops.
     """
-    if msg.image is None or (not aspect and msg.crops):
+    image = msg.image
+    if image is None and msg.crops and rule != DEFAULT_RULE and msg.image_bytes \
+            and any(f.get("keypoints") for f in to_classify(msg)):
+        try:
+            image = frame_image(msg)
+        except BadFrame as exc:
+            log.warning("%s: the detector's crops are used as they are", exc)
+    if image is None or (not aspect and msg.crops and image is msg.image):
         return list(msg.crops)
-    height, width = msg.image.shape[:2]
+    height, width = image.shape[:2]
     faces = to_classify(msg)
     crops = msg.crops or [None] * len(faces)
     out = []
@@ -172,7 +187,7 @@ def face_crops(msg: wire.Message, aspect: float | None, rule: CropRule = DEFAULT
         if box is None and crop is not None:
             out.append(crop)
             continue
-        out.append(face_crop(msg.image, box or face["box"], face.get("keypoints"), aspect,
+        out.append(face_crop(image, box or face["box"], face.get("keypoints"), aspect,
                              rule))
     return out
 
@@ -239,10 +254,12 @@ class OpinionBudget:
 
 def second_opinion(msgs: list[wire.Message], preds: list[dict], opinion: Opinion,
                    on_opinion: Callable[[int, int, int, float], None] | None = None,
-                   budget: OpinionBudget | None = None) -> list[dict]:
+                   budget: OpinionBudget | None = None,
+                   weight: float = OPINION_WEIGHT) -> list[dict]:
     """The predictions ``preds`` (one per face to classify of ``msgs``, in order) with the
     gender of each merged with ``opinion``'s (:func:`common.models.dlib_descriptor.
-    combine_gender`: mean of the two logits). A face keeps the model's answer when the
+    combine_gender`: a weighted mean of the two logits, ``weight`` the opinion's; the
+    classifier passes the model's :func:`common.models.dlib_descriptor.opinion_weight`). A face keeps the model's answer when the
     opinion has none (implausible landmarks, a crop under 8 px) or when ``budget`` is
     spent (faces are given to the opinion in arrival order, one at a time).
 
@@ -270,7 +287,7 @@ def second_opinion(msgs: list[wire.Message], preds: list[dict], opinion: Opinion
         if budget is not None:
             budget.spend(time.process_time() - c0)
     dt = time.perf_counter() - t0
-    out = [combine_gender(p, float(z)) for p, z in zip(preds, logits)]
+    out = [combine_gender(p, float(z), weight) for p, z in zip(preds, logits)]
     if on_opinion is not None:
         used = int(np.isfinite(logits).sum())
         on_opinion(used, int(asked.sum()) - used, len(preds) - int(asked.sum()), dt)
@@ -308,7 +325,8 @@ def process_batch(msgs: list[wire.Message], model: Model, max_batch: int,
     crops = [c for m in msgs for c in face_crops(m, aspect, rule)]
     preds = classify(crops, model, max_batch, on_batch) if crops else []
     if opinion is not None:
-        preds = second_opinion(msgs, preds, opinion, on_opinion, budget)
+        weight = opinion_weight(getattr(model, "meta", None), opinion.name)
+        preds = second_opinion(msgs, preds, opinion, on_opinion, budget, weight)
     fusion = fusion_numbers(getattr(model, "meta", None))
     t = now_ns()
     out = []

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from common.config import ServiceConfig
+from common.models.registry import DEFAULT_MODEL
 
 
 class ClassifierConfig(ServiceConfig, service="classifier", http_port=9103):
@@ -16,8 +17,8 @@ class ClassifierConfig(ServiceConfig, service="classifier", http_port=9103):
     input: str = Field("bind:tcp://*:5556", description="Faces input endpoint (PULL).")
     output: str = Field("connect:tcp://localhost:5557", description="Result output "
                         "endpoint (PUSH).")
-    model: str = Field("compact", description="Model name in the models folder ('compact', "
-                       "'seed') or a path to a model directory.")
+    model: str = Field(DEFAULT_MODEL, description="Model name in the models folder "
+                       "('compact-wild', 'compact', 'seed') or a path to a model directory.")
     models_dir: Path | None = Field(None, description="Folder of the named models; default: "
                                     "$AGEGENDER_MODELS_DIR, else the checkout's models/ or "
                                     "the installed package's.")
@@ -29,8 +30,9 @@ class ClassifierConfig(ServiceConfig, service="classifier", http_port=9103):
                            "inference call.")
     second_opinion: Literal["none", "dlib"] = Field(
         "dlib", description="Gender second opinion on the faces the classifier classifies: "
-        "'dlib' (dlib's face descriptor + the logistic head in models/dlib-gender, mean of "
-        "its and the model's gender logits; 60-80 ms a face on one core, within "
+        "'dlib' (dlib's face descriptor + the logistic head in models/dlib-gender, a "
+        "weighted mean of its and the model's gender logits, the weight from the model's "
+        "meta.json; 60-80 ms a face on one core, within "
         "second_opinion_cpu_share), 'none': the model alone.")
     second_opinion_cpu_share: float = Field(
         0.25, gt=0.0, le=64.0, description="Largest average share of one CPU core the "

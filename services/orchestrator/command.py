@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from common.detectors import BACKENDS, DEFAULT_BACKEND
+from common.models.registry import DEFAULT_MODEL
 from common.outdir import OutDirError, OutDirLock
 from common.process import install_signal_handlers, setup_logging
 from common.redact import redact
@@ -57,7 +58,7 @@ def _check_sources(ctx, param, sources):
               "'--realtime false' (or --no-realtime) runs as fast as the stack allows.")
 @click.option("--no-realtime", "no_realtime", is_flag=True, help="Same as --realtime false.")
 @click.option("--loop", is_flag=True, help="Repeat files (run until Ctrl-C).")
-@click.option("--model", default="compact", show_default=True,
+@click.option("--model", default=DEFAULT_MODEL, show_default=True,
               help="Age/gender model under models/ or a model directory.")
 @click.option("--second-opinion", type=click.Choice(["none", "dlib"]), default=None,
               help="Gender second opinion in the classifier (its second_opinion setting; "

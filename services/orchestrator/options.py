@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 
 from common.detectors import DEFAULT_BACKEND
+from common.models.registry import DEFAULT_MODEL
 from common.process import EXIT_CONFIG
 
 #: Start order: downstream binders first, capture last (after the others are ready).
@@ -58,7 +59,7 @@ class StackOptions:
     out_dir: Path | None = None
     realtime: bool = True
     loop: bool = False
-    model: str = "compact"
+    model: str = DEFAULT_MODEL
     second_opinion: str | None = None
     detector_backend: str = DEFAULT_BACKEND
     display: bool = False

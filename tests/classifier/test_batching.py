@@ -175,3 +175,50 @@ def test_faces_with_keypoints_are_cut_upright_by_the_model_rule():
         np.testing.assert_array_equal(crops[0], cut_crop(image, (30, 30, 50, 50), kps, rule))
         assert crops[0].shape == (round(rule.height * 20), round(rule.width * 20), 3)
         np.testing.assert_array_equal(crops[1], image[10:22, 69:81])
+
+
+def _crops_form_with_keypoints(jpeg: bytes, image: np.ndarray):
+    """A crops-form message (JPEG frame) with one BlazeFace-like face, its crop cut by the
+    default rule as the detector cuts it."""
+    from common.crops import face_crop
+
+    box = [40, 30, 80, 70]
+    kps = [[52.0, 44.0], [68.0, 44.0], [60.0, 52.0], [60.0, 60.0], [44.0, 46.0], [76.0, 46.0]]
+    crop = face_crop(image, box, kps)
+    header = wire.frame_header("s", 1, time.time_ns(), 128, 96, encoding="jpeg",
+                               t_detector_ns=time.time_ns())
+    header.update(kind="faces", faces=[tracked(box, keypoints=kps)],
+                  crops=[list(crop.shape[:2])])
+    return wire.decode(wire.encode(header, [jpeg, crop])), box, kps, crop
+
+
+def test_crops_form_is_cut_again_by_a_model_rule_that_is_not_the_detectors():
+    from common.crops import CHIP_RULE, face_crop
+    from common.images import decode_jpeg
+
+    # given a crops-form message: a textured JPEG frame and the detector's crop of one
+    # face with keypoints (cut by the default rule)
+    rng = np.random.default_rng(0)
+    image = cv2.GaussianBlur(rng.integers(0, 255, (96, 128, 3), np.uint8), (5, 5), 0)
+    jpeg = cv2.imencode(".jpg", image)[1].tobytes()
+    msg, box, kps, sent = _crops_form_with_keypoints(jpeg, image)
+    # when a model with the default rule asks for its crops, then it gets the sent crop
+    np.testing.assert_array_equal(face_crops(msg, 0.883)[0], sent)
+    # when a model with its own rule (compact-wild's CHIP_RULE) asks
+    crop = face_crops(msg, 0.883, CHIP_RULE)[0]
+    # then the face is cut by that rule from the decoded JPEG frame, not the sent crop
+    expected = face_crop(decode_jpeg(jpeg), box, kps, 0.883, CHIP_RULE)
+    np.testing.assert_array_equal(crop, expected)
+    assert crop.shape != sent.shape
+
+
+def test_crops_form_with_an_undecodable_jpeg_keeps_the_detectors_crop(caplog):
+    from common.crops import CHIP_RULE
+
+    image = np.full((96, 128, 3), 90, np.uint8)
+    msg, _, _, sent = _crops_form_with_keypoints(b"\xff\xd8 not a jpeg", image)
+    # when a model with its own rule needs the frame and it cannot be decoded
+    crops = face_crops(msg, 0.883, CHIP_RULE)
+    # then the detector's crop is used as sent, with a warning naming the frame
+    np.testing.assert_array_equal(crops[0], sent)
+    assert "detector's crops are used" in caplog.text and "seq 1" in caplog.text

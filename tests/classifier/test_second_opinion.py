@@ -51,7 +51,7 @@ def opinion():
 
 @pytest.fixture(scope="module")
 def compact():
-    """The shipped default model."""
+    """The shipped ``compact`` model (no opinion weight in its meta.json: 0.5)."""
     from common.models import load_model
 
     return load_model("compact", threads=1)
@@ -120,6 +120,30 @@ def test_combined_gender_is_the_mean_of_the_two_logits(gender, conf, z, expect, 
     assert out["gender_confidence"] == pytest.approx(expect_conf, abs=1e-3)
 
 
+def test_opinion_weight_comes_from_the_models_meta_and_is_checked():
+    # a model without an entry gets the mean of the two logits
+    assert dd.opinion_weight({}) == dd.OPINION_WEIGHT == 0.5
+    assert dd.opinion_weight({"second_opinion": {"other": {"weight": 0.9}}}) == 0.5
+    # a model with one gets its own
+    assert dd.opinion_weight({"second_opinion": {"dlib": {"weight": 0.7}}}) == 0.7
+    # and a weight outside [0, 1] or not a number is refused, naming the field
+    for bad in (1.5, -0.1, "0.7", True):
+        with pytest.raises(ValueError, match="second_opinion.dlib.weight"):
+            dd.opinion_weight({"second_opinion": {"dlib": {"weight": bad}}})
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.7, 1.0])
+def test_combined_gender_weights_the_opinion(weight):
+    # given a model reading male (P(female) 0.2, log-odds -1.386) and an opinion of +2
+    pred = {"age": 30.0, "gender": "male", "gender_confidence": 0.8}
+    out = dd.combine_gender(pred, 2.0, weight)
+    # then the answer is the weighted mean of the two log-odds
+    z = (1 - weight) * math.log(0.2 / 0.8) + weight * 2.0
+    pf = 1 / (1 + math.exp(-z))
+    assert out["gender"] == ("female" if pf > 0.5 else "male")
+    assert out["gender_confidence"] == pytest.approx(max(pf, 1 - pf), abs=1e-4)
+
+
 def test_no_opinion_keeps_the_models_answer():
     pred = {"age": 30.0, "gender": "male", "gender_confidence": 0.8}
     assert dd.combine_gender(pred, float("nan")) == pred
@@ -157,6 +181,30 @@ def test_classifier_with_the_second_opinion_reads_the_astronaut_female(astronaut
     # and the opinion alone reads her female
     logits, ok = opinion([cut_crop(astronaut, det.box, det.keypoints, opinion.rule)])
     assert ok[0] and logits[0] > 0
+
+
+@needs_dlib
+def test_default_model_merges_the_opinion_with_its_own_weight(astronaut, opinion):
+    # given the default model, whose meta.json gives the dlib opinion its own weight
+    from common.detectors import make_detector
+    from common.models import DEFAULT_MODEL, load_model
+
+    model = load_model(DEFAULT_MODEL, threads=1)
+    weight = dd.opinion_weight(model.meta, opinion.name)
+    assert weight != dd.OPINION_WEIGHT
+    (det,) = make_detector("blazeface", threads=1).detect(astronaut)
+    msg = faces_msg(astronaut, [tracked([int(v) for v in det.box],
+                                        keypoints=np.asarray(det.keypoints).tolist())])
+    # when the classifier classifies the astronaut with the opinion
+    alone = wire.decode(process_batch([msg], model, 8)[0][1]).header["faces"][0]
+    both = wire.decode(process_batch([msg], model, 8, opinion=opinion)[0][1]).header["faces"][0]
+    # then the answer is the model's merged with the opinion's logit at that weight (the
+    # opinion reading its own crop rule's cut), and she is read female
+    (z,), _ = opinion([cut_crop(astronaut, det.box, det.keypoints, opinion.rule)])
+    expected = dd.combine_gender({k: alone[k] for k in ("gender", "gender_confidence")},
+                                 float(z), weight)
+    assert both["gender"] == expected["gender"] == "female"
+    assert both["gender_confidence"] == pytest.approx(expected["gender_confidence"], abs=2e-4)
 
 
 @needs_dlib
@@ -272,11 +320,13 @@ def test_config_env_and_cli_select_the_second_opinion(monkeypatch, tmp_path):
 @needs_dlib
 @pytest.mark.slow
 def test_classifier_process_refuses_when_the_head_is_missing(tmp_path):
-    # given a models folder with the compact model but no dlib-gender head
+    # given a models folder with the default model but no dlib-gender head
     import shutil
 
+    from common.models import DEFAULT_MODEL
+
     models = tmp_path / "models"
-    shutil.copytree(ROOT / "models" / "compact", models / "compact")
+    shutil.copytree(ROOT / "models" / DEFAULT_MODEL, models / DEFAULT_MODEL)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "AGEGENDER_MODELS_DIR": str(models)}
     # when the classifier starts with the dlib opinion
     proc = subprocess.run([sys.executable, "-m", "services.cli", "classifier",

@@ -252,3 +252,32 @@ def test_haze_lowers_contrast_and_is_off_in_the_evaluation_recipe(face):
     assert all(wild.sample_params(np.random.default_rng(s))["haze"] is None for s in range(50))
     p = wild.sample_params(np.random.default_rng(0), wild.DEFAULT_PARAMS.only("haze"))
     assert p["haze"] is not None and p["blur"] is None
+
+
+@pytest.mark.skipif(not UTKFACE.is_dir(), reason=f"UTKFace not found at {UTKFACE}")
+def test_served_evaluation_gives_the_opinion_its_own_crops_and_the_models_weight(cache_env):
+    # given 6 test-split faces (BlazeFace boxes), the default model (its own crop rule) and
+    # the dlib second opinion (SSD_VIDEO_RULE crops)
+    from common.models import DEFAULT_MODEL, load_model
+    from common.models.dlib_descriptor import DlibGenderOpinion, opinion_weight
+
+    faces = wild.load_faces(UTKFACE, "test", limit=6, detector="blazeface")
+    model = load_model(DEFAULT_MODEL, threads=1)
+    opinion = DlibGenderOpinion()
+    assert model.crop_rule != opinion.rule
+    # when the faces are evaluated as served
+    r = wild.evaluate_served(model, faces, "blazeface", opinion)
+    # then each face's gender is the model's log-odds on its own crop merged, at the
+    # model's weight, with the opinion's log-odds on the opinion's crop of the same face
+    w = opinion_weight(model.meta, opinion.name)
+    for kind, degraded in (("clean", False), ("wild", True)):
+        own = wild.make_crops(faces, degraded, wild.model_crop_rule(model))[0]
+        theirs = wild.make_crops(faces, degraded, wild.blazeface_crop_rule(opinion.rule))[0]
+        p = np.clip(wild.student_predictor(model)(own)["p_female"], 1e-4, 1 - 1e-4)
+        z = (1 - w) * np.log(p / (1 - p)) + w * opinion(theirs)[0]
+        expected = (z > 0).astype(int) == faces.gender
+        assert r[kind]["overall"]["gender_accuracy"] == pytest.approx(expected.mean(), abs=1e-4)
+        assert r["failed"][kind] == int(np.isnan(z).sum())
+    # and the SSD path is refused with the opinion (its crops need BlazeFace keypoints)
+    with pytest.raises(ValueError, match="blazeface"):
+        wild.evaluate_served(model, faces, "ssd", opinion)
