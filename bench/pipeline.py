@@ -245,13 +245,14 @@ def run_pipeline(sources: list[str], realtime: bool, model: str, threads: dict,
     fallback = cls.get("agegender_second_opinion_fallbacks_total", 0.0)
     if used + fallback:
         op_s = cls.get("agegender_second_opinion_seconds_sum", 0.0)
-        over = prom_values(getattr(sampler._stack.children.get("classifier"), "last_metrics",
-                                   None), label=("reason", "budget")).get(
-            "agegender_second_opinion_fallbacks_total", 0.0)
+        last = getattr(sampler._stack.children.get("classifier"), "last_metrics", None)
+        over, small = (prom_values(last, label=("reason", r)).get(
+            "agegender_second_opinion_fallbacks_total", 0.0) for r in ("budget", "small"))
         classifier["second_opinion"] = {
             "faces": int(used + fallback), "used": int(used),
-            "no_answer": int(fallback - over), "over_budget": int(over),
-            "ms_per_face": round(1e3 * op_s / max(1.0, used + fallback - over), 1),
+            "no_answer": int(fallback - over - small), "over_budget": int(over),
+            "small": int(small),
+            "ms_per_face": round(1e3 * op_s / max(1.0, used + fallback - over - small), 1),
             "cpu_share_of_one_core": round(op_s / span, 3) if span else None}
     return {"mode": "pipeline (4 processes, ipc://)", "streams": len(sources),
             "detector_backend": opts.detector_backend,

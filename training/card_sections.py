@@ -199,6 +199,27 @@ def before_after(now: dict, before: dict, video_now: dict | None, video_before: 
     return lines
 
 
+def served_table(alone: dict, served: dict) -> list[str]:
+    """A markdown table of gender as the classifier serves it: the model alone against
+    the model with the gender second opinion (two :func:`training.wild.evaluate_wild`
+    reports of the same faces; age is the model's in both)."""
+    lines = ["| gender | model alone | with the second opinion |", "|---|---:|---:|"]
+    for name, part, group in (("clean", "clean", "overall"),
+                              ("clean, ages 20-69", "clean", "adults_20_69"),
+                              ("wild", "wild", "overall"),
+                              ("wild, ages 20-69", "wild", "adults_20_69")):
+        lines.append(f"| {name} | {pct(alone[part][group]['gender_accuracy'])} | "
+                     f"**{pct(served[part][group]['gender_accuracy'])}** |")
+    for band in served["wild"]["per_band"]:
+        lines.append(f"| wild, {band} | {pct(alone['wild']['per_band'][band]['gender_accuracy'])}"
+                     f" | {pct(served['wild']['per_band'][band]['gender_accuracy'])} |")
+    for group, v in served["wild"]["per_race_gender_adults"].items():
+        lines.append(f"| wild, {group} (20-69) | "
+                     f"{pct(alone['wild']['per_race_gender_adults'][group]['gender_accuracy'])}"
+                     f" | {pct(v['gender_accuracy'])} |")
+    return lines
+
+
 def demo_share(events_path: Path) -> dict:
     """Frames of an ``agegender run`` demo (one woman) read female: ``{"frames",
     "with_face", "female"}`` from its ``events.jsonl``."""

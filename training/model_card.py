@@ -6,7 +6,8 @@ split (cached SSD crops), the clean vs wild-proxy evaluation of the same split a
 (BlazeFace boxes, the model's crop rule; :mod:`training.wild`) and the gender check on
 every clip of ``ground_truth.json`` with known genders, saves ``eval_test.json`` /
 ``eval_wild.json`` / ``video_check.json`` next to the weights and renders the card. 
-``--before MODEL`` adds a before/after table from another model folder's reports
+``--served`` adds the same split as served with the dlib gender second opinion
+(``eval_served.json``). ``--before MODEL`` adds a before/after table from another model folder's reports
 (``eval_wild.json``, ``video_check.json``, ``demo_check.json``); ``--demo-events`` adds the
 built-in demo's share of frames read female (``events.jsonl`` of ``agegender run --out
 DIR``, saved as ``demo_check.json``).
@@ -19,17 +20,22 @@ from pathlib import Path
 
 import click
 
+from common.models.registry import DEFAULT_MODEL
+
 from training.card_sections import (ABOUT, WEAKNESSES, before_after, demo_share, num, pct,
-                                    rule_text, training_lines, wild_tables)
+                                    rule_text, served_table, training_lines, wild_tables)
 from training.evaluate import markdown_report
 
 
 def render(model_dir: Path, report: dict, video: dict | None, wild: dict | None = None,
-           demo: dict | None = None, before: Path | None = None) -> str:
+           demo: dict | None = None, before: Path | None = None,
+           served: dict | None = None) -> str:
     """The model card markdown for ``model_dir`` (``meta.json`` + reports; ``video`` maps
     clip names to :func:`training.video_check.check_clip` results plus ``"expect"``;
     ``wild`` a :func:`training.wild.evaluate_wild` report; ``demo`` a
-    :func:`demo_share` result; ``before`` another model folder with the same reports)."""
+    :func:`demo_share` result; ``before`` another model folder with the same reports;
+    ``served`` the :func:`training.wild.evaluate_served` report with the dlib second
+    opinion, ``eval_served.json``)."""
     meta = json.loads((model_dir / "meta.json").read_text())
     kind = meta["kind"]
     t = meta.get("training", {})
@@ -96,6 +102,21 @@ def render(model_dir: Path, report: dict, video: dict | None, wild: dict | None 
            f"(mean width {report['overall']['interval_width']} years)") + ".",
         "",
     ]
+    if wild and served:
+        from common.models.dlib_descriptor import opinion_weight
+
+        lines += [
+            "## As served: with the dlib gender second opinion", "",
+            "The classifier merges dlib's face-descriptor gender opinion "
+            "(`models/dlib-gender`, read on its own `SSD_VIDEO_RULE` crop of the face) into "
+            "the faces it classifies, at weight "
+            f"**{opinion_weight(meta)}** for the opinion's log-odds (`meta.json` "
+            "`second_opinion`), within its CPU share. The same test faces with every face "
+            f"given the opinion (`agegender evaluate --model {meta['name']} --split test "
+            f"--wild --second-opinion dlib`; {served['failed']['clean']} clean and "
+            f"{served['failed']['wild']} wild faces without an opinion keep the model's "
+            "answer); age is the model's:", "",
+            *served_table(wild, served), ""]
     fusion = meta.get("fusion")
     if fusion:
         from training.fusion import markdown as fusion_markdown
@@ -172,7 +193,7 @@ def render(model_dir: Path, report: dict, video: dict | None, wild: dict | None 
 
 
 @click.command()
-@click.option("--model", default="compact", show_default=True)
+@click.option("--model", default=DEFAULT_MODEL, show_default=True)
 @click.option("--dataset", default=None, help="Default: the dataset the model was trained on.")
 @click.option("--clip-dir", default=None, help="Folder with the clips and ground_truth.json "
               "[default: ../shared/videos]; every clip with known genders is checked.")
@@ -183,8 +204,11 @@ def render(model_dir: Path, report: dict, video: dict | None, wild: dict | None 
               "(written to demo_check.json).")
 @click.option("--before", default=None, help="Model (name or folder) whose saved reports "
               "make the before/after table.")
+@click.option("--served", is_flag=True, help="Also evaluate the test split as served with "
+              "the dlib gender second opinion (written to eval_served.json; about 10 "
+              "minutes of dlib on one core); without it a saved eval_served.json is used.")
 @click.option("--threads", type=int, default=None)
-def main(model, dataset, clip_dir, wild, demo_events, before, threads):
+def main(model, dataset, clip_dir, wild, demo_events, before, served, threads):
     """Evaluate on the test split, check the clips with known genders, write MODEL_CARD.md."""
     from common.models import load_model, resolve_model_dir
     from training.defaults import SHARED
@@ -207,6 +231,16 @@ def main(model, dataset, clip_dir, wild, demo_events, before, threads):
         (m.directory / "eval_wild.json").write_text(json.dumps(wild_report, indent=1))
     elif (m.directory / "eval_wild.json").is_file():
         wild_report = json.loads((m.directory / "eval_wild.json").read_text())
+    served_report = None
+    if served and wild_report is not None:
+        from common.models.dlib_descriptor import load_opinion
+
+        served_report = wild_proxy.evaluate_served(m, faces, "blazeface", load_opinion("dlib"))
+        served_report.update({"model": m.name, "detector": "blazeface",
+                              "second_opinion": "dlib"})
+        (m.directory / "eval_served.json").write_text(json.dumps(served_report, indent=1))
+    elif (m.directory / "eval_served.json").is_file():
+        served_report = json.loads((m.directory / "eval_served.json").read_text())
     demo = None
     if demo_events:
         demo = demo_share(Path(demo_events))
@@ -226,7 +260,7 @@ def main(model, dataset, clip_dir, wild, demo_events, before, threads):
         (m.directory / "video_check.json").write_text(json.dumps(video, indent=2))
     (m.directory / "MODEL_CARD.md").write_text(render(
         m.directory, report, video, wild_report, demo,
-        resolve_model_dir(before) if before else None))
+        resolve_model_dir(before) if before else None, served_report))
     click.echo(json.dumps({"report": report["overall"], "video": video,
                            "wild": wild_report and wild_report["wild"]["overall"],
                            "demo": demo}, indent=2))

@@ -630,17 +630,22 @@ def opinion_predictor(predictor: Predictor, opinion, weight: float | None = None
     :data:`common.models.dlib_descriptor.OPINION_WEIGHT`); faces the opinion has no answer
     for keep the model's, counted in ``"failed"``.
 
-    The returned predictor takes ``(crops, opinion_crops=None)``: the opinion reads
-    ``opinion_crops`` (cut by its own rule, as the classifier cuts them) or, without
-    them, the model's crops."""
+    The returned predictor takes ``(crops, opinion_crops=None, face_px=None)``: the
+    opinion reads ``opinion_crops`` (cut by its own rule, as the classifier cuts them) or,
+    without them, the model's crops; faces whose ``face_px`` (the face's width in the
+    simulated frame, NaN at native size) is under the opinion's ``min_face_px`` keep the
+    model's answer, as the classifier keeps it for small boxes."""
     from common.models.dlib_descriptor import OPINION_WEIGHT
 
     w = OPINION_WEIGHT if weight is None else float(weight)
 
-    def predict(crops, opinion_crops=None):
+    def predict(crops, opinion_crops=None, face_px=None):
         """The model's answer, its P(female) merged with the opinion's."""
         out = dict(predictor(crops))
         logits, _ = opinion(crops if opinion_crops is None else opinion_crops)
+        if face_px is not None:
+            logits = np.where(np.asarray(face_px) < getattr(opinion, "min_face_px", 0),
+                              np.nan, logits)
         p = np.clip(out["p_female"].astype(np.float64), 1e-4, 1 - 1e-4)
         z = (1 - w) * np.log(p / (1 - p)) + w * logits
         pf = np.where(np.isfinite(logits), 1 / (1 + np.exp(-np.nan_to_num(z))), p)
@@ -663,7 +668,7 @@ def evaluate_wild(predictor: Predictor, faces: Faces, crop_rule: CropRule | None
         steps: also evaluate each listed step alone (:meth:`WildParams.only`).
         opinion_rule: a second crop rule; when given, each face is also cut by it (the
             same wild version) and the predictor is called as ``predictor(crops,
-            opinion_crops)`` (:func:`opinion_predictor`).
+            opinion_crops, face_px)`` (:func:`opinion_predictor`).
 
     Returns:
         ``{"clean": report, "wild": report, "only": {step: report}, "seconds": {...},
@@ -676,7 +681,7 @@ def evaluate_wild(predictor: Predictor, faces: Faces, crop_rule: CropRule | None
         extra = make_crops(faces, wild, opinion_rule, p)[0] if opinion_rule else None
         t0 = time.perf_counter()
         parts = [predictor(crops[i:i + batch]) if extra is None else
-                 predictor(crops[i:i + batch], extra[i:i + batch])
+                 predictor(crops[i:i + batch], extra[i:i + batch], face_px[i:i + batch])
                  for i in range(0, len(crops), batch)]
         dt = time.perf_counter() - t0
         pred = {k: np.concatenate([q[k] for q in parts]) for k in parts[0]}
@@ -705,7 +710,8 @@ def evaluate_served(model, faces: Faces, detector: str = "blazeface", opinion=No
     model's crop rule for ``detector`` (:func:`model_crop_rule`) and, with ``opinion``
     (:func:`common.models.dlib_descriptor.load_opinion`), its gender merged with the
     opinion's at the model's weight (:func:`common.models.dlib_descriptor.opinion_weight`),
-    the opinion reading its own crop rule's cut of the same (clean or wild) face.
+    the opinion reading its own crop rule's cut of the same (clean or wild) face, and
+    faces under the opinion's ``min_face_px`` keeping the model's answer.
 
     Raises:
         ValueError: an opinion with ``detector`` other than ``"blazeface"`` (the opinion's
@@ -720,8 +726,7 @@ def evaluate_served(model, faces: Faces, detector: str = "blazeface", opinion=No
                              "classifier does: use the blazeface detector")
         predictor = opinion_predictor(predictor, opinion,
                                       opinion_weight(model.meta, opinion.name))
-        if model.crop_rule != opinion.rule:
-            opinion_rule = blazeface_crop_rule(opinion.rule)
+        opinion_rule = blazeface_crop_rule(opinion.rule)
     return evaluate_wild(predictor, faces, model_crop_rule(model, detector), steps=steps,
                          opinion_rule=opinion_rule)
 

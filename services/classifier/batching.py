@@ -208,6 +208,7 @@ class Opinion(Protocol):
     name: str
     rule: CropRule
     crop_aspect: float | None
+    min_face_px: float
 
     def __call__(self, crops: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """BGR crops -> ``(log-odds of female (N,), NaN: no opinion; plausible (N,))``."""
@@ -259,7 +260,10 @@ def second_opinion(msgs: list[wire.Message], preds: list[dict], opinion: Opinion
     """The predictions ``preds`` (one per face to classify of ``msgs``, in order) with the
     gender of each merged with ``opinion``'s (:func:`common.models.dlib_descriptor.
     combine_gender`: a weighted mean of the two logits, ``weight`` the opinion's; the
-    classifier passes the model's :func:`common.models.dlib_descriptor.opinion_weight`). A face keeps the model's answer when the
+    classifier passes the model's :func:`common.models.dlib_descriptor.opinion_weight`).
+    A face whose box is narrower than ``opinion.min_face_px`` keeps the model's answer
+    without asking the opinion (it reads such faces worse than the model) and costs no
+    budget. A face keeps the model's answer when the
     opinion has none (implausible landmarks, a crop under 8 px) or when ``budget`` is
     spent (faces are given to the opinion in arrival order, one at a time).
 
@@ -269,17 +273,20 @@ def second_opinion(msgs: list[wire.Message], preds: list[dict], opinion: Opinion
 
     Args:
         on_opinion: called once per call as ``on_opinion(used, no_answer, over_budget,
-            seconds)`` (faces, and the opinion's wall time).
+            seconds, small)`` (faces, the opinion's wall time, then the faces under
+            ``opinion.min_face_px``).
         budget: CPU budget (``None``: every face).
     """
     if not preds:
         return preds
     crops = [c for m in msgs for c in face_crops(m, opinion.crop_aspect, opinion.rule)]
+    widths = [f["box"][2] - f["box"][0] for m in msgs for f in to_classify(m)]
+    small = np.array([w < opinion.min_face_px for w in widths[:len(preds)]], bool)
     logits = np.full(len(preds), np.nan)
     asked = np.zeros(len(preds), bool)
     t0 = time.perf_counter()
     for i, crop in enumerate(crops[:len(preds)]):
-        if budget is not None and not budget.allow():
+        if small[i] or (budget is not None and not budget.allow()):
             continue
         c0 = time.process_time()
         logits[i] = opinion([crop])[0][0]
@@ -290,7 +297,9 @@ def second_opinion(msgs: list[wire.Message], preds: list[dict], opinion: Opinion
     out = [combine_gender(p, float(z), weight) for p, z in zip(preds, logits)]
     if on_opinion is not None:
         used = int(np.isfinite(logits).sum())
-        on_opinion(used, int(asked.sum()) - used, len(preds) - int(asked.sum()), dt)
+        n_small = int(small.sum())
+        on_opinion(used, int(asked.sum()) - used, len(preds) - int(asked.sum()) - n_small, dt,
+                   n_small)
     return out
 
 

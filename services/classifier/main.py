@@ -12,8 +12,9 @@ Metrics (besides the shared per-stage ones): ``agegender_classifier_batch_size``
 gender second opinion (``second_opinion``; label ``model``: ``dlib``),
 ``agegender_second_opinions_total{model}`` (faces it was merged into),
 ``agegender_second_opinion_fallbacks_total{model, reason}`` (faces that kept the
-model's answer alone: ``no_answer``, e.g. implausible landmarks, or ``budget``, its CPU
-budget ``second_opinion_cpu_share`` spent) and
+model's answer alone: ``no_answer``, e.g. implausible landmarks; ``budget``, its CPU
+budget ``second_opinion_cpu_share`` spent; ``small``, a face box narrower than the
+opinion's ``min_face_px``, not asked) and
 ``agegender_second_opinion_seconds{model}`` (histogram, seconds per call on a batch's
 faces). Frames still queued when the service stops are counted as dropped
 (``shutdown``).
@@ -76,7 +77,8 @@ class OpinionMetrics:
         self.fallback = Counter("agegender_second_opinion_fallbacks_total",
                                 "Faces that kept the model's answer alone, by reason: "
                                 "no_answer (implausible landmarks, tiny crop), budget "
-                                "(the opinion's CPU budget was spent).",
+                                "(the opinion's CPU budget was spent), small (a face "
+                                "narrower than the opinion's min_face_px, not asked).",
                                 ["model", "reason"], registry=registry)
         self.seconds = Histogram("agegender_second_opinion_seconds",
                                  "Second-opinion time per call on one batch's faces "
@@ -88,14 +90,16 @@ class OpinionMetrics:
         self.seconds.labels(opinion)
 
     #: Why a face kept the model's answer alone.
-    REASONS = ("no_answer", "budget")
+    REASONS = ("no_answer", "budget", "small")
 
-    def on_opinion(self, used: int, no_answer: int, over_budget: int, seconds: float) -> None:
+    def on_opinion(self, used: int, no_answer: int, over_budget: int, seconds: float,
+                   small: int = 0) -> None:
         """Record one call: faces ``used``, without an answer, over the budget; its
-        wall time in ``seconds``."""
+        wall time in ``seconds``; faces too small to ask."""
         self.used.labels(self.model).inc(used)
         self.fallback.labels(self.model, "no_answer").inc(no_answer)
         self.fallback.labels(self.model, "budget").inc(over_budget)
+        self.fallback.labels(self.model, "small").inc(small)
         self.seconds.labels(self.model).observe(seconds)
 
 

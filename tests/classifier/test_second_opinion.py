@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -258,6 +259,38 @@ def test_faces_over_the_cpu_budget_keep_the_models_answer_and_are_counted(
     assert value("agegender_second_opinions_total", {"model": "dlib"}) == 1
     assert value("agegender_second_opinion_fallbacks_total",
                  {"model": "dlib", "reason": "budget"}) == 1
+
+
+@needs_dlib
+def test_faces_narrower_than_min_face_px_keep_the_models_answer_at_no_cost(
+        astronaut, opinion, compact):
+    # given the astronaut's face to classify twice: at its size, and as a frame shrunk so
+    # the face box is narrower than the opinion's min_face_px
+    from services.classifier.batching import OpinionBudget
+
+    big = faces_msg(astronaut, [tracked([180, 40, 300, 190], track=1)])
+    scale = 0.15                                                 # box 18 px wide
+    small_img = cv2.resize(astronaut, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    small = faces_msg(small_img, [tracked([27, 6, 45, 28], track=2)])
+    assert 18 < opinion.min_face_px
+    budget = OpinionBudget(1.0)
+    reg = CollectorRegistry()
+    metrics = OpinionMetrics(reg, opinion.name)
+    # when both are classified with the opinion
+    out = [wire.decode(f).header["faces"][0] for _, f in process_batch(
+        [big, small], compact, 8, opinion=opinion, on_opinion=metrics.on_opinion,
+        budget=budget)]
+    alone = [wire.decode(f).header["faces"][0] for _, f in process_batch([big, small],
+                                                                         compact, 8)]
+    # then the small face keeps the model's answer exactly and the large one is merged
+    assert out[1]["gender_confidence"] == alone[1]["gender_confidence"]
+    assert out[0]["gender_confidence"] != alone[0]["gender_confidence"]
+    # and the small one is counted as such, not as a failure of the opinion or the budget
+    value = reg.get_sample_value
+    assert value("agegender_second_opinions_total", {"model": "dlib"}) == 1
+    for reason, n in (("small", 1), ("no_answer", 0), ("budget", 0)):
+        assert value("agegender_second_opinion_fallbacks_total",
+                     {"model": "dlib", "reason": reason}) == n
 
 
 def test_budget_refills_at_its_share_of_wall_time_up_to_its_depth():

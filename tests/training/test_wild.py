@@ -268,16 +268,24 @@ def test_served_evaluation_gives_the_opinion_its_own_crops_and_the_models_weight
     # when the faces are evaluated as served
     r = wild.evaluate_served(model, faces, "blazeface", opinion)
     # then each face's gender is the model's log-odds on its own crop merged, at the
-    # model's weight, with the opinion's log-odds on the opinion's crop of the same face
+    # model's weight, with the opinion's log-odds on the opinion's crop of the same face,
+    # except for faces made smaller than the opinion's min_face_px (the model's alone)
     w = opinion_weight(model.meta, opinion.name)
+    small = 0
     for kind, degraded in (("clean", False), ("wild", True)):
-        own = wild.make_crops(faces, degraded, wild.model_crop_rule(model))[0]
+        own, face_px = wild.make_crops(faces, degraded, wild.model_crop_rule(model))
         theirs = wild.make_crops(faces, degraded, wild.blazeface_crop_rule(opinion.rule))[0]
         p = np.clip(wild.student_predictor(model)(own)["p_female"], 1e-4, 1 - 1e-4)
-        z = (1 - w) * np.log(p / (1 - p)) + w * opinion(theirs)[0]
+        z_opinion = opinion(theirs)[0]
+        z_opinion[face_px < opinion.min_face_px] = np.nan
+        z = (1 - w) * np.log(p / (1 - p)) + w * z_opinion
+        z = np.where(np.isnan(z), np.log(p / (1 - p)), z)
         expected = (z > 0).astype(int) == faces.gender
         assert r[kind]["overall"]["gender_accuracy"] == pytest.approx(expected.mean(), abs=1e-4)
-        assert r["failed"][kind] == int(np.isnan(z).sum())
+        assert r["failed"][kind] == int(np.isnan(z_opinion).sum())
+        small += int(np.sum(face_px < opinion.min_face_px))
+    # (the six faces include wild ones under the size, so the gate was exercised)
+    assert small >= 1
     # and the SSD path is refused with the opinion (its crops need BlazeFace keypoints)
     with pytest.raises(ValueError, match="blazeface"):
         wild.evaluate_served(model, faces, "ssd", opinion)
