@@ -111,11 +111,13 @@ def render(model_dir: Path, report: dict, video: dict | None, wild: dict | None 
             "(`models/dlib-gender`, read on its own `SSD_VIDEO_RULE` crop of the face) into "
             "the faces it classifies, at weight "
             f"**{opinion_weight(meta)}** for the opinion's log-odds (`meta.json` "
-            "`second_opinion`), within its CPU share. The same test faces with every face "
-            f"given the opinion (`agegender evaluate --model {meta['name']} --split test "
-            f"--wild --second-opinion dlib`; {served['failed']['clean']} clean and "
-            f"{served['failed']['wild']} wild faces without an opinion keep the model's "
-            "answer); age is the model's:", "",
+            "`second_opinion`), on faces at least `min_face_px` wide, within its CPU "
+            "share. The same test faces, each given the opinion without a CPU cap "
+            f"(`agegender evaluate --model {meta['name']} --split test --wild "
+            "--second-opinion dlib`); faces narrower than `min_face_px` or without "
+            "plausible landmarks keep the model's answer "
+            f"({served['failed']['clean']} clean, {served['failed']['wild']} wild). Age "
+            "is the model's:", "",
             *served_table(wild, served), ""]
     fusion = meta.get("fusion")
     if fusion:
