@@ -42,13 +42,15 @@ def test_card_renders_before_after_fusion_and_cost_from_the_saved_reports():
     def read(name):
         return json.loads((WILD / name).read_text())
 
-    # given the saved reports of compact-wild and of compact
+    # given the saved reports of compact-wild (alone and as served) and of compact
     text = render(WILD, read("eval_test.json"), read("video_check.json"), read("eval_wild.json"),
-                  read("demo_check.json"), ROOT / "models" / "compact")
-    # then the card shows the wild tables, the fused interval, the cost and before/after
+                  read("demo_check.json"), ROOT / "models" / "compact", read("eval_served.json"))
+    # then the card shows the wild tables, the fused interval, the cost, before/after and
+    # gender as served with the second opinion at the model's weight
     for part in ("## Evaluation on this project's test split", "| adults 20-69 |",
                  "## Evidence per person: the fused interval", "## Before and after",
                  "| gender 20-69, wild |", "s of lent GPU time", "## Known weaknesses",
-                 "Not the default model"):
+                 "## As served: with the dlib gender second opinion", "weight **0.7**",
+                 "| wild, ages 20-69 | 94.0 % | **93.6 %** |", "The default model"):
         assert part in text, part
     assert text == (WILD / "MODEL_CARD.md").read_text()   # the committed card is current
