@@ -180,7 +180,8 @@ class Predictor:
               f"skipped [default: $OPENCV_IO_MAX_IMAGE_PIXELS if set, else {MAX_PIXELS}].")
 @click.option("--second-opinion", type=click.Choice(["none", "dlib"]), default="dlib",
               show_default=True, help="Gender second opinion: 'dlib' merges dlib's face "
-              "descriptor + the models/dlib-gender head with the model (mean of logits).")
+              "descriptor + the models/dlib-gender head with the model (weighted mean of "
+              "logits, the model's weight; faces under 24 px keep the model's answer).")
 def command(paths, model, models_dir, detector_backend, confidence, threads, batch, pad,
             runtime, max_pixels, second_opinion):
     """Age and gender of every face in image files or folders: one JSON object per face

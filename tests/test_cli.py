@@ -241,3 +241,30 @@ def test_run_with_an_output_folder_that_cannot_be_written_exits_2_with_one_line(
     assert len(lines) == 1, r.stderr
     assert f"{tmp_path / 'hostname'} is a file" in lines[0]
     assert "agegender run summary" not in r.stdout
+
+
+@pytest.mark.slow
+def test_predict_gives_the_second_opinion_only_to_faces_of_its_minimum_size(tmp_path):
+    # given the astronaut photo at full size, and shrunk so her face box is under 24 px
+    from common.models.dlib_descriptor import DlibGenderOpinion
+
+    bgr = astronaut_bgr()
+    big, small = tmp_path / "big.png", tmp_path / "small.png"
+    cv2.imwrite(str(big), bgr)
+    cv2.imwrite(str(small), cv2.resize(bgr, None, fx=0.12, fy=0.12,
+                                       interpolation=cv2.INTER_AREA))
+    # when predict runs with the dlib opinion and without it
+    out = {}
+    for opinion in ("dlib", "none"):
+        r = run_predict([str(big), str(small), "--second-opinion", opinion])
+        assert r.returncode == 0, r.stderr
+        out[opinion] = {json.loads(line)["file"]: json.loads(line)
+                        for line in r.stdout.splitlines()}
+    # then the small face's box is under the opinion's minimum and it keeps the model's
+    # answer exactly, while the full-size face's answer is merged with the opinion
+    s_dlib, s_none = out["dlib"][str(small)], out["none"][str(small)]
+    assert s_dlib["box"][2] - s_dlib["box"][0] < DlibGenderOpinion.min_face_px
+    assert s_dlib["gender_confidence"] == s_none["gender_confidence"]
+    b_dlib, b_none = out["dlib"][str(big)], out["none"][str(big)]
+    assert b_dlib["gender_confidence"] != b_none["gender_confidence"]
+    assert b_dlib["gender"] == "female"
