@@ -1,11 +1,13 @@
 """Models shared by the services and training: the registry that finds model folders,
 the runtimes that run them, crop preprocessing and the age/gender model.
 
-Importing this package loads neither TensorFlow nor ONNX Runtime; a model does when it is
-loaded. Public names:
+Importing this package (or :mod:`common.models.registry`, e.g. for ``DEFAULT_MODEL``)
+loads neither TensorFlow, ONNX Runtime nor OpenCV: the public names below are imported on
+first use (PEP 562), so a command line can name the default model before it sets
+OpenCV's decode limit. A model loads its runtime when it is loaded. Public names:
 
-* :mod:`~common.models.registry`: ``DEFAULT_MODEL``, ``models_dir``, ``resolve_model_dir``,
-  ``shipped_models``, ``read_meta``, ``MODELS_ENV``;
+* :mod:`~common.models.registry`: ``DEFAULT_MODEL``, ``models_dir``,
+  ``resolve_model_dir``, ``shipped_models``, ``read_meta``, ``MODELS_ENV``;
 * :mod:`~common.models.runtimes`: ``RUNTIMES``, ``choose_runtime``, ``load_networks``,
   ``onnx_session``, ``run_session``, ``configure_tensorflow``;
 * :mod:`~common.models.preprocess`: ``InputSpec``, ``resize_crop``;
@@ -15,14 +17,32 @@ Faces are turned upright before classification by the crop itself (BlazeFace's e
 :func:`common.crops.face_crop`), not by a network.
 """
 
-from common.models.agegender import AgeGenderModel, age_interval, load_model
-from common.models.preprocess import InputSpec, resize_crop
-from common.models.registry import (DEFAULT_MODEL, MODELS_ENV, models_dir, read_meta, resolve_model_dir,
-                                    shipped_models)
-from common.models.runtimes import (RUNTIMES, choose_runtime, configure_tensorflow,
-                                    load_networks, onnx_session, run_session)
+from __future__ import annotations
 
-__all__ = ["AgeGenderModel", "age_interval", "load_model", "InputSpec", "resize_crop",
-           "DEFAULT_MODEL", "MODELS_ENV", "models_dir", "read_meta", "resolve_model_dir", "shipped_models",
-           "RUNTIMES", "choose_runtime", "configure_tensorflow", "load_networks",
-           "onnx_session", "run_session"]
+import importlib
+
+from common.models.registry import (DEFAULT_MODEL, MODELS_ENV, models_dir, read_meta,
+                                    resolve_model_dir, shipped_models)
+
+#: Public names imported on first use, by module.
+_LAZY = {
+    "common.models.agegender": ("AgeGenderModel", "age_interval", "load_model"),
+    "common.models.preprocess": ("InputSpec", "resize_crop"),
+    "common.models.runtimes": ("RUNTIMES", "choose_runtime", "configure_tensorflow",
+                               "load_networks", "onnx_session", "run_session"),
+}
+_WHERE = {name: module for module, names in _LAZY.items() for name in names}
+
+__all__ = ["DEFAULT_MODEL", "MODELS_ENV", "models_dir", "read_meta", "resolve_model_dir",
+           "shipped_models", *_WHERE]
+
+
+def __getattr__(name: str):
+    """Import a public name's module on first use (``from common.models import
+    load_model`` works as before)."""
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'common.models' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
