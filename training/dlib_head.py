@@ -104,8 +104,9 @@ def main(argv=None) -> None:
             "implausible_landmarks": int((~ok).sum()),
         },
         "served_on": "crops cut by common.crops.SSD_VIDEO_RULE (the classifier's "
-                     "second_opinion dlib), combined with the model's gender as the mean "
-                     "of the two logits",
+                     "second_opinion dlib), combined with the model's gender as a "
+                     "weighted mean of the two logits (the model's meta.json "
+                     "second_opinion.dlib.weight, 0.5 without one)",
         "command": "python -m training.dlib_head",
         "fitted": datetime.date.today().isoformat(),
     }
