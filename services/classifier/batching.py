@@ -254,7 +254,7 @@ class OpinionBudget:
 
 
 def second_opinion(msgs: list[wire.Message], preds: list[dict], opinion: Opinion,
-                   on_opinion: Callable[[int, int, int, float], None] | None = None,
+                   on_opinion: Callable[[int, int, int, float, int], None] | None = None,
                    budget: OpinionBudget | None = None,
                    weight: float = OPINION_WEIGHT) -> list[dict]:
     """The predictions ``preds`` (one per face to classify of ``msgs``, in order) with the
@@ -307,7 +307,7 @@ def process_batch(msgs: list[wire.Message], model: Model, max_batch: int,
                   now_ns: Callable[[], int] = time.time_ns,
                   on_batch: Callable[[int, float], None] | None = None,
                   opinion: Opinion | None = None,
-                  on_opinion: Callable[[int, int, int, float], None] | None = None,
+                  on_opinion: Callable[[int, int, int, float, int], None] | None = None,
                   budget: OpinionBudget | None = None) -> list[tuple[Any, list]]:
     """Classify every face of ``msgs`` together and build one ``result`` per message.
 
