@@ -186,7 +186,8 @@ def command(paths, model, models_dir, detector_backend, confidence, threads, bat
             runtime, max_pixels, second_opinion):
     """Age and gender of every face in image files or folders: one JSON object per face
     per line on stdout; problems go to stderr and the batch goes on. Exit code 0: every
-    file read; 1: some file failed (or none given); 2: the model cannot be used."""
+    file read; 1: some file failed (or no image file found); 2: the model cannot be used,
+    or a usage error (no path given)."""
     import os
 
     from common.process import limit_image_decoding, set_thread_budget

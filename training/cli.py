@@ -108,6 +108,9 @@ def evaluate_command(model, dataset, split, limit, wild, detector, second_opinio
     """Age MAE, gender accuracy, per age band / gender, interval coverage, latency
     (--wild: clean vs wild-proxy, per group)."""
     _logging(verbose)
+    if second_opinion != "none" and not wild:
+        raise click.UsageError("--second-opinion is evaluated on faces cut as served: add "
+                               "--wild")
     from common.models import load_model
     from training.evaluate import evaluate, format_report
 
@@ -119,7 +122,8 @@ def evaluate_command(model, dataset, split, limit, wild, detector, second_opinio
             kind, _, folder = dataset.partition("=")
             if kind != "utkface" or not folder:
                 raise ValueError(f"--wild needs utkface=FOLDER, got {dataset!r}")
-            from common.models.dlib_descriptor import DlibUnavailable, load_opinion
+            from common.models.dlib_descriptor import (DlibUnavailable, load_opinion,
+                                                       opinion_weight)
 
             try:
                 opinion = load_opinion(second_opinion)
@@ -127,10 +131,16 @@ def evaluate_command(model, dataset, split, limit, wild, detector, second_opinio
                 raise ValueError(str(exc)) from None
             faces = wild_proxy.load_faces(folder, split, limit, detector=detector)
             report = wild_proxy.evaluate_served(m, faces, detector, opinion)
+            served = {"name": second_opinion} if opinion is None else {
+                "name": opinion.name, "weight": opinion_weight(m.meta, opinion.name),
+                "min_face_px": opinion.min_face_px}
             report.update({"model": m.name, "dataset": dataset, "split": split,
-                           "detector": detector, "second_opinion": second_opinion})
+                           "detector": detector, "second_opinion": served})
+            said = "" if opinion is None else (
+                f", gender merged with the {opinion.name} second opinion at weight "
+                f"{served['weight']} on faces of {served['min_face_px']:g} px or more")
             click.echo(json.dumps(report, indent=2) if as_json else
-                       f"model {m.name} on {dataset} (split {split}, {detector} boxes): "
+                       f"model {m.name} on {dataset} (split {split}, {detector} boxes{said}): "
                        f"{report['n']} faces, {report['no_face']} without a detected face\n\n"
                        + wild_proxy.markdown({m.name: report}))
             return

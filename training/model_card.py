@@ -235,11 +235,13 @@ def main(model, dataset, clip_dir, wild, demo_events, before, served, threads):
         wild_report = json.loads((m.directory / "eval_wild.json").read_text())
     served_report = None
     if served and wild_report is not None:
-        from common.models.dlib_descriptor import load_opinion
+        from common.models.dlib_descriptor import load_opinion, opinion_weight
 
-        served_report = wild_proxy.evaluate_served(m, faces, "blazeface", load_opinion("dlib"))
-        served_report.update({"model": m.name, "detector": "blazeface",
-                              "second_opinion": "dlib"})
+        opinion = load_opinion("dlib")
+        served_report = wild_proxy.evaluate_served(m, faces, "blazeface", opinion)
+        served_report.update({"model": m.name, "detector": "blazeface", "second_opinion": {
+            "name": opinion.name, "weight": opinion_weight(m.meta, opinion.name),
+            "min_face_px": opinion.min_face_px}})
         (m.directory / "eval_served.json").write_text(json.dumps(served_report, indent=1))
     elif (m.directory / "eval_served.json").is_file():
         served_report = json.loads((m.directory / "eval_served.json").read_text())

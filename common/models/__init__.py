@@ -37,6 +37,11 @@ __all__ = ["DEFAULT_MODEL", "MODELS_ENV", "models_dir", "read_meta", "resolve_mo
            "shipped_models", *_WHERE]
 
 
+def __dir__() -> list[str]:
+    """The module's names, the lazy ones included."""
+    return sorted({*globals(), *_WHERE})
+
+
 def __getattr__(name: str):
     """Import a public name's module on first use (``from common.models import
     load_model`` works as before)."""

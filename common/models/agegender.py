@@ -36,6 +36,7 @@ import numpy as np
 
 from common.crops import CropRule
 from common.models.preprocess import InputSpec, resize_crop
+from common.models.dlib_descriptor import opinion_weights
 from common.models.registry import DEFAULT_MODEL, read_meta, resolve_model_dir
 from common.models.runtimes import load_networks, run_session
 
@@ -105,7 +106,9 @@ class AgeGenderModel:
             :meth:`warmup` (the graph has a ``[None, H, W, C]`` input signature).
 
     Raises:
-        ValueError: unknown model kind, or see :func:`common.models.runtimes.choose_runtime`.
+        ValueError: unknown model kind; a malformed ``second_opinion`` block
+            (:func:`common.models.dlib_descriptor.opinion_weights`); or see
+            :func:`common.models.runtimes.choose_runtime`.
     """
 
     def __init__(self, directory: str | os.PathLike, threads: int | None = None,
@@ -121,6 +124,10 @@ class AgeGenderModel:
         self.crop_aspect = self.meta.get("crop_aspect")
         self.crop_rule = CropRule.from_meta(self.meta)
         self.tta_flip = bool(self.meta.get("tta_flip", False))
+        try:  # checked here, so a bad entry stops the model from loading, not a batch
+            opinion_weights(self.meta)
+        except ValueError as exc:
+            raise ValueError(f"{self.directory}: {exc}") from None
         self.trace_count = 0
         self._lock = threading.Lock()
         self.bins = np.asarray(self.meta["age_bins"], np.float64) \

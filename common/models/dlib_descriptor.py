@@ -342,6 +342,30 @@ OPINION_WEIGHT = 0.5
 EPS = 1e-4
 
 
+def opinion_weights(meta: dict | None) -> dict[str, float]:
+    """The second-opinion weights a model's ``meta.json`` names: ``{"second_opinion":
+    {name: {"weight": w, ...}, ...}}`` -> ``{name: w}`` (``{}`` without the block).
+
+    Raises:
+        ValueError: the block is not a map of names to maps with a ``weight`` that is a
+            finite number in [0, 1] (the message names the field).
+    """
+    block = (meta or {}).get("second_opinion")
+    if block is None:
+        return {}
+    if not isinstance(block, dict):
+        raise ValueError(f"meta.json second_opinion must be a map of opinion names to "
+                         f"{{\"weight\": 0..1}}, got {block!r}")
+    out = {}
+    for name, entry in block.items():
+        w = entry.get("weight") if isinstance(entry, dict) else None
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0.0 <= w <= 1.0:
+            raise ValueError(f"meta.json second_opinion.{name}.weight must be a number in "
+                             f"[0, 1], got {w!r}")
+        out[str(name)] = float(w)
+    return out
+
+
 def opinion_weight(meta: dict | None, name: str = "dlib") -> float:
     """The weight of second opinion ``name`` for a model with ``meta.json`` ``meta``:
     ``meta["second_opinion"][name]["weight"]`` (chosen per model, since a model's logits
@@ -349,16 +373,9 @@ def opinion_weight(meta: dict | None, name: str = "dlib") -> float:
     else :data:`OPINION_WEIGHT`.
 
     Raises:
-        ValueError: the weight is there but not a number in [0, 1].
+        ValueError: as :func:`opinion_weights` (a model checks it when it is loaded).
     """
-    entry = ((meta or {}).get("second_opinion") or {}).get(name)
-    if not isinstance(entry, dict) or "weight" not in entry:
-        return OPINION_WEIGHT
-    w = entry["weight"]
-    if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0.0 <= w <= 1.0:
-        raise ValueError(f"meta.json second_opinion.{name}.weight must be a number in "
-                         f"[0, 1], got {w!r}")
-    return float(w)
+    return opinion_weights(meta).get(name, OPINION_WEIGHT)
 
 
 def combine_gender(prediction: dict, opinion_logit: float,

@@ -82,7 +82,7 @@ class OpinionMetrics:
                                 ["model", "reason"], registry=registry)
         self.seconds = Histogram("agegender_second_opinion_seconds",
                                  "Second-opinion time per call on one batch's faces "
-                                 "(seconds).", ["model"], buckets=LATENCY_BUCKETS,
+                                 "(seconds); calls that asked it no face are not timed.", ["model"], buckets=LATENCY_BUCKETS,
                                  registry=registry)
         self.used.labels(opinion)
         for reason in self.REASONS:
@@ -100,7 +100,8 @@ class OpinionMetrics:
         self.fallback.labels(self.model, "no_answer").inc(no_answer)
         self.fallback.labels(self.model, "budget").inc(over_budget)
         self.fallback.labels(self.model, "small").inc(small)
-        self.seconds.labels(self.model).observe(seconds)
+        if used or no_answer:  # a call that asked the opinion nothing is not timed
+            self.seconds.labels(self.model).observe(seconds)
 
 
 def _load_model(cfg: ClassifierConfig, stop: threading.Event):

@@ -57,7 +57,7 @@ class DetectorConfig(ServiceConfig, service="detector", http_port=9102):
     crop_aspect: float = Field(0.88, ge=0.0, le=4.0, description="payload 'crops' only: "
                                "width/height each face box is widened to before it is cut, "
                                "as the classifier's model was trained (meta.json "
-                               "crop_aspect: compact 0.883, seed 0.876); 0 cuts the box "
+                               "crop_aspect: compact-wild and compact 0.883, seed 0.876); 0 cuts the box "
                                "as detected.")
     jpeg_quality: int = Field(90, ge=10, le=100, description="payload 'crops' only: JPEG "
                               "quality of the frame sent along (a JPEG input frame is "

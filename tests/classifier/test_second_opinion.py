@@ -128,9 +128,32 @@ def test_opinion_weight_comes_from_the_models_meta_and_is_checked():
     # a model with one gets its own
     assert dd.opinion_weight({"second_opinion": {"dlib": {"weight": 0.7}}}) == 0.7
     # and a weight outside [0, 1] or not a number is refused, naming the field
-    for bad in (1.5, -0.1, "0.7", True):
+    for bad in (1.5, -0.1, "0.7", True, None, float("nan")):
         with pytest.raises(ValueError, match="second_opinion.dlib.weight"):
             dd.opinion_weight({"second_opinion": {"dlib": {"weight": bad}}})
+    # as is an entry without a weight, or a block that is not a map of entries
+    for block in ({"dlib": 0.7}, {"dlib": "x"}, {"dlib": {}}, {"other": {"w": 1}}):
+        with pytest.raises(ValueError, match=r"second_opinion\.\w+\.weight"):
+            dd.opinion_weight({"second_opinion": block})
+    for block in ("x", [], 0.7):
+        with pytest.raises(ValueError, match="second_opinion must be a map"):
+            dd.opinion_weight({"second_opinion": block})
+
+
+def test_model_with_a_malformed_opinion_weight_does_not_load(tmp_path):
+    # given a copy of the default model whose meta.json gives the opinion a weight of 2
+    import shutil
+
+    from common.models import DEFAULT_MODEL, load_model
+
+    folder = tmp_path / "bad"
+    shutil.copytree(ROOT / "models" / DEFAULT_MODEL, folder)
+    meta = json.loads((folder / "meta.json").read_text())
+    meta["second_opinion"] = {"dlib": {"weight": 2}}
+    (folder / "meta.json").write_text(json.dumps(meta))
+    # when it is loaded, then it is refused at once, naming the folder and the field
+    with pytest.raises(ValueError, match=r"bad: meta.json second_opinion.dlib.weight .* 2"):
+        load_model(str(folder), threads=1)
 
 
 @pytest.mark.parametrize("weight", [0.0, 0.7, 1.0])
@@ -291,6 +314,13 @@ def test_faces_narrower_than_min_face_px_keep_the_models_answer_at_no_cost(
     for reason, n in (("small", 1), ("no_answer", 0), ("budget", 0)):
         assert value("agegender_second_opinion_fallbacks_total",
                      {"model": "dlib", "reason": reason}) == n
+    assert value("agegender_second_opinion_seconds_count", {"model": "dlib"}) == 1
+    # and a batch with only the small face is counted but not timed (no opinion work)
+    process_batch([small], compact, 8, opinion=opinion, on_opinion=metrics.on_opinion,
+                  budget=budget)
+    assert value("agegender_second_opinion_fallbacks_total",
+                 {"model": "dlib", "reason": "small"}) == 2
+    assert value("agegender_second_opinion_seconds_count", {"model": "dlib"}) == 1
 
 
 def test_budget_refills_at_its_share_of_wall_time_up_to_its_depth():
@@ -371,3 +401,27 @@ def test_classifier_process_refuses_when_the_head_is_missing(tmp_path):
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "head.json" in proc.stderr and "second_opinion none" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_classifier_process_refuses_a_model_with_a_malformed_opinion_weight(tmp_path):
+    # given the default model copied with a second-opinion weight of 2 in its meta.json
+    import shutil
+
+    from common.models import DEFAULT_MODEL
+
+    folder = tmp_path / "bad"
+    shutil.copytree(ROOT / "models" / DEFAULT_MODEL, folder)
+    meta = json.loads((folder / "meta.json").read_text())
+    meta["second_opinion"] = {"dlib": {"weight": 2}}
+    (folder / "meta.json").write_text(json.dumps(meta))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # when the classifier starts with it
+    proc = subprocess.run([sys.executable, "-m", "services.cli", "classifier",
+                           "--model", str(folder), "--http-port", "0",
+                           "--input", f"bind:ipc://{tmp_path}/f",
+                           "--output", f"connect:ipc://{tmp_path}/r"],
+                          capture_output=True, text=True, timeout=300, env=env)
+    # then it refuses at start-up (not on its first batch) with exit 2, naming the field
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "second_opinion.dlib.weight" in proc.stderr and "Traceback" not in proc.stderr

@@ -159,3 +159,18 @@ def test_shipped_compact_reads_genders_left_to_right_on_the_demo_clip(clip, grou
     # then most frames with three faces read the expected genders
     assert result["frames_with_n_faces"] >= 0.7 * result["frames"]
     assert result["fraction_correct"] > 0.5, result
+
+
+def test_common_models_loads_no_runtime_or_opencv_until_a_name_is_used():
+    # given a fresh interpreter that imports the package and its registry only
+    import subprocess
+    import sys
+
+    code = ("import sys, common.models as m; from common.models.registry import DEFAULT_MODEL; "
+            "print('cv2' in sys.modules, 'onnxruntime' in sys.modules, "
+            "'load_model' in dir(m)); m.load_model; print('cv2' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, timeout=120, check=True).stdout.split()
+    # then OpenCV and ONNX Runtime were not imported, the lazy names are listed, and the
+    # first use of one imports its module
+    assert out == ["False", "False", "True", "True"]

@@ -289,3 +289,12 @@ def test_served_evaluation_gives_the_opinion_its_own_crops_and_the_models_weight
     # and the SSD path is refused with the opinion (its crops need BlazeFace keypoints)
     with pytest.raises(ValueError, match="blazeface"):
         wild.evaluate_served(model, faces, "ssd", opinion)
+
+
+def test_evaluate_refuses_the_second_opinion_without_wild():
+    from click.testing import CliRunner
+
+    from training.cli import evaluate_command
+
+    res = CliRunner().invoke(evaluate_command, ["--second-opinion", "dlib", "--split", "test"])
+    assert res.exit_code == 2 and "add --wild" in res.output
