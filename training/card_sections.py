@@ -71,15 +71,15 @@ WEAKNESSES = {
   (short hair, spacesuit) on two thirds of the frames ("Video clips" and "Before and
   after" show the model alone). With the opinion, end to end with tracking and the
   default CPU cap, the astronaut reads female on 120 of 120 frames and the 720p loop's
-  right woman on 234 of 246. The demo clip's right woman reads female on only 24 of 41
-  frames, because her first faces get few opinions under the cap; her person event is
-  right (`docs/accuracy-in-the-wild.md`, phase 4).
+  right woman on 220 of 246, and the demo clip's right woman on 36 of 41: both read male
+  for the first frames of a track, where few faces have had the opinion. Their person
+  events are right (`docs/accuracy-in-the-wild.md`, phase 4).
 * Fine-tuned from `compact`'s weights for 48 epochs (4.5 min on one H200) on about 17k
-  UTKFace faces, no external pretraining. Children's gender stays weak (0-9: 71.5 % clean
+  UTKFace faces, no external pretraining. Children's gender stays weak (0-9: 70.1 % clean
   with the opinion, 63.5 % wild), and so does age in the oldest bands on wild faces
   (60-69 MAE 11.8, 70+ 13.6 years).
-* Per group on wild faces (ages 20-69), as served: Asian men 83.6 % gender against
-  93.6 % for all adults, more than the issue's 4 points below.
+* Per group on wild faces (ages 20-69), as served: Asian men 84.9 % gender against
+  93.9 % for all adults, more than the issue's 4 points below.
 * The 80 % interval is calibrated on clean and wild validation faces together: 14.1 years
   wide on clean test faces and 20.4 on wild ones (the issue's 10 years is not reached);
   fusing a track narrows it little (rho 0.68, see above).
