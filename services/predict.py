@@ -137,14 +137,14 @@ class Predictor:
             preds = m.predict([face_crop(image, d.box, d.keypoints, m.crop_aspect, m.crop_rule)
                                for _, d, image in chunk])
             if self.opinion is not None:
-                import numpy as np
-
-                from common.models.dlib_descriptor import combine_gender, opinion_weight
+                from common.models.dlib_descriptor import (combine_gender,
+                                                           logits_of_large_faces,
+                                                           opinion_weight)
                 op = self.opinion
-                logits, _ = op([face_crop(image, d.box, d.keypoints, op.crop_aspect, op.rule)
-                                for _, d, image in chunk])
                 # faces narrower than the opinion's min_face_px keep the model's answer
-                logits[[d.box[2] - d.box[0] < op.min_face_px for _, d, _ in chunk]] = np.nan
+                logits = logits_of_large_faces(
+                    op, [face_crop(image, d.box, d.keypoints, op.crop_aspect, op.rule)
+                         for _, d, image in chunk], [d.box[2] - d.box[0] for _, d, _ in chunk])
                 weight = opinion_weight(m.meta, op.name)
                 preds = [combine_gender(p, float(z), weight) for p, z in zip(preds, logits)]
             for (path, det, _), pred in zip(chunk, preds):

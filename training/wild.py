@@ -635,17 +635,16 @@ def opinion_predictor(predictor: Predictor, opinion, weight: float | None = None
     without them, the model's crops; faces whose ``face_px`` (the face's width in the
     simulated frame, NaN at native size) is under the opinion's ``min_face_px`` keep the
     model's answer, as the classifier keeps it for small boxes."""
-    from common.models.dlib_descriptor import OPINION_WEIGHT
+    from common.models.dlib_descriptor import OPINION_WEIGHT, logits_of_large_faces
 
     w = OPINION_WEIGHT if weight is None else float(weight)
 
     def predict(crops, opinion_crops=None, face_px=None):
         """The model's answer, its P(female) merged with the opinion's."""
         out = dict(predictor(crops))
-        logits, _ = opinion(crops if opinion_crops is None else opinion_crops)
-        if face_px is not None:
-            logits = np.where(np.asarray(face_px) < getattr(opinion, "min_face_px", 0),
-                              np.nan, logits)
+        theirs = crops if opinion_crops is None else opinion_crops
+        logits = logits_of_large_faces(
+            opinion, theirs, np.full(len(theirs), np.nan) if face_px is None else face_px)
         p = np.clip(out["p_female"].astype(np.float64), 1e-4, 1 - 1e-4)
         z = (1 - w) * np.log(p / (1 - p)) + w * logits
         pf = np.where(np.isfinite(logits), 1 / (1 + np.exp(-np.nan_to_num(z))), p)

@@ -330,6 +330,18 @@ class DlibGenderOpinion:
         return logits, ok
 
 
+def logits_of_large_faces(opinion, crops: list, face_widths) -> np.ndarray:
+    """``(N,)`` log-odds of female of ``opinion`` on ``crops``, asked only for the faces
+    whose width in the frame (``face_widths``, pixels; NaN: native size, asked) is at
+    least ``opinion.min_face_px``; NaN for the others (no opinion, no work)."""
+    small = np.asarray(face_widths, np.float64) < getattr(opinion, "min_face_px", 0.0)
+    logits = np.full(len(crops), np.nan)
+    ask = np.flatnonzero(~small)
+    if len(ask):
+        logits[ask] = opinion([crops[i] for i in ask])[0]
+    return logits
+
+
 def load_opinion(name: str):
     """The second opinion called ``name`` (``"dlib"``), or ``None`` for ``"none"``.
 

@@ -140,17 +140,26 @@ def test_opinion_weight_comes_from_the_models_meta_and_is_checked():
             dd.opinion_weight({"second_opinion": block})
 
 
-def test_model_with_a_malformed_opinion_weight_does_not_load(tmp_path):
-    # given a copy of the default model whose meta.json gives the opinion a weight of 2
+@pytest.fixture
+def bad_weight_model(tmp_path) -> Path:
+    """A copy of the default model whose meta.json gives the opinion a weight of 2."""
     import shutil
 
-    from common.models import DEFAULT_MODEL, load_model
+    from common.models import DEFAULT_MODEL
 
     folder = tmp_path / "bad"
     shutil.copytree(ROOT / "models" / DEFAULT_MODEL, folder)
     meta = json.loads((folder / "meta.json").read_text())
     meta["second_opinion"] = {"dlib": {"weight": 2}}
     (folder / "meta.json").write_text(json.dumps(meta))
+    return folder
+
+
+def test_model_with_a_malformed_opinion_weight_does_not_load(bad_weight_model):
+    # given a copy of the default model whose meta.json gives the opinion a weight of 2
+    from common.models import load_model
+
+    folder = bad_weight_model
     # when it is loaded, then it is refused at once, naming the folder and the field
     with pytest.raises(ValueError, match=r"bad: meta.json second_opinion.dlib.weight .* 2"):
         load_model(str(folder), threads=1)
@@ -404,17 +413,10 @@ def test_classifier_process_refuses_when_the_head_is_missing(tmp_path):
 
 
 @pytest.mark.slow
-def test_classifier_process_refuses_a_model_with_a_malformed_opinion_weight(tmp_path):
+def test_classifier_process_refuses_a_model_with_a_malformed_opinion_weight(
+        tmp_path, bad_weight_model):
     # given the default model copied with a second-opinion weight of 2 in its meta.json
-    import shutil
-
-    from common.models import DEFAULT_MODEL
-
-    folder = tmp_path / "bad"
-    shutil.copytree(ROOT / "models" / DEFAULT_MODEL, folder)
-    meta = json.loads((folder / "meta.json").read_text())
-    meta["second_opinion"] = {"dlib": {"weight": 2}}
-    (folder / "meta.json").write_text(json.dumps(meta))
+    folder = bad_weight_model
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     # when the classifier starts with it
     proc = subprocess.run([sys.executable, "-m", "services.cli", "classifier",
